@@ -1,0 +1,116 @@
+"""Masked multi-head self-attention: MHA, GQA and MQA in one module.
+
+    scores  = q k^T / sqrt(D) + mask        (B, H, T, S)
+    pattern = softmax(scores)                each row sums to 1, masked keys get 0
+    z       = pattern v                      (B, T, H, D), one output per head
+    out     = concat_heads(z) W_O            (B, T, C)
+
+With G < H key/value heads, each K/V head serves H/G query heads (grouped-query
+attention); G = 1 is multi-query attention. When no hook needs the scores or the
+pattern, the same maths runs in PyTorch's fused scaled_dot_product_attention.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import ModelConfig
+from core.hooks import HookPoint
+from core.positional import alibi_bias, apply_rope
+
+
+def causal_mask(T: int, S: int, device=None) -> torch.Tensor:
+    """(T, S) additive mask: 0 where query t may see key s, -inf where not.
+
+    The T queries are the last T of the S positions (earlier ones sit in the KV cache).
+    """
+    q_pos = torch.arange(S - T, S, device=device)[:, None]
+    k_pos = torch.arange(S, device=device)[None, :]
+    return torch.zeros(T, S, device=device).masked_fill(k_pos > q_pos, float("-inf"))
+
+
+def sliding_window_mask(T: int, S: int, window: int, device=None) -> torch.Tensor:
+    """(T, S) causal mask that also hides keys more than `window - 1` positions back."""
+    q_pos = torch.arange(S - T, S, device=device)[:, None]
+    k_pos = torch.arange(S, device=device)[None, :]
+    return causal_mask(T, S, device).masked_fill(q_pos - k_pos >= window, float("-inf"))
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """attention_mask (B, S) of 1 = token, 0 = padding -> (B, 1, 1, S) additive mask."""
+    blocked = attention_mask[:, None, None, :] == 0
+    return torch.zeros(blocked.shape, device=attention_mask.device).masked_fill(blocked, float("-inf"))
+
+
+def build_mask(cfg: ModelConfig, T: int, S: int, attention_mask=None, device=None) -> torch.Tensor:
+    """(1|B, 1|H, T, S) additive mask combining causality, window, padding and ALiBi."""
+    if cfg.sliding_window:
+        mask = sliding_window_mask(T, S, cfg.sliding_window, device)
+    elif cfg.causal:
+        mask = causal_mask(T, S, device)
+    else:
+        mask = torch.zeros(T, S, device=device)
+    mask = mask[None, None]                                    # (1, 1, T, S)
+    if cfg.positions == "alibi":
+        mask = mask + alibi_bias(cfg.n_heads, T, S, S - T).to(device)
+    if attention_mask is not None:
+        mask = mask + padding_mask(attention_mask)
+    # A query that may see nothing (a left-padding position) would give 0/0; let it see
+    # everything instead. Its output is padding and never read.
+    dead = torch.isinf(mask).all(dim=-1, keepdim=True)
+    return mask.masked_fill(dead, 0.0) if dead.any() else mask
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, G, S, D) -> (B, G * n_rep, S, D): each K/V head copied for the query heads it serves."""
+    if n_rep == 1:
+        return x
+    B, G, S, D = x.shape
+    return x[:, :, None].expand(B, G, n_rep, S, D).reshape(B, G * n_rep, S, D)
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q (B, T, H, D), k (B, S, G, D) -> (B, H, T, S) scaled dot products, before the mask."""
+    H, G, D = q.shape[2], k.shape[2], q.shape[3]
+    q = q.transpose(1, 2)                                      # (B, H, T, D)
+    k = repeat_kv(k.transpose(1, 2), H // G)                   # (B, H, S, D)
+    return q @ k.transpose(-2, -1) / math.sqrt(D)              # (B, H, T, S)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        H, G, D, C = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
+        self.q_proj = nn.Linear(C, H * D, bias=cfg.bias)
+        self.k_proj = nn.Linear(C, G * D, bias=cfg.bias)
+        self.v_proj = nn.Linear(C, G * D, bias=cfg.bias)
+        self.o_proj = nn.Linear(H * D, C, bias=cfg.bias)
+        rot = ["rot_q", "rot_k"] if cfg.positions == "rope" else []
+        for name in ["q", "k", "v", *rot, "mask", "attn_scores", "pattern", "z"]:
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def forward(self, x, mask, rope=None, kv_cache=None) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, G, D = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.d_head
+        q = self.hook_q(self.q_proj(x).view(B, T, H, D))       # (B, T, H, D)
+        k = self.hook_k(self.k_proj(x).view(B, T, G, D))       # (B, T, G, D)
+        v = self.hook_v(self.v_proj(x).view(B, T, G, D))       # (B, T, G, D)
+        if rope is not None:
+            q, k = self.hook_rot_q(apply_rope(q, *rope)), self.hook_rot_k(apply_rope(k, *rope))
+        if kv_cache is not None:
+            k, v = kv_cache.append(self.layer, k, v)           # (B, S, G, D)
+        mask = self.hook_mask(mask)                            # (1|B, 1|H, T, S)
+        if self.hook_attn_scores.active() or self.hook_pattern.active():
+            scores = self.hook_attn_scores(attention_scores(q, k) + mask)
+            pattern = self.hook_pattern(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
+            z = pattern @ repeat_kv(v.transpose(1, 2), H // G)  # (B, H, T, D)
+        else:
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                attn_mask=mask.to(q.dtype), enable_gqa=G != H)  # (B, H, T, D)
+        z = self.hook_z(z.transpose(1, 2))                     # (B, T, H, D)
+        return self.o_proj(z.reshape(B, T, H * D))

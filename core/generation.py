@@ -1,0 +1,54 @@
+"""Autoregressive generation, with or without a KV cache, timing every step.
+
+Without a cache every step runs the whole sequence again (cost grows with length);
+with one, the prompt runs once ("prefill") and each later step feeds only the newest
+token, attending to the stored keys and values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from core.device import timed
+from core.kv_cache import KVCache
+from core.model import HookedTransformer
+from core.sampling import SamplingSettings, sample
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    new_ids: list[int] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)  # step 0 includes the prompt (prefill)
+    cache_bytes: int = 0                                      # size of the KV cache at the end
+
+
+@torch.no_grad()
+def generate(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool = True,
+             settings: SamplingSettings = SamplingSettings(temperature=0), seed: int | None = None,
+             stop_ids: set[int] | None = None, should_stop=None) -> Generation:
+    """Append up to max_new_tokens tokens to ids (a list or (T,) tensor); greedy by default.
+
+    `should_stop()` is polled between steps so a user interface can cancel the run.
+    """
+    ids = torch.as_tensor(ids, device=model.device).reshape(1, -1)        # (1, T)
+    if ids.shape[1] + max_new_tokens > model.cfg.n_ctx:
+        raise ValueError(f"{ids.shape[1]} + {max_new_tokens} tokens exceed the context of {model.cfg.n_ctx}")
+    generator = torch.Generator(device=model.device).manual_seed(seed) if seed is not None else None
+    out = Generation(prompt_ids=ids[0].tolist())
+    cache = KVCache(model.cfg.n_layers) if use_cache else None
+    step_input = ids
+    for _ in range(max_new_tokens):
+        if should_stop is not None and should_stop():
+            break
+        logits, seconds = timed(lambda: model(step_input, kv_cache=cache)[:, -1], model.device)  # (1, V)
+        token = sample(logits, settings, generator)                      # (1,)
+        out.new_ids.append(int(token))
+        out.step_seconds.append(seconds)
+        ids = torch.cat([ids, token[:, None]], dim=1)
+        step_input = token[:, None] if use_cache else ids                  # one token vs everything
+        if stop_ids and int(token) in stop_ids:
+            break
+    out.cache_bytes = cache.nbytes() if cache is not None else 0
+    return out

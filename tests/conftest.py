@@ -1,0 +1,85 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers as T  # noqa: E402
+
+from core.convert import from_transformers  # noqa: E402
+
+VOCAB = 101
+
+
+def _randomise(hf):
+    """HF initialises norms to 1 and many biases to 0; perturb everything so a wrong mapping shows."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            centre = 1.0 if "norm" in name.lower() else 0.0
+            p.copy_(centre + 0.2 * torch.randn(p.shape, generator=g))
+    return hf.eval()
+
+
+def tiny_hf(family: str):
+    """A small random transformers model of each family we convert."""
+    torch.manual_seed(0)
+    if family == "gpt2":
+        cfg = T.GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=VOCAB, n_positions=64,
+                           bos_token_id=0, eos_token_id=0)
+        return _randomise(T.GPT2LMHeadModel(cfg))
+    if family == "llama":
+        cfg = T.LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                            intermediate_size=48, vocab_size=VOCAB, max_position_embeddings=64)
+        return _randomise(T.LlamaForCausalLM(cfg))
+    if family == "bert":
+        cfg = T.BertConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=32, intermediate_size=48,
+                           vocab_size=VOCAB, max_position_embeddings=64)
+        return _randomise(T.BertForMaskedLM(cfg))
+    if family == "mixtral":
+        cfg = T.MixtralConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                              intermediate_size=48, vocab_size=VOCAB, num_local_experts=4, num_experts_per_tok=2,
+                              max_position_embeddings=64)
+        return _randomise(T.MixtralForCausalLM(cfg))
+    raise ValueError(family)
+
+
+FAMILIES = ["gpt2", "llama", "bert", "mixtral"]
+DECODERS = ["gpt2", "llama", "mixtral"]
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def pair(request):
+    hf = tiny_hf(request.param)
+    return request.param, from_transformers(hf), hf
+
+
+@pytest.fixture(scope="session", params=DECODERS)
+def decoder_pair(request):
+    hf = tiny_hf(request.param)
+    return request.param, from_transformers(hf), hf
+
+
+@pytest.fixture
+def ids():
+    return torch.randint(1, VOCAB, (2, 21), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from core import zoo
+    return zoo.load("smollm2-135m", "cpu")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from core import zoo
+    return zoo.load("minilm-l6", "cpu")
+
+
+def assert_close(ours, theirs, atol=1e-4):
+    """Equal within atol, reporting max and mean difference when not."""
+    diff = (ours - theirs).abs()
+    assert diff.max() <= atol, f"max diff {diff.max():.3g}, mean {diff.mean():.3g}"

@@ -1,0 +1,140 @@
+"""Hook points: names, shapes, interventions and their per-call lifetime."""
+import threading
+
+import pytest
+import torch
+
+from core import HookedTransformer, ModelConfig
+
+# The DESIGN's hook names for one block of a Llama-style model, in firing order's module order.
+PINNED_LLAMA_BLOCK = [
+    "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
+    "attn.hook_mask", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "ln2.hook_normalized",
+    "mlp.hook_pre", "mlp.hook_post", "hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out",
+    "hook_resid_post",
+]
+
+
+def test_hook_names_are_pinned(decoder_pair):
+    family, model, _ = decoder_pair
+    names = list(model.hook_points)
+    block0 = [n[len("blocks.0."):] for n in names if n.startswith("blocks.0.")]
+    expected = {
+        "llama": PINNED_LLAMA_BLOCK,
+        "gpt2": [n for n in PINNED_LLAMA_BLOCK if "rot_" not in n],
+        "mixtral": [n.replace("mlp.hook_pre", "moe.hook_router_logits").replace(
+            "mlp.hook_post", "moe.hook_expert_weights") for n in PINNED_LLAMA_BLOCK],
+    }[family]
+    if family == "mixtral":
+        expected.insert(expected.index("moe.hook_expert_weights") + 1, "moe.hook_expert_indices")
+    assert block0 == expected
+    top = [n for n in names if not n.startswith("blocks.")]
+    assert top == {"gpt2": ["hook_tokens", "hook_embed", "hook_pos_embed", "ln_final.hook_normalized", "unembed.hook_out"],
+                   "llama": ["hook_tokens", "hook_embed", "ln_final.hook_normalized", "unembed.hook_out"],
+                   "mixtral": ["hook_tokens", "hook_embed", "ln_final.hook_normalized", "unembed.hook_out"]}[family]
+
+
+def documented_shape(name: str, cfg: ModelConfig, B: int, T: int) -> tuple:
+    H, G, D, C, F, V, E, K = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_ff, cfg.vocab_size,
+                              cfg.n_experts, cfg.top_k)
+    leaf = name.split(".")[-1]
+    table = {
+        "hook_tokens": (B, T), "hook_embed": (B, T, C), "hook_pos_embed": (1, T, C), "hook_normalized": (B, T, C),
+        "hook_q": (B, T, H, D), "hook_k": (B, T, G, D), "hook_v": (B, T, G, D),
+        "hook_rot_q": (B, T, H, D), "hook_rot_k": (B, T, G, D), "hook_mask": (1, 1, T, T),
+        "hook_attn_scores": (B, H, T, T), "hook_pattern": (B, H, T, T), "hook_z": (B, T, H, D),
+        "hook_pre": (B, T, F), "hook_post": (B, T, F), "hook_router_logits": (B, T, E),
+        "hook_expert_weights": (B, T, K), "hook_expert_indices": (B, T, K), "hook_out": (B, T, V),
+    }
+    return table.get(leaf, (B, T, C))  # residual, attn_out, mlp_out
+
+
+def test_every_hook_fires_with_its_documented_shape(pair, ids):
+    _, model, _ = pair
+    _, cache = model.run_with_cache(ids)
+    assert set(cache) == set(model.hook_points), "every hook point fires on a full forward"
+    for name, value in cache.items():
+        assert tuple(value.shape) == documented_shape(name, model.cfg, *ids.shape), name
+
+
+def identity(x, hook):
+    return x
+
+
+def test_identity_hook_leaves_logits_bit_identical(pair, ids):
+    _, model, _ = pair
+    explicit = ("hook_attn_scores", "hook_pattern")  # hooking these switches SDPA to the explicit path
+    with torch.no_grad():
+        plain = model(ids)
+        with model.hooks({n: identity for n in model.hook_points if not n.endswith(explicit)}):
+            hooked = model(ids)
+        assert torch.equal(plain, hooked)
+        looked, _ = model.run_with_cache(ids)
+        with model.hooks({n: identity for n in model.hook_points}):
+            hooked_everywhere = model(ids)
+        assert torch.equal(looked, hooked_everywhere)
+
+
+def zero_head(head: int):
+    def fn(z, hook):
+        z = z.clone()
+        z[:, :, head] = 0.0
+        return z
+    return fn
+
+
+def test_zeroing_one_head_changes_logits(pair, ids):
+    _, model, _ = pair
+    with torch.no_grad():
+        plain = model(ids)
+        with model.hooks({"blocks.1.attn.hook_z": zero_head(2)}):
+            ablated = model(ids)
+    assert (plain - ablated).abs().max() > 1e-3
+
+
+def test_exception_inside_a_hook_leaves_no_hook_behind(pair, ids):
+    _, model, _ = pair
+
+    def boom(x, hook):
+        raise RuntimeError("inside hook")
+
+    with pytest.raises(RuntimeError, match="inside hook"):
+        with model.hooks({"blocks.0.hook_resid_post": boom}):
+            model(ids)
+    model(ids)  # would raise again if the hook had stayed
+    assert not any(hp.active() for hp in model.hook_points.values())
+
+
+def test_unknown_hook_name_is_a_clear_error(pair):
+    _, model, _ = pair
+    with pytest.raises(KeyError, match="no hook point named"):
+        model.hooks({"blocks.0.attn.hook_nothing": lambda x, h: x})
+
+
+def test_threads_sharing_one_model_get_their_serial_results():
+    torch.manual_seed(0)
+    model = HookedTransformer(ModelConfig(positions="rope", norm="rmsnorm", gated_ffn=True, act="silu",
+                                          n_kv_heads=2, d_model=64, n_layers=3)).eval()
+    prompts = [torch.randint(0, 256, (1, 8 + i)) for i in range(8)]
+
+    def job(i):
+        hooks = {f"blocks.{i % 3}.attn.hook_z": zero_head(i % 4)} if i % 2 else {}
+        with torch.no_grad(), model.hooks(hooks):
+            logits, cache = model.run_with_cache(prompts[i], names=lambda n: n.endswith("hook_pattern"))
+        return logits, cache["blocks.2.attn.hook_pattern"]
+
+    serial = [job(i) for i in range(8)]
+    results, barrier = [None] * 8, threading.Barrier(8)
+
+    def worker(i):
+        barrier.wait()
+        for _ in range(5):
+            results[i] = job(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (a, pa), (b, pb) in zip(serial, results):
+        assert torch.equal(a, b) and torch.equal(pa, pb)
