@@ -21,14 +21,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.config import ModelConfig
+from core.data import CORPUS, clm_batch, corpus_split, mlm_mask, mlm_windows
+from core.evaluation import evaluate
 from core.model import HookedTransformer
 from core.moe import load_balancing_loss
-from core.sampling import SamplingSettings, sample
 from core.tokenizers import CharTokenizer, WordTokenizer
 from core.zoo import ASSETS, save_checkpoint
-
-CORPUS = ASSETS / "data" / "shakespeare.txt"
-
 
 @dataclass
 class Recipe:
@@ -45,58 +43,22 @@ class Recipe:
 
 RECIPES = {
     "tiny-gpt-char": Recipe(ModelConfig(family="gpt", d_model=128, n_layers=4, n_heads=4, d_ff=512, n_ctx=128,
-                                        act="gelu"), "clm", steps=1800),
+                                        act="gelu"), "clm", steps=1650),
     "tiny-bert-word": Recipe(ModelConfig(family="bert", d_model=128, n_layers=4, n_heads=4, d_ff=512, n_ctx=64,
                                          pre_norm=False, embed_norm=True, causal=False, head="mlm",
-                                         norm_eps=1e-12, pad_token_id=0), "mlm", steps=1800, lr=1e-3,
+                                         norm_eps=1e-12, pad_token_id=0), "mlm", steps=1650, lr=1e-3,
                              vocab_words=4096),
     "tiny-moe": Recipe(ModelConfig(family="moe", d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=128,
                                    n_ctx=128, positions="rope", norm="rmsnorm", act="silu", gated_ffn=True,
-                                   bias=False, n_experts=8, top_k=2, router_noise=0.1), "clm", steps=1600,
+                                   bias=False, n_experts=8, top_k=2, router_noise=0.1), "clm", steps=1400,
                        aux_coef=0.01),
 }
-
-
-def corpus_split(text: str | None = None) -> tuple[str, str]:
-    text = text if text is not None else CORPUS.read_text()
-    cut = int(len(text) * 0.9)
-    return text[:cut], text[cut:]
 
 
 def make_tokenizer(recipe: Recipe, text: str):
     if recipe.objective == "mlm":
         return WordTokenizer.build(text, recipe.vocab_words)
     return CharTokenizer(sorted(set(text) | {"?"}))
-
-
-def clm_batch(data: torch.Tensor, B: int, T: int, g: torch.Generator):
-    """B random windows: x is T tokens, y the same shifted by one (the next token at each position)."""
-    start = torch.randint(0, len(data) - T - 1, (B,), generator=g)
-    x = torch.stack([data[s:s + T] for s in start])
-    y = torch.stack([data[s + 1:s + T + 1] for s in start])
-    return x, y
-
-
-def mlm_mask(ids: torch.Tensor, tok: WordTokenizer, g: torch.Generator, rate: float = 0.15):
-    """BERT's rule: choose `rate` of the ordinary tokens; of those 80% -> [MASK], 10% -> random, 10% kept.
-
-    Returns (inputs, labels) with labels -100 where the loss ignores the position.
-    """
-    special = torch.tensor(sorted(tok.special_ids))
-    chosen = (torch.rand(ids.shape, generator=g) < rate) & ~torch.isin(ids, special)
-    labels = ids.masked_fill(~chosen, -100)
-    roll = torch.rand(ids.shape, generator=g)
-    inputs = ids.masked_fill(chosen & (roll < 0.8), tok.mask_id)
-    randomise = chosen & (roll >= 0.8) & (roll < 0.9)
-    random_ids = torch.randint(len(tok.SPECIALS), tok.vocab_size, ids.shape, generator=g)
-    return torch.where(randomise, random_ids, inputs), labels
-
-
-def mlm_windows(data: torch.Tensor, tok: WordTokenizer, starts: torch.Tensor, T: int) -> torch.Tensor:
-    """[CLS] w ... w [SEP] windows of T tokens."""
-    body = torch.stack([data[s:s + T - 2] for s in starts])
-    B = body.shape[0]
-    return torch.cat([torch.full((B, 1), tok.cls_id), body, torch.full((B, 1), tok.sep_id)], dim=1)
 
 
 def loss_and_logits(model: HookedTransformer, x, y, aux_coef: float = 0.0):
@@ -122,12 +84,12 @@ def lr_at(step: int, recipe: Recipe) -> float:
 
 
 def train(name: str, recipe: Recipe | None = None, text: str | None = None, seed: int = 0,
-          progress: bool = True) -> HookedTransformer:
+          progress: bool = True, memorise: bool = False) -> HookedTransformer:
     recipe = recipe or RECIPES[name]
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    train_text, _ = corpus_split(text)
-    tok = make_tokenizer(recipe, text if text is not None else CORPUS.read_text())
+    train_text = text if memorise else corpus_split(text)[0]  # memorising trains on all of it
+    tok = make_tokenizer(recipe, train_text)  # the held-out text stays unseen, vocabulary included
     cfg = replace(recipe.config, vocab_size=tok.vocab_size)
     model = HookedTransformer(cfg)
     model.tokenizer = tok
@@ -149,95 +111,57 @@ def train(name: str, recipe: Recipe | None = None, text: str | None = None, seed
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return model.eval()
 
 
-@torch.no_grad()
-def sample_text(model: HookedTransformer, prompt: str, n: int, settings: SamplingSettings, seed: int = 0) -> str:
-    """n new tokens, the context cropped to the model's window (the tutorials' generate loop)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.tensor([model.tokenizer.encode(prompt)])
-    for _ in range(n):
-        token = sample(model(ids[:, -model.cfg.n_ctx:])[:, -1], settings, g)
-        ids = torch.cat([ids, token[:, None]], dim=1)
-    return model.tokenizer.decode(ids[0, -n:].tolist())
+SLICE_CHARS = 20_000  # the held-out slice the tests re-evaluate quickly
 
 
-def distinct_n(tokens: list, n: int) -> float:
-    """Unique n-grams / all n-grams: 1 means nothing repeats, near 0 means a loop."""
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-    return len(set(grams)) / max(1, len(grams))
+def memorisation_paragraph() -> str:
+    """The tutorials' first experiment fits one short paragraph; ours is Hamlet's soliloquy opening."""
+    text = CORPUS.read_text()
+    start = text.index("To be, or not to be")
+    return text[start:text.index("so long life;", start) + len("so long life;")]
 
 
-@torch.no_grad()
-def evaluate_clm(model: HookedTransformer, text: str, sample_prompt: str = "ROMEO:\n") -> dict:
-    """CE (nats/token), PPL, next-token accuracy, BPC and distinct-1/2 of a seeded sample."""
-    data = torch.tensor(model.tokenizer.encode(text))
-    T = min(model.cfg.n_ctx, len(data) - 1)
-    starts = range(0, len(data) - T - 1 + 1, T)  # non-overlapping windows
-    total, correct, count = 0.0, 0, 0
-    for chunk in [list(starts)[i:i + 64] for i in range(0, len(starts), 64)]:
-        x = torch.stack([data[s:s + T] for s in chunk])
-        y = torch.stack([data[s + 1:s + T + 1] for s in chunk])
-        logits = model(x)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-        count += y.numel()
-    ce = total / count
-    generated = sample_text(model, sample_prompt, 400, SamplingSettings(0.8, 50, 1.0))
-    tokens = model.tokenizer.encode(generated)
-    return {"cross_entropy": ce, "perplexity": math.exp(ce), "accuracy": correct / count,
-            "bpc": ce / math.log(2), "distinct_1": distinct_n(tokens, 1), "distinct_2": distinct_n(tokens, 2),
-            "tokens": count, "sample": generated}
-
-
-@torch.no_grad()
-def evaluate_mlm(model: HookedTransformer, text: str, seed: int = 1234) -> dict:
-    """CE, PPL and accuracy on masked positions, and the always-most-frequent-word baseline."""
-    tok = model.tokenizer
-    data = torch.tensor(tok.encode(text))
-    T = model.cfg.n_ctx
-    ids = mlm_windows(data, tok, torch.arange(0, len(data) - T, T - 2), T)
-    x, y = mlm_mask(ids, tok, torch.Generator().manual_seed(seed))
-    total, correct = 0.0, 0
-    for xb, yb in zip(x.split(64), y.split(64)):
-        logits = model(xb)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), ignore_index=-100,
-                                 reduction="sum").item()
-        keep = yb != -100
-        correct += (logits.argmax(-1)[keep] == yb[keep]).sum().item()
-    targets = y[y != -100]
-    ce = total / len(targets)
-    most_frequent = targets.bincount().max().item() / len(targets)
-    return {"cross_entropy": ce, "perplexity": math.exp(ce), "accuracy": correct / len(targets),
-            "baseline_accuracy": most_frequent, "masked_tokens": len(targets)}
-
-
-def evaluate(model: HookedTransformer, text: str) -> dict:
-    return evaluate_mlm(model, text) if model.cfg.head == "mlm" else evaluate_clm(model, text)
+def memorise(name: str, steps: int = 600) -> dict:
+    """Train on one paragraph until it is memorised and report the same metrics on it."""
+    paragraph = memorisation_paragraph()
+    base = RECIPES[name]
+    T = 32 if base.objective == "mlm" else 64
+    recipe = replace(base, steps=steps, batch=16, warmup=50, vocab_words=10_000,
+                     config=replace(base.config, n_ctx=T))
+    model = train(name, recipe, text=paragraph, memorise=True, progress=False)
+    return evaluate(model, paragraph, sample_prompt=paragraph[:6])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Train (or evaluate) one of the project's tiny models.")
     parser.add_argument("name", choices=list(RECIPES))
-    parser.add_argument("--evaluate", action="store_true", help="only evaluate the shipped checkpoint")
+    parser.add_argument("--evaluate", action="store_true", help="only evaluate the checkpoint in --out")
     parser.add_argument("--out", type=Path, help="checkpoint folder (default: assets/NAME)")
+    parser.add_argument("--steps", type=int, help="override the recipe's step count (for quick trials)")
+    parser.add_argument("--memorise", action="store_true", help="the tutorials' one-paragraph experiment")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or ASSETS / args.name
     _, heldout = corpus_split()
+    if args.memorise:
+        print(json.dumps(memorise(args.name), indent=2))
+        return
     if args.evaluate:
         from core.zoo import load_checkpoint
         model = load_checkpoint(out)
     else:
         start = time.time()
-        model = train(args.name)
+        recipe = replace(RECIPES[args.name], steps=args.steps) if args.steps else RECIPES[args.name]
+        model = train(args.name, recipe)
         save_checkpoint(model, out)
         print(f"trained in {time.time() - start:.0f} s -> {out}")
-    metrics = evaluate(model, heldout)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2)) if not args.evaluate else None
+    metrics = {"heldout": evaluate(model, heldout), "heldout_slice": evaluate(model, heldout[:SLICE_CHARS])}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
 
 

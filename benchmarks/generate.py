@@ -1,0 +1,34 @@
+"""Core vs transformers on SmolLM2, 128 greedy new tokens with the KV cache: `python benchmarks/generate.py`.
+
+Target: core <= 1.20x transformers' generate. Also checks that both produce the same tokens.
+"""
+import torch
+
+from common import interleaved_medians, smollm2_pair
+from core.generation import generate
+
+
+def main(new_tokens: int = 128, reps: int = 3) -> None:
+    ours, theirs = smollm2_pair()
+    prompt = ours.tokenizer.encode("The history of the printing press begins")
+    ids = torch.tensor([prompt])
+
+    def hf():
+        return theirs.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                               pad_token_id=0)[0, len(prompt):].tolist()
+
+    def core():
+        return generate(ours, prompt, new_tokens, use_cache=True).new_ids
+
+    with torch.no_grad():
+        same = hf() == core()
+        t = interleaved_medians({"transformers generate": hf, "core generate": core}, reps)
+    ref = t["transformers generate"]
+    print(f"SmolLM2-135M, {new_tokens} greedy new tokens with KV cache, {torch.get_num_threads()} threads, "
+          f"median of {reps}; identical tokens: {same}")
+    for name, seconds in t.items():
+        print(f"  {name:22s} {seconds:7.2f} s ({new_tokens / seconds:5.1f} tok/s)   ratio {seconds / ref:5.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The app assembles offline and its handlers answer in plain sentences."""
+import gradio as gr
+import pytest
+
+from explainers import overview
+from explainers.common import clean_text, get_model
+
+
+def test_app_builds_offline_with_a_model_picker():
+    import app
+    demo = app.build_app()
+    pickers = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model"]
+    assert len(pickers) == 1 and "smollm2-135m" in [c[1] for c in pickers[0].choices]
+
+
+def test_overview_describes_the_loaded_model(smollm2):
+    facts = dict(overview.model_facts(smollm2))
+    assert facts["Layers"] == "30" and facts["Key/value heads (G)"] == "3 — GQA" and facts["Width (C)"] == "576"
+    assert facts["Parameters"] == f"{sum(p.numel() for p in smollm2.parameters()):,}"
+    markdown, fig = overview.update("smollm2-135m")
+    assert "| Layers | 30 |" in markdown and fig.data[0].type == "bar"
+
+
+@pytest.mark.parametrize("name", ["", "gpt5"])
+def test_bad_model_names_give_a_message(name):
+    with pytest.raises(gr.Error):
+        get_model(name)
+
+
+@pytest.mark.parametrize("text", [None, "", "   \n", "\x00\x01"])
+def test_empty_or_control_only_text_is_refused_plainly(text):
+    with pytest.raises(gr.Error):
+        clean_text(text)
+
+
+def test_long_and_odd_text_is_cleaned_with_a_notice():
+    text, note = clean_text("a\x00b" + "x" * 10_000)
+    assert text.startswith("ab") and len(text) == 2000 and "control" in note and "first 2000" in note
+    rtl_zwj = "שלום 👩‍👩‍👧"
+    assert clean_text(rtl_zwj) == (rtl_zwj, "")

@@ -1,0 +1,62 @@
+"""Training: the loss goes down, MLM masking follows 80/10/10, shipped checkpoints keep their metrics."""
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from core import zoo
+from core.data import corpus_split, mlm_mask
+from core.evaluation import evaluate
+from core.training import RECIPES, SLICE_CHARS, train
+from core.tokenizers import WordTokenizer
+
+TEXT = "To be, or not to be, that is the question.\n" * 40
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_a_few_optimisation_steps_lower_the_loss(name):
+    recipe = replace(RECIPES[name], steps=30, warmup=5, batch=8,
+                     config=replace(RECIPES[name].config, n_layers=1, n_ctx=32))
+    torch.manual_seed(0)
+    before = train(name, replace(recipe, steps=0), text=TEXT, progress=False)
+    after = train(name, recipe, text=TEXT, progress=False)
+    _, heldout = corpus_split(TEXT)
+    assert evaluate(after, heldout)["cross_entropy"] < 0.8 * evaluate(before, heldout)["cross_entropy"]
+
+
+def test_training_is_seeded():
+    recipe = replace(RECIPES["tiny-gpt-char"], steps=3, warmup=1, batch=4,
+                     config=replace(RECIPES["tiny-gpt-char"].config, n_layers=1, n_ctx=16))
+    a = train("tiny-gpt-char", recipe, text=TEXT, progress=False)
+    b = train("tiny-gpt-char", recipe, text=TEXT, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_mlm_masking_follows_80_10_10():
+    tok = WordTokenizer.build(" ".join(f"w{i}" for i in range(500)), 505)
+    ids = torch.randint(len(tok.SPECIALS), tok.vocab_size, (400, 250), generator=torch.Generator().manual_seed(0))
+    ids[:, 0] = tok.cls_id
+    inputs, labels = mlm_mask(ids, tok, torch.Generator().manual_seed(1))
+    chosen = labels != -100
+    n = chosen.sum().item()
+    assert abs(n / ids.numel() - 0.15) < 0.005                      # ~15,000 of 100,000 chosen
+    assert not chosen[:, 0].any(), "special tokens are never chosen"
+    masked = (inputs[chosen] == tok.mask_id).float().mean().item()
+    kept = (inputs[chosen] == ids[chosen]).float().mean().item()
+    replaced = 1 - masked - kept
+    # binomial standard error at n=15,000 is ~0.003; allow 4 sigma (a random id can equal the original: +0.0002)
+    assert abs(masked - 0.8) < 0.013 and abs(kept - 0.1) < 0.01 and abs(replaced - 0.1) < 0.01
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_shipped_checkpoint_loads_and_matches_its_metrics(name):
+    if zoo.available()[name]:
+        pytest.fail(f"{name}: {zoo.available()[name]}")
+    model = zoo.load(name, "cpu")
+    recorded = json.loads((zoo.ASSETS / name / "metrics.json").read_text())["heldout_slice"]
+    _, heldout = corpus_split()
+    got = evaluate(model, heldout[:SLICE_CHARS])
+    for key in ["cross_entropy", "accuracy"]:
+        assert got[key] == pytest.approx(recorded[key], rel=0.02), key
