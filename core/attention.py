@@ -114,3 +114,34 @@ class Attention(nn.Module):
                 attn_mask=mask.to(q.dtype), enable_gqa=G != H)  # (B, H, T, D)
         z = self.hook_z(z.transpose(1, 2))                     # (B, T, H, D)
         return self.o_proj(z.reshape(B, T, H * D))
+
+
+def mask_of_kind(kind: str, T: int, H: int, window: int = 3) -> torch.Tensor:
+    """(1, 1|H, T, T) additive mask of a named kind, for trying other masks on a model via hook_mask."""
+    if kind == "causal":
+        mask = causal_mask(T, T)
+    elif kind == "bidirectional":
+        mask = torch.zeros(T, T)
+    elif kind == "sliding window":
+        mask = sliding_window_mask(T, T, window)
+    elif kind == "ALiBi":
+        return causal_mask(T, T)[None, None] + alibi_bias(H, T, T)
+    else:
+        raise ValueError(f"unknown mask {kind!r}")
+    return mask[None, None]
+
+
+def head_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, head: int) -> dict:
+    """The stages of one head's attention, recomputed from cached q (T, H, D), k, v (S, G, D), mask.
+
+    Returns (T, S) matrices qk, scaled, scores (mask added) and pattern, and z (T, D).
+    """
+    H, G, D = q.shape[1], k.shape[1], q.shape[2]
+    kv = head // (H // G)                                      # the K/V head this query head reads
+    qk = q[:, head] @ k[:, kv].T                               # (T, S)
+    scaled = qk / math.sqrt(D)
+    head_mask = mask[0, head if mask.shape[1] > 1 else 0]      # (T, S)
+    scores = scaled + head_mask
+    pattern = torch.softmax(scores, dim=-1)
+    return {"qk": qk, "scaled": scaled, "mask": head_mask, "scores": scores, "pattern": pattern,
+            "v": v[:, kv], "z": pattern @ v[:, kv]}

@@ -116,3 +116,26 @@ def routing_by_class(model: HookedTransformer, text: str) -> dict[str, torch.Ten
         if keep.any():
             out[name] = expert_load(indices[:, keep], model.cfg.n_experts)
     return out
+
+
+def moe_report(model: HookedTransformer, text: str) -> dict:
+    """Expert load per layer and routing by character class, as nested lists for JSON."""
+    _, indices = expert_choices(model, text)
+    return {"load": expert_load(indices, model.cfg.n_experts).tolist(),
+            "by_class": {name: share.tolist() for name, share in routing_by_class(model, text).items()}}
+
+
+def moe_markdown(report: dict) -> str:
+    """The report as Markdown tables: load per layer, then each class's favourite experts per layer."""
+    E = len(report["load"][0])
+    head = "| layer | " + " | ".join(f"e{e}" for e in range(E)) + " |\n|---|" + "---|" * E + "\n"
+    load = head + "".join(f"| {i} | " + " | ".join(f"{x:.1%}" for x in row) + " |\n" for i, row in enumerate(report["load"]))
+    classes = "| class | " + " | ".join(f"layer {i}: top experts" for i in range(len(report["load"]))) + " |\n"
+    classes += "|---|" + "---|" * len(report["load"]) + "\n"
+    for name, layers in report["by_class"].items():
+        cells = []
+        for row in layers:
+            top = sorted(range(E), key=lambda e: -row[e])[:2]
+            cells.append(", ".join(f"e{e} {row[e]:.0%}" for e in top))
+        classes += f"| {name} | " + " | ".join(cells) + " |\n"
+    return load + "\n" + classes

@@ -156,3 +156,36 @@ def load_simple(text: str):
     """CharTokenizer or WordTokenizer from its to_json() text."""
     data = json.loads(text)
     return CharTokenizer(data["chars"], data["unk"]) if data["type"] == "char" else WordTokenizer(data["words"])
+
+
+@lru_cache(maxsize=16)
+def train_bpe(text: str, vocab_size: int):
+    """A byte-level BPE learned on text: start from the 256 bytes, merge the most frequent pair, repeat.
+
+    Returns (tokenizer, merges): merges[i] is the (left, right) pair learned i-th.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([text], trainer)
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+              for m in json.loads(tok.to_str())["model"]["merges"]]
+    return tok, merges
+
+
+def bpe_tokens(tok, text: str) -> list[Token]:
+    """Tokens of a `tokenizers` byte-level BPE, with readable pieces."""
+    enc = tok.encode(text)
+    decoder = _byte_decoder()
+    out = []
+    for i, piece, (s, e) in zip(enc.ids, enc.tokens, enc.offsets):
+        data = bytes(decoder.get(ch, 63) for ch in piece)
+        try:
+            readable = visible(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            readable = "<" + " ".join(f"{b:02X}" for b in data) + ">"
+        out.append(Token(i, readable, s, e))
+    return out

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from core.config import ModelConfig
 from core.data import CORPUS, clm_batch, corpus_split, mlm_mask, mlm_windows
-from core.evaluation import evaluate
+from core.evaluation import evaluate, moe_markdown, moe_report
 from core.model import HookedTransformer
 from core.moe import load_balancing_loss
 from core.tokenizers import CharTokenizer, WordTokenizer
@@ -44,9 +44,9 @@ class Recipe:
 RECIPES = {
     "tiny-gpt-char": Recipe(ModelConfig(family="gpt", d_model=128, n_layers=4, n_heads=4, d_ff=512, n_ctx=128,
                                         act="gelu"), "clm", steps=1650),
+    # the tutorials' TinyBERT normalises before each sublayer (as TinyGPT does), unlike BERT itself
     "tiny-bert-word": Recipe(ModelConfig(family="bert", d_model=128, n_layers=4, n_heads=4, d_ff=512, n_ctx=64,
-                                         pre_norm=False, embed_norm=True, causal=False, head="mlm",
-                                         norm_eps=1e-12, pad_token_id=0), "mlm", steps=1650, lr=1e-3,
+                                         causal=False, head="mlm", pad_token_id=0), "mlm", steps=2000, lr=2e-3,
                              vocab_words=4096),
     "tiny-moe": Recipe(ModelConfig(family="moe", d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=128,
                                    n_ctx=128, positions="rope", norm="rmsnorm", act="silu", gated_ffn=True,
@@ -161,8 +161,11 @@ def main() -> None:
         save_checkpoint(model, out)
         print(f"trained in {time.time() - start:.0f} s -> {out}")
     metrics = {"heldout": evaluate(model, heldout), "heldout_slice": evaluate(model, heldout[:SLICE_CHARS])}
+    if model.cfg.n_experts:
+        metrics["experts"] = moe_report(model, heldout)
+        print(moe_markdown(metrics["experts"]))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps({k: v for k, v in metrics.items() if k != "experts"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
 """One module per tab; TABS is the order they appear in."""
-from explainers import overview
+from explainers import causal_mask, embeddings, overview, tokenizer
 
-TABS = [overview]
+TABS = [overview, tokenizer, embeddings, causal_mask]

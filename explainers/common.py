@@ -64,3 +64,52 @@ def friendly(fn):
             log.exception("handler %s failed", fn.__name__)
             raise gr.Error(f"Something went wrong ({type(e).__name__}). Try a shorter input or another model.") from None
     return wrapper
+
+
+PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#e5e7eb"]
+
+
+def chips_html(tokens, show_ids: bool = True, colours: list[str] | None = None, titles: list[str] | None = None) -> str:
+    """Tokens as coloured chips: the readable piece, its id below; special tokens dashed, unknown ones red."""
+    import html
+    chips = []
+    for i, t in enumerate(tokens):
+        colour = colours[i] if colours else PALETTE[i % len(PALETTE)]
+        border = "2px solid #dc2626" if t.unknown else ("1px dashed #6b7280" if t.special else "1px solid #0000")
+        title = titles[i] if titles else f"id {t.id}, characters {t.start}-{t.end}" + (" (unknown)" if t.unknown else "")
+        sub = f"<sub style='display:block;font-size:0.7em;color:#374151'>{t.id}</sub>" if show_ids else ""
+        chips.append(f"<span title='{html.escape(title)}' style='display:inline-block;margin:2px;padding:2px 5px;"
+                     f"border-radius:5px;background:{colour};border:{border};color:#111;font-family:monospace;"
+                     f"unicode-bidi:isolate;text-align:center'>{html.escape(t.piece)}{sub}</span>")
+    return "<div style='line-height:2.1'>" + "".join(chips) + "</div>"
+
+
+def clamp_setting(name: str, value, low: int, high: int) -> tuple[int, str]:
+    """(value as an int within [low, high], a notice if it had to move). Non-numbers are refused."""
+    try:
+        number = int(float(value))
+    except (TypeError, ValueError):
+        raise gr.Error(f"The {name} must be a number between {low} and {high}.") from None
+    clamped = min(max(number, low), high)
+    return clamped, "" if clamped == number else f"The {name} was {number}; this model allows {low} to {high}, so {clamped} is shown."
+
+
+def join_notes(*notes: str) -> str:
+    return " ".join(n for n in notes if n)
+
+
+def range_sliders(model_name: str, blocks_plus_one: bool = False):
+    """Layer and head sliders fitted to the model (layer 0..L when the embeddings count as a layer)."""
+    try:
+        cfg = get_model(model_name).cfg
+    except gr.Error:
+        return gr.Slider(), gr.Slider()
+    top = cfg.n_layers if blocks_plus_one else cfg.n_layers - 1
+    return gr.Slider(maximum=top), gr.Slider(maximum=cfg.n_heads - 1)
+
+
+def examples(rows: list[list], inputs: list, then_fn, fn_inputs: list, outputs) -> gr.Examples:
+    """gr.Examples that, once an example fills the inputs, runs the tab's update with all its settings."""
+    ex = gr.Examples(rows, inputs=inputs)
+    ex.load_input_event.then(then_fn, fn_inputs, outputs)
+    return ex

@@ -1,0 +1,55 @@
+"""Seconds per tab update on a 32-token prompt with SmolLM2: `python benchmarks/tabs.py`.
+
+Each handler runs once to warm up, then prints the median of 5 runs, next to a plain
+forward of the same prompt as the reference measured in the same run.
+"""
+import statistics
+import time
+
+import torch
+
+from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
+from core import zoo
+from explainers import causal_mask, embeddings, tokenizer
+
+PROMPT = ("The bank is near the river bank, and every morning the old fisherman walks there "
+          "to watch the boats come in before the sun rises over the")
+
+
+def median_seconds(fn, reps: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    model = zoo.load("smollm2-135m", "cpu")
+    ids = torch.tensor([model.tokenizer.encode(PROMPT)])
+    name = "smollm2-135m"
+
+    def fresh_causal():
+        causal_mask._forward.cache_clear()   # make the model really run
+        return causal_mask.update(name, PROMPT, 3, 2, "model's own", 3)
+
+    cases = {
+        "plain forward (reference)": lambda: model(ids),
+        "tokenizer tab (SmolLM2 + MiniLM)": lambda: tokenizer.update(PROMPT, [name, "minilm-l6"]),
+        "embeddings: words, PCA": lambda: embeddings.update_static(name, ["animals", "numbers"], "", "PCA", "2D", 5, "king"),
+        "embeddings: contextual": lambda: embeddings.update_contextual(name, PROMPT, 5, "bank"),
+        "causal mask: new text": fresh_causal,
+        "causal mask: other head (cached)": lambda: causal_mask.update(name, PROMPT, 3, 5, "model's own", 3),
+        "causal mask: causality check": lambda: causal_mask.update_causality(name, PROMPT, PROMPT + " sea"),
+    }
+    print(f"SmolLM2-135M, {ids.shape[1]}-token prompt, {torch.get_num_threads()} threads, median of 5")
+    for label, fn in cases.items():
+        with torch.no_grad():
+            print(f"  {label:36s} {median_seconds(fn) * 1000:8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Causal mask tab: masked self-attention step by step, other masks tried live, causality proven."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import gradio as gr
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from core.attention import head_steps, mask_of_kind
+from core.embeddings import prefix_change
+from explainers.common import clamp_setting, clean_text, examples, friendly, get_model, join_notes, range_sliders
+
+INTRO = r"""### Masked self-attention, one step at a time
+For one head, every query position $t$ scores every key position $s$ with a dot product, scales it,
+adds a **mask**, and turns each row into weights that sum to 1:
+
+$$\text{pattern} = \text{softmax}\Big(\frac{QK^\top}{\sqrt{d_k}} + M\Big), \qquad z = \text{pattern}\,V$$
+
+A **causal** mask puts $-\infty$ above the diagonal so a token never sees the future (decoders such as
+GPT and SmolLM2); a **bidirectional** encoder (BERT, MiniLM) uses no such mask. A **sliding window**
+also hides keys too far back, **padding** hides filler tokens in a batch, and **ALiBi** adds a
+penalty that grows with distance instead of position embeddings. The numbers below are the model's own."""
+
+MASKS = ["model's own", "causal", "bidirectional", "sliding window", "ALiBi"]
+STEPS = [("qk", "Q·Kᵀ"), ("scaled", "÷ √d_k"), ("scores", "+ mask"), ("pattern", "softmax")]
+
+
+@lru_cache(maxsize=32)
+def _forward(model_name: str, ids: tuple[int, ...], mask: str, window: int) -> dict:
+    """Cached forward with the hooks this tab reads; a slider that only picks a head reuses it."""
+    model = get_model(model_name)
+    x = torch.tensor([ids], device=model.device)
+    rope = model.cfg.positions == "rope"
+    wanted = ("hook_rot_q", "hook_rot_k") if rope else ("hook_q", "hook_k")
+    wanted += ("hook_v", "hook_mask", "hook_attn_scores", "hook_pattern", "hook_z")
+    replace = {}
+    if mask != "model's own":
+        override = mask_of_kind(mask, len(ids), model.cfg.n_heads, window).to(model.device)
+        replace = {f"blocks.{i}.attn.hook_mask": (lambda m, hook: override) for i in range(model.cfg.n_layers)}
+    with model.hooks(replace):
+        _, cache = model.run_with_cache(x, names=lambda n: n.endswith(wanted))
+    return {k: v[0].cpu() if not k.endswith("hook_mask") else v.cpu() for k, v in cache.items()}
+
+
+def compute_steps(model, cache: dict, layer: int, head: int) -> dict:
+    p = f"blocks.{layer}.attn."
+    q = cache[p + ("hook_rot_q" if model.cfg.positions == "rope" else "hook_q")]
+    k = cache[p + ("hook_rot_k" if model.cfg.positions == "rope" else "hook_k")]
+    return head_steps(q, k, cache[p + "hook_v"], cache[p + "hook_mask"], head)
+
+
+def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
+    titles = [t for _, t in STEPS] + ["z = pattern · V"]
+    fig = make_subplots(rows=1, cols=5, subplot_titles=titles, horizontal_spacing=0.04)
+    for col, (key, _) in enumerate(STEPS, start=1):
+        z = steps[key].clone()
+        shown = z.masked_fill(torch.isinf(z), float("nan"))  # -inf cells drawn blank
+        fig.add_trace(go.Heatmap(z=shown.numpy(), x=labels, y=labels, coloraxis="coloraxis" if key != "pattern" else None,
+                                 colorscale="Blues" if key == "pattern" else None, showscale=False,
+                                 hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"), 1, col)
+    fig.add_trace(go.Heatmap(z=steps["z"].numpy(), y=labels, colorscale="RdBu", zmid=0, showscale=False,
+                             hovertemplate="query %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>"), 1, 5)
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=60, b=10), coloraxis=dict(colorscale="RdBu", cmid=0, showscale=False))
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
+    fig.update_xaxes(tickfont=dict(size=10), tickangle=-60)
+    return fig
+
+
+
+
+@friendly
+def update(model_name: str, text: str, layer, head, mask: str, window):
+    model = get_model(model_name)
+    text, notice = clean_text(text, max_chars=400)
+    tokens = model.tokenizer.tokens(text)
+    if len(tokens) > 24:
+        notice = (notice + " " if notice else "") + f"Showing the first 24 of {len(tokens)} tokens."
+        tokens = tokens[:24]
+    layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
+    head, note_head = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
+    if mask not in MASKS:
+        raise gr.Error(f"Choose a mask among: {', '.join(MASKS)}.")
+    window, note_window = clamp_setting("window", window, 1, 64)
+    cache = _forward(model_name, tuple(t.id for t in tokens), mask, window)
+    labels = [f"{i}:{t.piece}" for i, t in enumerate(tokens)]
+    figure = steps_figure(compute_steps(model, cache, layer, head), labels)
+    return figure, join_notes(notice, note_layer, note_head, note_window)
+
+
+def padding_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=pattern.numpy(), x=labels, y=labels, colorscale="Blues",
+                               hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+@friendly
+def update_padding(model_name: str, long_text: str, short_text: str, layer, head):
+    model = get_model(model_name)
+    long_text, _ = clean_text(long_text, max_chars=300)
+    short_text, _ = clean_text(short_text, max_chars=300)
+    layer, _ = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
+    head, _ = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
+    a, b = (model.tokenizer.encode(t)[:24] for t in (long_text, short_text))
+    if len(b) > len(a):
+        a, b = b, a
+    pad = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
+    # left padding, as decoders batch prompts: the padded slots come first
+    ids = torch.tensor([a, [pad] * (len(a) - len(b)) + b], device=model.device)
+    attention_mask = (torch.arange(len(a)) >= len(a) - len(b)).long()[None].expand(2, -1).clone()
+    attention_mask[0] = 1
+    _, cache = model.run_with_cache(ids, names=f"blocks.{layer}.attn.hook_pattern", attention_mask=attention_mask.to(model.device))
+    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][1, head].cpu()
+    labels = ["[pad]"] * (len(a) - len(b)) + [p.piece for p in model.tokenizer.tokens(short_text)][: len(b)]
+    labels = [f"{i}:{p}" for i, p in enumerate(labels)]
+    return padding_figure(pattern, labels, f"the shorter prompt in a batch of two: {len(a) - len(b)} padded keys get weight 0")
+
+
+@friendly
+def update_causality(model_name: str, text: str, edited: str):
+    text, _ = clean_text(text, max_chars=400)
+    edited, _ = clean_text(edited, max_chars=400)
+    rows = []
+    names = [model_name] + [n for n in ("minilm-l6", "smollm2-135m") if n != model_name]
+    for name in names:
+        try:
+            model = get_model(name)
+        except gr.Error:
+            continue
+        tok = model.tokenizer
+        shared, diff = prefix_change(model, tok.encode(text)[: model.cfg.n_ctx], tok.encode(edited)[: model.cfg.n_ctx])
+        kind = "causal" if model.cfg.causal else "bidirectional"
+        rows.append([name, kind, shared, f"{diff:.3g}", "unchanged (exactly 0)" if diff == 0 else "changed"])
+    return rows
+
+
+def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
+    with gr.Tab("Causal mask"):
+        gr.Markdown(INTRO)
+        text = gr.Textbox(label="Text", value="Your journey starts with one step")
+        with gr.Row():
+            layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
+            head = gr.Slider(0, 31, value=0, step=1, label="Head")
+            mask = gr.Radio(MASKS, value="model's own", label="Mask")
+            window = gr.Slider(1, 16, value=3, step=1, label="Sliding window width")
+        notice = gr.Markdown()
+        steps_plot = gr.Plot()
+        examples([["Your journey starts with one step"], ["The cat sat on the mat"]], [text], update,
+                 [model_picker, text, layer, head, mask, window], [steps_plot, notice])
+        gr.Markdown("### Padding: two prompts of different length in one batch")
+        with gr.Row():
+            long_text = gr.Textbox(label="Longer prompt", value="The cat sat on the warm mat by the door")
+            short_text = gr.Textbox(label="Shorter prompt", value="A dog barked")
+        padding_plot = gr.Plot()
+        gr.Markdown("### Proof of causality: edit the end, compare the earlier outputs\n"
+                    "The largest change of the final hidden state over the tokens both texts share.")
+        with gr.Row():
+            original = gr.Textbox(label="Text", value="The cat sat on the mat")
+            edited = gr.Textbox(label="Edited ending", value="The cat sat on the sofa")
+        causality = gr.Dataframe(headers=["model", "attention", "shared tokens", "max difference", "earlier outputs"],
+                                 interactive=False)
+    inputs = [model_picker, text, layer, head, mask, window]
+    for trigger in (text.submit, layer.release, head.release, mask.change, window.release):
+        trigger(update, inputs, [steps_plot, notice])
+    pad_inputs = [model_picker, long_text, short_text, layer, head]
+    for trigger in (long_text.submit, short_text.submit):
+        trigger(update_padding, pad_inputs, padding_plot)
+    for trigger in (original.submit, edited.submit):
+        trigger(update_causality, [model_picker, original, edited], causality)
+    for event in (model_picker.change, demo.load):
+        event(range_sliders, model_picker, [layer, head])
+        event(update, inputs, [steps_plot, notice])
+        event(update_padding, pad_inputs, padding_plot)
+        event(update_causality, [model_picker, original, edited], causality)

@@ -1,0 +1,181 @@
+"""Embeddings tab: token vectors in 2D/3D, how context changes them, and how positions are encoded."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from core.embeddings import cosine_by_layer, hidden_states, nearest_tokens, rope_scores, word_vectors
+from core.positional import sinusoidal_table
+from core.projection import METHODS, project, umap_ready
+from explainers.common import clamp_setting, clean_text, examples, friendly, get_model, join_notes, range_sliders
+
+INTRO = """### Embeddings: a vector for every token
+The first layer of a model is a table with one learned row per token id. Tokens used in
+similar ways end up with similar rows, which we can see by projecting the vectors to 2D or 3D
+(**PCA** keeps the widest directions; **t-SNE** and **UMAP** keep neighbourhoods) and by
+**cosine similarity** cos(a, b) = a·b / (|a||b|). Inside the model each position's vector is
+then rewritten layer by layer using its context, so the same word gets different vectors."""
+
+PRESETS = {
+    "animals": "cat, dog, horse, cow, lion, tiger, bird, fish, mouse, wolf",
+    "numbers": "one, two, three, four, five, six, seven, eight, nine, ten",
+    "countries": "France, Germany, Italy, Spain, China, Japan, India, Brazil, Egypt, Canada",
+    "verbs": "run, walk, jump, swim, eat, drink, sleep, write, read, sing",
+}
+
+
+def parse_groups(preset_names: list[str], custom: str) -> list[tuple[str, str]]:
+    """[(word, group)] from the ticked presets and a comma-separated custom list."""
+    pairs = [(w.strip(), name) for name in preset_names for w in PRESETS[name].split(",")]
+    pairs += [(w.strip(), "typed") for w in (custom or "").split(",") if w.strip()]
+    seen, out = set(), []
+    for word, group in pairs:
+        if word not in seen:
+            seen.add(word)
+            out.append((word, group))
+    return out
+
+
+def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], title: str) -> go.Figure:
+    fig = go.Figure()
+    for group in dict.fromkeys(groups):
+        idx = [i for i, g in enumerate(groups) if g == group]
+        xyz = points[idx]
+        common = dict(mode="markers+text", name=group, text=[labels[i] for i in idx], hovertemplate="%{text}<extra>" + group + "</extra>")
+        if points.shape[1] == 3:
+            fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], marker=dict(size=5), **common))
+        else:
+            fig.add_trace(go.Scatter(x=xyz[:, 0], y=xyz[:, 1], marker=dict(size=10), textposition="top center", **common))
+    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10), legend_title="group")
+    return fig
+
+
+@friendly
+def update_static(model_name: str, presets: list[str], custom: str, method: str, dims: str, neighbours, query: str,
+                  progress=gr.Progress()):
+    model = get_model(model_name)
+    pairs = parse_groups(presets or [], custom[:2000] if custom else "")
+    if len(pairs) < 3:
+        raise gr.Error("Pick at least one preset group or type three or more comma-separated words.")
+    neighbours, _ = clamp_setting("neighbours", neighbours, 2, 50)
+    if len(pairs) > 300:
+        raise gr.Error("At most 300 words at once, please.")
+    if method not in METHODS:
+        raise gr.Error(f"Choose a projection among {', '.join(METHODS)}.")
+    if method == "UMAP" and not umap_ready():
+        progress(0, desc="UMAP is compiling its code the first time it runs (about 15 s)")
+    words = [w for w, _ in pairs]
+    with torch.no_grad():
+        vectors, counts = word_vectors(model, words)
+    labels = [w if n == 1 else f"{w} ({n} tokens)" for w, n in zip(words, counts)]
+    points = project(vectors.numpy(), method, 3 if dims == "3D" else 2, neighbours)
+    fig = scatter_figure(points, labels, [g for _, g in pairs], f"{model_name}: input embeddings, {method}")
+    return fig, neighbours_table(model, query)
+
+
+def neighbours_table(model, query: str) -> list[list]:
+    query = (query or "").strip()
+    if not query:
+        return []
+    with torch.no_grad():
+        vector, _ = word_vectors(model, [query[:100]])
+        ids = {t.id for t in model.tokenizer.tokens(query[:100])} | {t.id for t in model.tokenizer.tokens(" " + query[:100])}
+        near = nearest_tokens(model, vector[0], 10, exclude=ids)
+    return [[model.tokenizer.readable(i) if hasattr(model.tokenizer, "readable") else model.tokenizer.decode([i]),
+             round(s, 3)] for i, s in near]
+
+
+def contextual_figures(states: torch.Tensor, pieces: list[str], layer: int, pair: tuple[int, int] | None):
+    points = project(states[layer].numpy(), "PCA", 2)
+    fig = scatter_figure(points, [f"{i}:{p}" for i, p in enumerate(pieces)], ["token"] * len(pieces),
+                         f"hidden states after {'the embeddings' if layer == 0 else f'block {layer - 1}'} (PCA)")
+    line = go.Figure()
+    if pair:
+        sims = cosine_by_layer(states, *pair)
+        line.add_trace(go.Scatter(x=list(range(len(sims))), y=sims, mode="lines+markers"))
+        line.update_layout(title=f"cosine similarity of '{pieces[pair[0]]}' (#{pair[0]}) and '{pieces[pair[1]]}' (#{pair[1]})",
+                           xaxis_title="layer (0 = embeddings)", yaxis_title="cosine", height=360,
+                           yaxis=dict(range=[min(0, min(sims)) - 0.05, 1.05]))
+    return fig, line
+
+
+@friendly
+def update_contextual(model_name: str, text: str, layer, word: str):
+    model = get_model(model_name)
+    text, notice = clean_text(text, max_chars=600)
+    tokens = model.tokenizer.tokens(text)[: model.cfg.n_ctx]
+    if len(tokens) < 3:
+        raise gr.Error("Type a sentence of at least three tokens.")
+    states = hidden_states(model, torch.tensor([t.id for t in tokens], device=model.device)).cpu()
+    layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers)
+    pieces = [t.piece for t in tokens]
+    target = (word or "").strip().lower()
+    hits = [i for i, p in enumerate(pieces) if p.replace("␣", "").lower() == target] if target else []
+    pair = (hits[0], hits[1]) if len(hits) >= 2 else None
+    missing = "" if pair or not target else f"'{word}' does not occur twice as a single token here."
+    return (*contextual_figures(states, pieces, layer, pair), join_notes(notice, note_layer, missing))
+
+
+def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0.0) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=z, colorscale=colorscale, zmid=zmid))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=380, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+@friendly
+def update_positional(model_name: str):
+    model = get_model(model_name)
+    cfg = model.cfg
+    sinus = heatmap(sinusoidal_table(64, 128).T.numpy(), "sinusoidal table: PE[pos, 2i] = sin(pos / 10000^(2i/C))",
+                    "position", "dimension")
+    if cfg.positions == "learned":
+        table = model.pos_embed.weight[: min(cfg.n_ctx, 128)].detach().cpu().T.numpy()
+        learned = heatmap(table, f"{model_name}: learned position table (first {table.shape[1]} positions)", "position", "dimension")
+    else:
+        learned = go.Figure().update_layout(title=f"{model_name} has no learned position table ({cfg.positions})", height=380)
+    rope = rope_scores(cfg.d_head if cfg.positions == "rope" else 64, cfg.rope_theta, 32)
+    rope_fig = heatmap(rope.numpy(), "RoPE: q·k of one query at position m and one key at n (constant along diagonals)",
+                       "key position n", "query position m")
+    return sinus, learned, rope_fig
+
+
+def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
+    with gr.Tab("Embeddings"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            presets = gr.CheckboxGroup(list(PRESETS), value=["animals", "numbers", "countries"], label="Word groups")
+            custom = gr.Textbox(label="Your words (comma-separated)", placeholder="king, queen, prince")
+        with gr.Row():
+            method = gr.Radio(list(METHODS), value="PCA", label="Projection")
+            dims = gr.Radio(["2D", "3D"], value="2D", label="Dimensions")
+            neighbours = gr.Slider(2, 50, value=5, step=1, label="t-SNE perplexity / UMAP neighbours")
+            query = gr.Textbox(label="Nearest neighbours of", value="king")
+        with gr.Row():
+            static_plot = gr.Plot()
+            near = gr.Dataframe(headers=["token", "cosine"], label="Nearest tokens in the whole vocabulary", interactive=False)
+        gr.Markdown("### Contextual embeddings\nThe same word at two places: how similar are its vectors, layer by layer?")
+        with gr.Row():
+            text = gr.Textbox(label="Sentence", value="The bank is near the river bank.")
+            word = gr.Textbox(label="Word that occurs twice", value="bank")
+            layer = gr.Slider(0, 64, value=0, step=1, label="Layer (0 = embeddings)")
+        context_note = gr.Markdown()
+        with gr.Row():
+            context_plot, cosine_plot = gr.Plot(), gr.Plot()
+        examples([["The bank is near the river bank.", "bank"], ["Your journey starts with one step, one step at a time.", "step"]],
+                 [text, word], update_contextual, [model_picker, text, layer, word], [context_plot, cosine_plot, context_note])
+        gr.Markdown("### Where is each token? Positional information")
+        with gr.Row():
+            sinus, learned, rope = gr.Plot(), gr.Plot(), gr.Plot()
+    static_inputs = [model_picker, presets, custom, method, dims, neighbours, query]
+    for trigger in (presets.change, method.change, dims.change, neighbours.release, custom.submit, query.submit):
+        trigger(update_static, static_inputs, [static_plot, near])
+    context_inputs = [model_picker, text, layer, word]
+    for trigger in (text.submit, word.submit, layer.release):
+        trigger(update_contextual, context_inputs, [context_plot, cosine_plot, context_note])
+    for event in (model_picker.change, demo.load):
+        event(lambda name: range_sliders(name, blocks_plus_one=True)[0], model_picker, layer)
+        event(update_static, static_inputs, [static_plot, near])
+        event(update_contextual, context_inputs, [context_plot, cosine_plot, context_note])
+        event(update_positional, model_picker, [sinus, learned, rope])

@@ -1,0 +1,174 @@
+"""The tokenizer, embeddings and causal-mask tabs on real models: figures, numbers and bad input."""
+import gradio as gr
+import pytest
+import torch
+
+from core import zoo
+from core.attention import head_steps
+from explainers import causal_mask, embeddings, tokenizer
+
+ODD = ["", "   ", "x" * 10_000, "👩‍👩‍👧 family", "مرحبا بالعالم", "a\x00b\x07c", "日本語のテキスト"]
+REAL = ["smollm2-135m", "minilm-l6"]
+
+
+# --- tokenizer tab -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", REAL)
+def test_tokenization_spans_and_round_trip(name):
+    tok = zoo.load(name, "cpu").tokenizer
+    text = "naïve café 👩‍👩‍👧 مرحبا"
+    result = tokenizer.compute_tokenization(tok, text)
+    assert result["count"] == len(result["tokens"]) > 5
+    assert result["chars_per_token"] == pytest.approx(len(text) / result["count"])
+    if name == "smollm2-135m":  # byte-level BPE loses nothing
+        assert result["round_trip"] and any(t.piece.startswith("<") for t in result["tokens"])
+    else:  # WordPiece lower-cases, strips accents and has no emoji
+        assert not result["round_trip"] and result["unknown"] >= 1
+
+
+def test_tokenizer_tab_shows_every_chosen_tokenizer():
+    html = tokenizer.update("Hello there", REAL)
+    assert all(name in html for name in REAL) and "␣there" in html and "[CLS]" in html
+
+
+@pytest.mark.parametrize("text", ODD)
+def test_tokenizer_tab_answers_odd_text_plainly(text):
+    if not text.strip():
+        with pytest.raises(gr.Error, match="empty"):
+            tokenizer.update(text, REAL)
+        return
+    html = tokenizer.update(text, REAL)
+    assert "tokens" in html
+    if len(text) > 2000:
+        assert "first 2000" in html
+
+
+def test_bpe_merge_list_grows_with_the_vocabulary():
+    small, large = tokenizer.compute_bpe("summarization", 300), tokenizer.compute_bpe("summarization", 1200)
+    assert len(small["merges"]) == 300 - 256 and len(large["merges"]) == 1200 - 256
+    assert large["merges"][: len(small["merges"])] == small["merges"]       # later merges extend earlier ones
+    counts = [len(toks) for _, toks in sorted(large["segmentations"].items())]
+    assert counts == sorted(counts, reverse=True) and counts[0] == len("summarization".encode())
+
+
+@pytest.mark.parametrize("size", [100, 10**6, "many"])
+def test_bpe_refuses_out_of_range_sizes(size):
+    with pytest.raises(gr.Error):
+        tokenizer.update_bpe("hello", size)
+
+
+# --- embeddings tab ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method,dims", [("PCA", "2D"), ("t-SNE", "2D"), ("UMAP", "3D")])
+def test_static_embeddings_figure_has_one_trace_per_group(method, dims):
+    fig, near = embeddings.update_static("smollm2-135m", ["animals", "numbers"], "king, queen", method, dims, 5, "king")
+    assert [t.name for t in fig.data] == ["animals", "numbers", "typed"]
+    assert fig.data[0].type == ("scatter3d" if dims == "3D" else "scatter")
+    assert list(fig.data[2].text) == ["king", "queen"] and "cat" in list(fig.data[0].text)
+    assert len(near) == 10 and all(-1 <= cos <= 1 for _, cos in near)
+
+
+def test_contextual_bank_example_differs_only_after_the_embeddings():
+    model = zoo.load("smollm2-135m", "cpu")
+    scatter, line, note = embeddings.update_contextual("smollm2-135m", "The bank is near the river bank.", 3, "bank")
+    sims = list(line.data[0].y)
+    assert len(sims) == model.cfg.n_layers + 1 and note == ""
+    assert sims[0] == pytest.approx(1.0)     # RoPE: the embedding layer holds no position, same token
+    assert min(sims[1:]) < 0.99              # context makes the two banks differ
+    assert len(scatter.data[0].text) == len(model.tokenizer.tokens("The bank is near the river bank."))
+
+
+def test_positional_figures():
+    sinus, learned, rope = embeddings.update_positional("minilm-l6")
+    assert sinus.data[0].z.shape == (128, 64) and learned.data[0].type == "heatmap"
+    scores = rope.data[0].z
+    assert abs(scores[3][1] - scores[10][8]) < 1e-4   # same offset, same score
+
+
+@pytest.mark.parametrize("text", ODD)
+def test_contextual_handler_answers_odd_text_plainly(text):
+    if len(text.strip()) < 6:  # empty, or "abc" once the control characters go: too short to compare
+        with pytest.raises(gr.Error, match="empty|three tokens"):
+            embeddings.update_contextual("smollm2-135m", text, 1, "bank")
+        return
+    _, _, note = embeddings.update_contextual("smollm2-135m", text, 1, "")
+    if len(text) > 600:
+        assert "first 600" in note
+
+
+def test_embeddings_refuse_too_few_words_and_clamp_settings():
+    with pytest.raises(gr.Error, match="three or more"):
+        embeddings.update_static("smollm2-135m", [], "a, b", "PCA", "2D", 5, "")
+    _, _, note = embeddings.update_contextual("smollm2-135m", "one two three four", 999, "")
+    assert "allows 0 to 30" in note
+
+
+# --- causal mask tab ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", REAL)
+def test_head_steps_equal_the_model_hooks(name):
+    model = zoo.load(name, "cpu")
+    ids = tuple(model.tokenizer.encode("Your journey starts with one step"))
+    cache = causal_mask._forward(name, ids, "model's own", 3)
+    for head in (0, model.cfg.n_heads - 1):
+        steps = causal_mask.compute_steps(model, cache, 2, head)
+        torch.testing.assert_close(steps["scores"], cache["blocks.2.attn.hook_attn_scores"][head])
+        torch.testing.assert_close(steps["pattern"], cache["blocks.2.attn.hook_pattern"][head])
+        torch.testing.assert_close(steps["z"], cache["blocks.2.attn.hook_z"][:, head])
+
+
+def test_steps_figure_is_labelled_with_tokens():
+    fig, _ = causal_mask.update("smollm2-135m", "Your journey starts with one step", 1, 2, "model's own", 3)
+    labels = list(fig.data[0].x)
+    assert len(fig.data) == 5 and labels[1] == "1:␣journey"
+    pattern = torch.tensor(fig.data[3].z, dtype=torch.float32)
+    assert torch.all(pattern.nan_to_num().triu(1) == 0)
+
+
+@pytest.mark.parametrize("mask", ["bidirectional", "sliding window", "ALiBi", "causal"])
+def test_masks_applied_live(mask):
+    name = "smollm2-135m"
+    ids = tuple(zoo.load(name, "cpu").tokenizer.encode("one two three four five six seven eight"))
+    p = causal_mask._forward(name, ids, mask, 3)["blocks.5.attn.hook_pattern"]   # (H, T, T)
+    T = len(ids)
+    t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    if mask == "bidirectional":
+        assert torch.all(p[:, s.expand(T, T) > t] > 0)
+    else:
+        assert torch.all(p[:, (s > t)] == 0)
+    if mask == "sliding window":
+        assert torch.all(p[:, (t - s >= 3)] == 0)
+
+
+def test_padding_gives_padded_keys_no_weight():
+    fig = causal_mask.update_padding("smollm2-135m", "The cat sat on the warm mat by the door", "A dog barked", 3, 1)
+    z = torch.tensor(fig.data[0].z)
+    pads = sum(label.endswith("[pad]") for label in fig.data[0].x)
+    assert pads > 0 and torch.all(z[pads:, :pads] == 0)
+
+
+def test_causality_check_is_zero_for_decoders_and_not_for_encoders():
+    rows = causal_mask.update_causality("smollm2-135m", "The cat sat on the mat", "The cat sat on the sofa in the sun")
+    by_model = {row[0]: row for row in rows}
+    assert by_model["smollm2-135m"][3] == "0" and by_model["smollm2-135m"][4] == "unchanged (exactly 0)"
+    assert float(by_model["minilm-l6"][3]) > 0
+
+
+@pytest.mark.parametrize("text", ODD)
+def test_causal_mask_handler_answers_odd_text_plainly(text):
+    if not text.strip():
+        with pytest.raises(gr.Error):
+            causal_mask.update("smollm2-135m", text, 0, 0, "causal", 3)
+        return
+    fig, note = causal_mask.update("smollm2-135m", text, 0, 0, "causal", 3)
+    assert len(fig.data) == 5
+
+
+@pytest.mark.parametrize("layer,head,mask,window", [(-1, 0, "causal", 3), (0, 99, "causal", 3),
+                                                    (0, 0, "nonsense", 3), ("x", 0, "causal", 3), (0, 0, "causal", 0)])
+def test_causal_mask_settings_out_of_range(layer, head, mask, window):
+    try:
+        _, note = causal_mask.update("smollm2-135m", "a b c", layer, head, mask, window)
+        assert "allows" in note
+    except gr.Error as e:
+        assert str(e)
