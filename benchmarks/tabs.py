@@ -13,7 +13,7 @@ from core import zoo
 from explainers import causal_mask, embeddings, tokenizer
 
 PROMPT = ("The bank is near the river bank, and every morning the old fisherman walks there "
-          "to watch the boats come in before the sun rises over the")
+          "to watch the boats come in before the sun rises over the quiet grey harbour.")
 
 
 def median_seconds(fn, reps: int = 5) -> float:

@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,6 @@ class Recipe:
     warmup: int = 100
     aux_coef: float = 0.0          # weight of the MoE load-balancing loss
     vocab_words: int = 0           # word vocabulary size (mlm)
-    extra: dict = field(default_factory=dict)
 
 
 RECIPES = {
