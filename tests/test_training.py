@@ -22,7 +22,7 @@ def test_a_few_optimisation_steps_lower_the_loss(name):
     before = train(name, replace(recipe, steps=0), text=TEXT, progress=False)
     after = train(name, recipe, text=TEXT, progress=False)
     _, heldout = corpus_split(TEXT)
-    assert evaluate(after, heldout)["cross_entropy"] < 0.8 * evaluate(before, heldout)["cross_entropy"]
+    assert evaluate(after, heldout)["cross_entropy"] < 0.9 * evaluate(before, heldout)["cross_entropy"]
 
 
 def test_training_is_seeded():
