@@ -13,12 +13,12 @@ from core.embeddings import prefix_change
 from explainers.common import clamp_setting, clean_text, examples, friendly, get_model, join_notes, range_sliders
 
 INTRO = r"""### Masked self-attention, one step at a time
-For one head, every query position $t$ scores every key position $s$ with a dot product, scales it,
+For one head, every query position t scores every key position s with a dot product, scales it,
 adds a **mask**, and turns each row into weights that sum to 1:
 
 $$\text{pattern} = \text{softmax}\Big(\frac{QK^\top}{\sqrt{d_k}} + M\Big), \qquad z = \text{pattern}\,V$$
 
-A **causal** mask puts $-\infty$ above the diagonal so a token never sees the future (decoders such as
+A **causal** mask puts −∞ above the diagonal so a token never sees the future (decoders such as
 GPT and SmolLM2); a **bidirectional** encoder (BERT, MiniLM) uses no such mask. A **sliding window**
 also hides keys too far back, **padding** hides filler tokens in a batch, and **ALiBi** adds a
 penalty that grows with distance instead of position embeddings. The numbers below are the model's own."""
@@ -57,12 +57,13 @@ def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
     for col, (key, _) in enumerate(STEPS, start=1):
         z = steps[key].clone()
         shown = z.masked_fill(torch.isinf(z), float("nan"))  # -inf cells drawn blank
-        fig.add_trace(go.Heatmap(z=shown.numpy(), x=labels, y=labels, coloraxis="coloraxis" if key != "pattern" else None,
-                                 colorscale="Blues" if key == "pattern" else None, showscale=False,
+        # each panel gets its own colour range: dividing by sqrt(d_k) would wash out a shared one
+        fig.add_trace(go.Heatmap(z=shown.numpy(), x=labels, y=labels, showscale=False,
+                                 colorscale="Blues" if key == "pattern" else "RdBu", zmid=None if key == "pattern" else 0,
                                  hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"), 1, col)
     fig.add_trace(go.Heatmap(z=steps["z"].numpy(), y=labels, colorscale="RdBu", zmid=0, showscale=False,
                              hovertemplate="query %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>"), 1, 5)
-    fig.update_layout(height=420, margin=dict(l=10, r=10, t=60, b=10), coloraxis=dict(colorscale="RdBu", cmid=0, showscale=False))
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=60, b=10))
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
     fig.update_xaxes(tickfont=dict(size=10), tickangle=-60)
     return fig
@@ -113,9 +114,10 @@ def update_padding(model_name: str, long_text: str, short_text: str, layer, head
     attention_mask[0] = 1
     _, cache = model.run_with_cache(ids, names=f"blocks.{layer}.attn.hook_pattern", attention_mask=attention_mask.to(model.device))
     pattern = cache[f"blocks.{layer}.attn.hook_pattern"][1, head].cpu()
+    pattern[: len(a) - len(b)] = float("nan")  # padded queries' outputs are never used: drawn blank
     labels = ["[pad]"] * (len(a) - len(b)) + [p.piece for p in model.tokenizer.tokens(short_text)][: len(b)]
     labels = [f"{i}:{p}" for i, p in enumerate(labels)]
-    return padding_figure(pattern, labels, f"the shorter prompt in a batch of two: {len(a) - len(b)} padded keys get weight 0")
+    return padding_figure(pattern, labels, f"the shorter prompt in a batch of two: its {len(a) - len(b)} padded keys get weight 0")
 
 
 @friendly

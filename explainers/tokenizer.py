@@ -79,7 +79,7 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
         text = gr.Textbox(label="Text", value=EXAMPLES[0][0], lines=2)
         chosen = gr.CheckboxGroup(names, value=names, label="Tokenizers")
         out = gr.HTML()
-        examples(EXAMPLES, [text], update, [text, chosen], out)
+        example_list = examples(EXAMPLES, [text], update, [text, chosen], out)
         gr.Markdown("### How BPE learns its vocabulary\nTrained live on Shakespeare (the first 200,000 characters) "
                     "with the `tokenizers` library. Slide the vocabulary size and watch words fuse into tokens.")
         vocab = gr.Slider(256, 5000, value=500, step=1, label="BPE vocabulary size (256 bytes + merges)")
@@ -91,5 +91,6 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
         trigger(update, [text, chosen], out)
     for trigger in (text.submit, vocab.release):
         trigger(update_bpe, [text, vocab], [merges, ladder, summary])
+    example_list.load_input_event.then(update_bpe, [text, vocab], [merges, ladder, summary])
     demo.load(update, [text, chosen], out)
     demo.load(update_bpe, [text, vocab], [merges, ladder, summary])

@@ -142,9 +142,10 @@ def test_masks_applied_live(mask):
 
 def test_padding_gives_padded_keys_no_weight():
     fig = causal_mask.update_padding("smollm2-135m", "The cat sat on the warm mat by the door", "A dog barked", 3, 1)
-    z = torch.tensor(fig.data[0].z)
+    z = torch.tensor(fig.data[0].z, dtype=torch.float32)
     pads = sum(label.endswith("[pad]") for label in fig.data[0].x)
-    assert pads > 0 and torch.all(z[pads:, :pads] == 0)
+    assert pads > 0 and torch.all(z[pads:, :pads] == 0) and torch.all(z[:pads].isnan())
+    torch.testing.assert_close(z[pads:].sum(-1), torch.ones(z.shape[0] - pads))
 
 
 def test_causality_check_is_zero_for_decoders_and_not_for_encoders():
