@@ -23,6 +23,7 @@ import gradio as gr  # noqa: E402
 
 from core import zoo  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
+from core.projection import warm_umap  # noqa: E402
 from explainers import TABS  # noqa: E402
 from explainers.common import model_choices, unavailable_note  # noqa: E402
 
@@ -58,6 +59,7 @@ def main() -> None:
             parser.error(str(e))
     if args.model and args.model not in zoo.SPECS:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
+    warm_umap()  # UMAP compiles for ~12 s on first use: pay that in the background now
     demo = build_app(args.model)
     demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port, share=args.share)
 

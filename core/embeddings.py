@@ -75,11 +75,11 @@ def prefix_change(model: HookedTransformer, ids_a: list[int], ids_b: list[int]) 
     shared = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b)) if a != b), min(len(ids_a), len(ids_b)))
     if shared == 0:
         raise ValueError("the two texts differ from their first token; edit the end instead")
-    # Equal lengths give both runs identical matrix shapes, hence identical floating-point
-    # rounding; the filler goes after the edit, where a causal model cannot see it.
+    # Both texts go through one batched forward, padded to one length after the edit (where a
+    # causal model cannot see it): the shared rows then meet the same kernels with the same
+    # shapes, so floating-point rounding cannot differ (MoE experts batch tokens by routing).
     T = max(len(ids_a), len(ids_b))
     ids = torch.tensor([list(x) + [x[-1]] * (T - len(x)) for x in (ids_a, ids_b)], device=model.device)
     last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    a = model.run_with_cache(ids[:1], names=[last])[1][last][0, :shared]
-    b = model.run_with_cache(ids[1:], names=[last])[1][last][0, :shared]
-    return shared, (a - b).abs().max().item()
+    out = model.run_with_cache(ids, names=[last])[1][last][:, :shared]
+    return shared, (out[0] - out[1]).abs().max().item()

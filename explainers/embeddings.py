@@ -101,6 +101,18 @@ def contextual_figures(states: torch.Tensor, pieces: list[str], layer: int, pair
     return fig, line
 
 
+def occurrence_tokens(tokens, text: str, word: str) -> tuple[int, int] | None:
+    """Indices of the tokens that end the first two occurrences of word (its last piece, for split words)."""
+    lowered, target, ends, start = text.lower(), word.lower(), [], 0
+    while target and len(ends) < 2 and (found := lowered.find(target, start)) >= 0:
+        last_char = found + len(target) - 1
+        hit = next((i for i, t in enumerate(tokens) if t.start <= last_char < t.end), None)
+        if hit is not None:
+            ends.append(hit)
+        start = found + len(target)
+    return (ends[0], ends[1]) if len(ends) == 2 and ends[0] != ends[1] else None
+
+
 @friendly
 def update_contextual(model_name: str, text: str, layer, word: str):
     model = get_model(model_name)
@@ -111,10 +123,8 @@ def update_contextual(model_name: str, text: str, layer, word: str):
     states = hidden_states(model, torch.tensor([t.id for t in tokens], device=model.device)).cpu()
     layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers)
     pieces = [t.piece for t in tokens]
-    target = (word or "").strip().lower()
-    hits = [i for i, p in enumerate(pieces) if p.replace("␣", "").lower() == target] if target else []
-    pair = (hits[0], hits[1]) if len(hits) >= 2 else None
-    missing = "" if pair or not target else f"'{word}' does not occur twice as a single token here."
+    pair = occurrence_tokens(tokens, text, (word or "").strip())
+    missing = "" if pair or not (word or "").strip() else f"'{word}' does not occur twice in the text."
     return (*contextual_figures(states, pieces, layer, pair), join_notes(notice, note_layer, missing))
 
 

@@ -173,3 +173,28 @@ def test_causal_mask_settings_out_of_range(layer, head, mask, window):
         assert "allows" in note
     except gr.Error as e:
         assert str(e)
+
+
+# --- every tab on the project's own tiny models -------------------------------------------------
+
+TINY = ["tiny-gpt-char", "tiny-bert-word", "tiny-moe"]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tabs_work_on_the_tiny_models(name):
+    model = zoo.load(name, "cpu")
+    html = tokenizer.update("The king is dead.", [name])
+    assert name in html and "tokens" in html
+    fig, near = embeddings.update_static(name, ["animals", "numbers"], "", "PCA", "2D", 5, "king")
+    assert len(fig.data) == 2 and len(near) == 10
+    _, line, _ = embeddings.update_contextual(name, "the bank is near the river bank", 2, "bank")
+    assert len(line.data[0].y) == model.cfg.n_layers + 1
+    sinus, learned, rope = embeddings.update_positional(name)
+    assert bool(learned.data) == (model.cfg.positions == "learned")
+    steps, _ = causal_mask.update(name, "to be or not to be", model.cfg.n_layers - 1, model.cfg.n_heads - 1, "model's own", 3)
+    assert len(steps.data) == 5
+    rows = causal_mask.update_causality(name, "to be or not to be", "to be or not to go")
+    ours = rows[0]
+    tolerance = 1e-5 if model.cfg.n_experts else 0.0   # see causal_mask.verdict
+    assert ours[0] == name and (float(ours[3]) <= tolerance) == model.cfg.causal
+    assert ours[4].startswith("unchanged") == model.cfg.causal
