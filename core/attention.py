@@ -145,3 +145,11 @@ def head_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     pattern = torch.softmax(scores, dim=-1)
     return {"qk": qk, "scaled": scaled, "mask": head_mask, "scores": scores, "pattern": pattern,
             "v": v[:, kv], "z": pattern @ v[:, kv]}
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch token lists as decoders do, padding on the left: (ids, attention_mask), each (B, S)."""
+    S = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (S - len(s)) + list(s) for s in sequences])
+    attention_mask = torch.tensor([[0] * (S - len(s)) + [1] * len(s) for s in sequences])
+    return ids, attention_mask

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from core.attention import head_steps, mask_of_kind
+from core.attention import head_steps, left_pad, mask_of_kind
 from core.embeddings import prefix_change
 from explainers.common import clamp_setting, clean_text, examples, friendly, get_model, join_notes, range_sliders
 
@@ -108,11 +108,9 @@ def update_padding(model_name: str, long_text: str, short_text: str, layer, head
     if len(b) > len(a):
         a, b = b, a
     pad = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
-    # left padding, as decoders batch prompts: the padded slots come first
-    ids = torch.tensor([a, [pad] * (len(a) - len(b)) + b], device=model.device)
-    attention_mask = (torch.arange(len(a)) >= len(a) - len(b)).long()[None].expand(2, -1).clone()
-    attention_mask[0] = 1
-    _, cache = model.run_with_cache(ids, names=f"blocks.{layer}.attn.hook_pattern", attention_mask=attention_mask.to(model.device))
+    ids, attention_mask = left_pad([a, b], pad)
+    _, cache = model.run_with_cache(ids.to(model.device), names=f"blocks.{layer}.attn.hook_pattern",
+                                    attention_mask=attention_mask.to(model.device))
     pattern = cache[f"blocks.{layer}.attn.hook_pattern"][1, head].cpu()
     pattern[: len(a) - len(b)] = float("nan")  # padded queries' outputs are never used: drawn blank
     labels = ["[pad]"] * (len(a) - len(b)) + [p.piece for p in model.tokenizer.tokens(short_text)][: len(b)]

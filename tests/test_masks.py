@@ -59,3 +59,9 @@ def test_alibi_bias_penalises_distance_per_head():
     assert mask.shape == (4, 6, 6) and torch.all(mask.triu(1).isinf() | (mask.triu(1) == 0))
     slopes = -mask[:, 5, 4]                                        # distance 1
     assert torch.all(slopes[:-1] > slopes[1:])                    # steeper for earlier heads
+
+
+def test_left_pad_puts_padding_first():
+    from core.attention import left_pad
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
