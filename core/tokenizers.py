@@ -48,6 +48,9 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    def readable(self, token_id: int) -> str:
+        return visible(self.chars[token_id])
+
     def tokens(self, text: str) -> list[Token]:
         return [Token(self.index.get(ch, self.index[self.unk]), visible(ch), i, i + 1, unknown=ch not in self.index)
                 for i, ch in enumerate(text)]
@@ -87,6 +90,9 @@ class WordTokenizer:
     def decode(self, ids) -> str:
         return " ".join(self.words[i] for i in ids)
 
+    def readable(self, token_id: int) -> str:
+        return self.words[token_id]
+
     def tokens(self, text: str) -> list[Token]:
         out = []
         for m in self.PATTERN.finditer(text.lower()):
@@ -111,6 +117,15 @@ def _byte_decoder() -> dict[str, int]:
             chars[chr(256 + extra)] = b
             extra += 1
     return chars
+
+
+def readable_bytes(piece: str) -> str:
+    """A byte-level BPE piece as text; bytes that are only part of a character shown as <F0 9F>."""
+    data = bytes(_byte_decoder().get(ch, 63) for ch in piece)
+    try:
+        return visible(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "<" + " ".join(f"{b:02X}" for b in data) + ">"
 
 
 class HFTokenizer:
@@ -140,11 +155,7 @@ class HFTokenizer:
         raw = self.hf.convert_ids_to_tokens(token_id)
         if token_id in self.special_ids or not self.byte_level:
             return visible(raw.replace("▁", " "))
-        data = bytes(_byte_decoder().get(ch, 63) for ch in raw)
-        try:
-            return visible(data.decode("utf-8"))
-        except UnicodeDecodeError:  # part of a multi-byte character: show the bytes
-            return "<" + " ".join(f"{b:02X}" for b in data) + ">"
+        return readable_bytes(raw)
 
     def tokens(self, text: str) -> list[Token]:
         enc = self.hf(text, add_special_tokens=self.add_special_tokens, return_offsets_mapping=True)
@@ -179,13 +190,4 @@ def train_bpe(text: str, vocab_size: int):
 def bpe_tokens(tok, text: str) -> list[Token]:
     """Tokens of a `tokenizers` byte-level BPE, with readable pieces."""
     enc = tok.encode(text)
-    decoder = _byte_decoder()
-    out = []
-    for i, piece, (s, e) in zip(enc.ids, enc.tokens, enc.offsets):
-        data = bytes(decoder.get(ch, 63) for ch in piece)
-        try:
-            readable = visible(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            readable = "<" + " ".join(f"{b:02X}" for b in data) + ">"
-        out.append(Token(i, readable, s, e))
-    return out
+    return [Token(i, readable_bytes(piece), s, e) for i, piece, (s, e) in zip(enc.ids, enc.tokens, enc.offsets)]

@@ -83,8 +83,7 @@ def neighbours_table(model, query: str) -> list[list]:
         vector, _ = word_vectors(model, [query[:100]])
         ids = {t.id for t in model.tokenizer.tokens(query[:100])} | {t.id for t in model.tokenizer.tokens(" " + query[:100])}
         near = nearest_tokens(model, vector[0], 10, exclude=ids)
-    return [[model.tokenizer.readable(i) if hasattr(model.tokenizer, "readable") else model.tokenizer.decode([i]),
-             round(s, 3)] for i, s in near]
+    return [[model.tokenizer.readable(i), round(s, 3)] for i, s in near]
 
 
 def contextual_figures(states: torch.Tensor, pieces: list[str], layer: int, pair: tuple[int, int] | None):

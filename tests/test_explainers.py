@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from core import zoo
-from core.attention import head_steps
 from explainers import causal_mask, embeddings, tokenizer
 
 ODD = ["", "   ", "x" * 10_000, "👩‍👩‍👧 family", "مرحبا بالعالم", "a\x00b\x07c", "日本語のテキスト"]
