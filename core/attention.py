@@ -153,3 +153,33 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     ids = torch.tensor([[pad_id] * (S - len(s)) + list(s) for s in sequences])
     attention_mask = torch.tensor([[0] * (S - len(s)) + [1] * len(s) for s in sequences])
     return ids, attention_mask
+
+
+def kv_head_of(n_heads: int, n_kv_heads: int) -> list[int]:
+    """The K/V head each query head reads: grouped-query attention gives H/G neighbours one K/V head."""
+    return [h // (n_heads // n_kv_heads) for h in range(n_heads)]
+
+
+def pattern_summary(pattern: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-head statistics of patterns (..., T, S), averaged over query positions:
+    entropy in nats (0 = looks at one token), weight on the previous token, weight on the first token."""
+    p = pattern.float()
+    T, S = p.shape[-2:]
+    return {"entropy": -(p * p.clamp_min(1e-12).log()).sum(-1).mean(-1),
+            "previous": p.diagonal(offset=S - T - 1, dim1=-2, dim2=-1).mean(-1),  # query t -> key t-1
+            "first": p[..., 0].mean(-1)}
+
+
+def zero_heads(heads) -> dict:
+    """Hooks that zero the outputs z of the chosen (layer, head) pairs, so they add nothing to the residual."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+
+    def zero(chosen):
+        def fn(z, hook):                                       # (B, T, H, D)
+            z = z.clone()
+            z[:, :, chosen] = 0
+            return z
+        return fn
+    return {f"blocks.{layer}.attn.hook_z": zero(chosen) for layer, chosen in by_layer.items()}

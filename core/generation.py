@@ -25,13 +25,10 @@ class Generation:
 
 
 @torch.no_grad()
-def generate(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool = True,
-             settings: SamplingSettings = SamplingSettings(temperature=0), seed: int | None = None,
-             stop_ids: set[int] | None = None, should_stop=None) -> Generation:
-    """Append up to max_new_tokens tokens to ids (a list or (T,) tensor); greedy by default.
-
-    `should_stop()` is polled between steps so a user interface can cancel the run.
-    """
+def generate_steps(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool = True,
+                   settings: SamplingSettings = SamplingSettings(temperature=0), seed: int | None = None,
+                   stop_ids: set[int] | None = None):
+    """Yield the growing Generation after every step, so a user interface can draw it live and stop it."""
     ids = torch.as_tensor(ids, device=model.device).reshape(1, -1)        # (1, T)
     if ids.shape[1] + max_new_tokens > model.cfg.n_ctx:
         raise ValueError(f"{ids.shape[1]} + {max_new_tokens} tokens exceed the context of {model.cfg.n_ctx}")
@@ -40,15 +37,39 @@ def generate(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool
     cache = KVCache(model.cfg.n_layers) if use_cache else None
     step_input = ids
     for _ in range(max_new_tokens):
-        if should_stop is not None and should_stop():
-            break
         logits, seconds = timed(lambda: model(step_input, kv_cache=cache)[:, -1], model.device)  # (1, V)
         token = sample(logits, settings, generator)                      # (1,)
         out.new_ids.append(int(token))
         out.step_seconds.append(seconds)
+        out.cache_bytes = cache.nbytes() if cache is not None else 0
         ids = torch.cat([ids, token[:, None]], dim=1)
         step_input = token[:, None] if use_cache else ids                  # one token vs everything
+        yield out
         if stop_ids and int(token) in stop_ids:
+            return
+
+
+def generate(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool = True,
+             settings: SamplingSettings = SamplingSettings(temperature=0), seed: int | None = None,
+             stop_ids: set[int] | None = None, should_stop=None) -> Generation:
+    """Append up to max_new_tokens tokens to ids (a list or (T,) tensor); greedy by default.
+
+    `should_stop()` is polled after every step so a caller can cancel the run.
+    """
+    out = Generation(prompt_ids=torch.as_tensor(ids).reshape(-1).tolist())
+    for out in generate_steps(model, ids, max_new_tokens, use_cache, settings, seed, stop_ids):
+        if should_stop is not None and should_stop():
             break
-    out.cache_bytes = cache.nbytes() if cache is not None else 0
     return out
+
+
+def median_slope(positions: list[int], seconds: list[float], bins: int = 4) -> float:
+    """Seconds added per extra position, robust to noisy steps: split the run into `bins` equal
+    stretches, take each stretch's median position and median time, fit a line through those."""
+    n = len(seconds) // bins
+    if n < 1:
+        raise ValueError(f"need at least {bins} steps to estimate a trend")
+    xs = torch.tensor([float(torch.tensor(positions[i * n:(i + 1) * n], dtype=torch.float64).median()) for i in range(bins)])
+    ys = torch.tensor([float(torch.tensor(seconds[i * n:(i + 1) * n], dtype=torch.float64).median()) for i in range(bins)])
+    xs = xs - xs.mean()
+    return float((xs * (ys - ys.mean())).sum() / (xs * xs).sum())

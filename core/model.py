@@ -47,7 +47,7 @@ class Block(nn.Module):
         self.pre_norm = cfg.pre_norm
         self.ln1, self.attn, self.ln2 = Norm(cfg), Attention(cfg, layer), Norm(cfg)
         if cfg.n_experts:
-            self.moe = MoE(cfg)
+            self.moe = MoE(cfg, layer)
         else:
             self.mlp = MLP(cfg)
         for name in ["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]:
@@ -145,6 +145,12 @@ class HookedTransformer(nn.Module):
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
         """ids (B, T) -> logits (B, T, V), or final hidden states (B, T, C) for head 'none'."""
+        x = self.hidden(ids, attention_mask, kv_cache)
+        return x if self.unembed is None else self.unembed(x, self.embed.weight)
+
+    def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               kv_cache: KVCache | None = None) -> torch.Tensor:
+        """ids (B, T) -> the final hidden states (B, T, C) that the head reads."""
         if ids.dim() == 1:
             ids = ids[None]
         B, T = ids.shape
@@ -161,9 +167,7 @@ class HookedTransformer(nn.Module):
         mask = build_mask(self.cfg, T, past + T, attention_mask, ids.device)     # (1|B, 1|H, T, S)
         for block in self.blocks:
             x = block(x, mask, rope, kv_cache)
-        if self.ln_final is not None:
-            x = self.ln_final(x)
-        return x if self.unembed is None else self.unembed(x, self.embed.weight)
+        return x if self.ln_final is None else self.ln_final(x)
 
     def hooks(self, fns: dict):
         """`with model.hooks({name: fn}): model(ids)` runs fn at that hook point for this call only."""

@@ -73,3 +73,10 @@ def sample(logits: torch.Tensor, settings: SamplingSettings = SamplingSettings()
     probs = stages(logits, settings)["probs"]
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
+def draw(probs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Counts (V,) of n independent seeded draws from probs (V,): the sampling lab's histogram."""
+    generator = torch.Generator(device=probs.device).manual_seed(seed)
+    picks = torch.multinomial(probs, n, replacement=True, generator=generator)
+    return picks.bincount(minlength=probs.numel())

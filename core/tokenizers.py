@@ -65,6 +65,7 @@ class WordTokenizer:
     kind = "word"
     SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     PATTERN = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
+    TYPED = re.compile(r"\[(?:PAD|UNK|CLS|SEP|MASK)\]|[a-z0-9']+|[^\sa-z0-9']", re.IGNORECASE)  # "[MASK]" typed
 
     def __init__(self, words: list[str]):
         self.words = words
@@ -95,10 +96,11 @@ class WordTokenizer:
 
     def tokens(self, text: str) -> list[Token]:
         out = []
-        for m in self.PATTERN.finditer(text.lower()):
-            i = self.index.get(m.group(), self.unk_id)
-            out.append(Token(i, self.words[i] if i != self.unk_id else m.group(), m.start(), m.end(),
-                             unknown=i == self.unk_id))
+        for m in self.TYPED.finditer(text.lower()):
+            word = m.group().upper() if m.group().startswith("[") and len(m.group()) > 1 else m.group()
+            i = self.index.get(word, self.unk_id)
+            out.append(Token(i, self.words[i] if i != self.unk_id else word, m.start(), m.end(),
+                             special=i in self.special_ids and i != self.unk_id, unknown=i == self.unk_id))
         return out
 
     def to_json(self) -> str:

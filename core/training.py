@@ -45,7 +45,7 @@ RECIPES = {
                                         act="gelu"), "clm", steps=1650),
     # the tutorials' TinyBERT normalises before each sublayer (as TinyGPT does), unlike BERT itself
     "tiny-bert-word": Recipe(ModelConfig(family="bert", d_model=128, n_layers=4, n_heads=4, d_ff=512, n_ctx=64,
-                                         causal=False, head="mlm", pad_token_id=0), "mlm", steps=2000, lr=2e-3,
+                                         causal=False, head="mlm", pad_token_id=0), "mlm", steps=2900, lr=2e-3,
                              vocab_words=4096),
     "tiny-moe": Recipe(ModelConfig(family="moe", d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=128,
                                    n_ctx=128, positions="rope", norm="rmsnorm", act="silu", gated_ffn=True,
@@ -60,18 +60,23 @@ def make_tokenizer(recipe: Recipe, text: str):
     return CharTokenizer(sorted(set(text) | {"?"}))
 
 
-def loss_and_logits(model: HookedTransformer, x, y, aux_coef: float = 0.0):
-    """Cross-entropy on labelled positions, plus the load-balancing loss of every MoE layer."""
+def training_loss(model: HookedTransformer, x, y, aux_coef: float = 0.0) -> torch.Tensor:
+    """Cross-entropy on labelled positions, plus the load-balancing loss of every MoE layer.
+
+    The vocabulary head runs only where there is a label: for MLM that is 15% of positions,
+    which makes a TinyBERT step about a third cheaper than scoring every position."""
     router: list[torch.Tensor] = []
     names = {f"blocks.{i}.moe.hook_router_logits": (lambda t, h: router.append(t))
              for i in range(model.cfg.n_layers)} if model.cfg.n_experts else {}
     with model.hooks(names):
-        logits = model(x)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+        hidden = model.hidden(x)
+    keep = y != -100
+    logits = model.unembed(hidden[keep], model.embed.weight)                     # (N, V)
+    loss = F.cross_entropy(logits, y[keep])
     if router and aux_coef:
         aux = sum(load_balancing_loss(r, r.topk(model.cfg.top_k, -1).indices, model.cfg.n_experts) for r in router)
         loss = loss + aux_coef * aux / len(router)
-    return loss, logits
+    return loss
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -105,7 +110,7 @@ def train(name: str, recipe: Recipe | None = None, text: str | None = None, seed
             x, y = clm_batch(data, recipe.batch, T, g)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
-        loss, _ = loss_and_logits(model, x, y, recipe.aux_coef)
+        loss = training_loss(model, x, y, recipe.aux_coef)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

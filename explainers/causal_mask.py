@@ -10,7 +10,8 @@ from plotly.subplots import make_subplots
 
 from core.attention import head_steps, left_pad, mask_of_kind
 from core.embeddings import prefix_change
-from explainers.common import clamp_setting, clean_text, examples, friendly, get_model, join_notes, range_sliders
+from explainers.common import (clamp_setting, clean_text, examples, friendly, get_model, join_notes, range_sliders,
+                               token_labels)
 
 INTRO = r"""### Masked self-attention, one step at a time
 For one head, every query position t scores every key position s with a dot product, scales it,
@@ -85,7 +86,7 @@ def update(model_name: str, text: str, layer, head, mask: str, window):
         raise gr.Error(f"Choose a mask among: {', '.join(MASKS)}.")
     window, note_window = clamp_setting("window", window, 1, 64)
     cache = _forward(model_name, tuple(t.id for t in tokens), mask, window)
-    labels = [f"{i}:{t.piece}" for i, t in enumerate(tokens)]
+    labels = token_labels(tokens)
     figure = steps_figure(compute_steps(model, cache, layer, head), labels)
     return figure, join_notes(notice, note_layer, note_head, note_window)
 

@@ -1,11 +1,15 @@
 """Shared by all tabs: the model picker, bad-input handling and figure styling."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
 import unicodedata
 
 import gradio as gr
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from core import zoo
 
@@ -50,19 +54,32 @@ def clean_text(text: str | None, max_chars: int = MAX_CHARS) -> tuple[str, str]:
     return kept, ("Note: " + "; ".join(notices) + ".") if notices else ""
 
 
+@contextlib.contextmanager
+def _plain_errors(name: str):
+    try:
+        yield
+    except gr.Error:
+        raise
+    except (ValueError, KeyError, zoo.MissingSource) as e:
+        raise gr.Error(str(e).strip("'\"")) from None
+    except Exception as e:  # a bug: log it for us, say it plainly to the user
+        log.exception("handler %s failed", name)
+        raise gr.Error(f"Something went wrong ({type(e).__name__}). Try a shorter input or another model.") from None
+
+
 def friendly(fn):
-    """Turn any failure in a handler into a plain message instead of a traceback."""
+    """Turn any failure in a handler (a function or a generator) into a plain message instead of a traceback."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            with _plain_errors(fn.__name__):
+                yield from fn(*args, **kwargs)
+        return stream
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with _plain_errors(fn.__name__):
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (ValueError, KeyError, zoo.MissingSource) as e:
-            raise gr.Error(str(e).strip("'\"")) from None
-        except Exception as e:  # a bug: log it for us, say it plainly to the user
-            log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(e).__name__}). Try a shorter input or another model.") from None
     return wrapper
 
 
@@ -113,3 +130,37 @@ def examples(rows: list[list], inputs: list, then_fn, fn_inputs: list, outputs) 
     ex = gr.Examples(rows, inputs=inputs)
     ex.load_input_event.then(then_fn, fn_inputs, outputs)
     return ex
+
+
+def token_labels(tokens) -> list[str]:
+    """'index:piece' axis labels: unique even when a token repeats (Plotly merges equal categories)."""
+    return [f"{i}:{t.piece}" for i, t in enumerate(tokens)]
+
+
+def prediction_position(model, ids) -> int:
+    """Where a tab reads the model's prediction: the first [MASK] for a masked LM, else the last token."""
+    mask_id = getattr(model.tokenizer, "mask_id", None)
+    if model.cfg.head == "mlm" and mask_id in ids:
+        return list(ids).index(mask_id)
+    return len(ids) - 1
+
+
+def top_tokens(probs, tokenizer, k: int = 10) -> list[tuple[str, float, int]]:
+    """(readable piece, probability, id) of the k most likely tokens."""
+    top = probs.topk(k)
+    return [(repr(tokenizer.readable(int(i)))[1:-1] or "''", float(p), int(i)) for p, i in zip(top.values, top.indices)]
+
+
+def compare_figure(before, after, tokenizer, title: str, after_title: str) -> go.Figure:
+    """Top-10 probabilities before and after an intervention, side by side; orange = in only one top-10."""
+    b, a = top_tokens(before, tokenizer), top_tokens(after, tokenizer)
+    ids_b, ids_a = {i for *_, i in b}, {i for *_, i in a}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["before", after_title], horizontal_spacing=0.2)
+    for col, rows, other in [(1, b, ids_a), (2, a, ids_b)]:
+        fig.add_trace(go.Bar(x=[p for _, p, _ in rows], y=[t for t, _, _ in rows], orientation="h", showlegend=False,
+                             text=[f"{p:.1%}" for _, p, _ in rows], textposition="outside", cliponaxis=False,
+                             marker_color=["#2563eb" if i in other else "#f97316" for *_, i in rows]), 1, col)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(tickformat=".0%", range=[0, max(b[0][1], a[0][1]) * 1.3])
+    fig.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=80, b=10))
+    return fig

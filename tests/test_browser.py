@@ -12,7 +12,8 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (installed by .ci/run)")
 ROOT = Path(__file__).resolve().parent.parent
-TABS = ["Overview", "Tokenizer", "Embeddings", "Causal mask"]
+TABS = ["Overview", "Tokenizer", "Embeddings", "Causal mask", "Attention heads", "LM head & sampling", "MoE routing",
+        "KV cache"]
 
 
 def free_port() -> int:
@@ -79,5 +80,23 @@ def test_tab_runs_its_examples_and_draws(page, tab):
         examples.nth(i).click()
         settle(page)
     assert panel.locator(".js-plotly-plot").count() >= 1 or panel.locator("span[title^='id ']").count() > 0
+    assert error_toasts(page) == []
+    assert page.console_errors == []
+
+
+@pytest.mark.parametrize("tab, button", [("LM head & sampling", "Next token: draw one and append it"),
+                                         ("KV cache", "Generate both ways")])
+def test_tab_buttons_run(page, tab, button):
+    page.get_by_role("tab", name=tab).click()
+    settle(page)
+    panel = page.locator("[role=tabpanel]:visible").first
+    before = panel.locator("textarea").first.input_value()
+    panel.get_by_role("button", name=button).click()
+    settle(page)
+    if tab == "KV cache":
+        assert "Identical tokens in both runs: yes" in panel.inner_text()
+    else:
+        assert panel.locator("textarea").first.input_value().startswith(before.rstrip())
+        assert panel.locator("table").first.inner_text().count("\n") >= 1
     assert error_toasts(page) == []
     assert page.console_errors == []

@@ -1,0 +1,311 @@
+"""Multi-head attention tab: every head's pattern, one head in detail, GQA sharing, and ablation."""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import gradio as gr
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from core.attention import kv_head_of, pattern_summary, zero_heads
+from core.kv_cache import cache_bytes
+from explainers.common import (clamp_setting, clean_text, compare_figure, examples, friendly, get_model, join_notes,
+                               prediction_position, range_sliders, token_labels)
+
+INTRO = r"""### Many heads, each looking at the text its own way
+A layer splits its width into **heads**. Each head h has its own projections of the same input,
+its own pattern over the tokens and its own output; the outputs are concatenated and mixed:
+
+$$\text{head}_h = \text{softmax}\Big(\frac{Q_h K_h^\top}{\sqrt{d_k}} + M\Big) V_h, \qquad
+\text{MHA}(x) = [\text{head}_1; \dots; \text{head}_H]\, W_O$$
+
+Some heads look at the previous token, some at the first token (a resting place), some at
+related words. **Grouped-query attention** (SmolLM2) lets several query heads share one key/value
+head, which shrinks the KV cache. **Ablation** zeroes a head's output and shows what the model then predicts."""
+
+MAX_TOKENS = 32
+
+
+@lru_cache(maxsize=16)
+def _forward(model_name: str, ids: tuple[int, ...]) -> dict:
+    """One forward with every head's Q, K, V, pattern and z cached; sliders and head picks reuse it."""
+    model = get_model(model_name)
+    rope = model.cfg.positions == "rope"
+    wanted = ("hook_rot_q", "hook_rot_k") if rope else ("hook_q", "hook_k")
+    wanted += ("hook_v", "hook_pattern", "hook_z")
+    _, cache = model.run_with_cache(torch.tensor([ids], device=model.device),
+                                         names=lambda n: n.endswith(wanted))
+    L = model.cfg.n_layers
+    get = lambda hook: torch.stack([cache[f"blocks.{i}.attn.{hook}"][0].cpu() for i in range(L)])
+    return {"q": get("hook_rot_q" if rope else "hook_q"), "k": get("hook_rot_k" if rope else "hook_k"),
+            "v": get("hook_v"), "z": get("hook_z"),                       # (L, T, H|G, D)
+            "pattern": get("hook_pattern")}                                # (L, H, T, T)
+
+
+@lru_cache(maxsize=32)
+def _ablated(model_name: str, ids: tuple[int, ...], heads: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """Logits (T, V) with the chosen heads' outputs zeroed through hook_z."""
+    model = get_model(model_name)
+    with torch.no_grad(), model.hooks(zero_heads(heads)):
+        return model(torch.tensor([ids], device=model.device))[0].cpu()
+
+
+def _grid_shape(n: int) -> tuple[int, int]:
+    rows = math.ceil(n / 6)
+    return rows, math.ceil(n / rows)
+
+
+def layer_figure(patterns: torch.Tensor, labels: list[str], layer: int) -> go.Figure:
+    """Every head of one layer: patterns (H, T, S) as small heatmaps with token labels."""
+    H = patterns.shape[0]
+    rows, cols = _grid_shape(H)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h}" for h in range(H)],
+                        horizontal_spacing=0.02, vertical_spacing=0.08 / rows)
+    for h in range(H):
+        fig.add_trace(go.Heatmap(z=patterns[h].numpy(), x=labels, y=labels, coloraxis="coloraxis",
+                                 hovertemplate=f"head {h}<br>query %{{y}}<br>key %{{x}}<br>%{{z:.3f}}<extra></extra>"),
+                      h // cols + 1, h % cols + 1)
+    small = len(labels) > 12 or cols > 4
+    fig.update_xaxes(showticklabels=not small, tickfont=dict(size=9), tickangle=-60)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, tickfont=dict(size=9))
+    fig.update_yaxes(showticklabels=True, col=1)
+    fig.update_layout(title=f"Layer {layer}: every head's pattern (rows: query token, columns: key token)",
+                      coloraxis=dict(colorscale="Blues", cmin=0, cmax=1), height=230 * rows + 90,
+                      margin=dict(l=10, r=10, t=80, b=10))
+    return fig
+
+
+def grid_figure(patterns: torch.Tensor) -> go.Figure:
+    """All layers x heads as thumbnails tiled into one image, patterns (L, H, T, S)."""
+    L, H, T, S = patterns.shape
+    tiles = torch.full((L * (T + 1), H * (S + 1)), float("nan"))           # one blank row/column between tiles
+    for layer in range(L):
+        for h in range(H):
+            tiles[layer * (T + 1):layer * (T + 1) + T, h * (S + 1):h * (S + 1) + S] = patterns[layer, h]
+    fig = go.Figure(go.Heatmap(z=tiles.numpy(), colorscale="Blues", zmin=0, zmax=1, showscale=False,
+                               hovertemplate="%{z:.2f}<extra></extra>"))
+    fig.update_xaxes(tickvals=[h * (S + 1) + S / 2 for h in range(H)], ticktext=[f"H{h}" for h in range(H)],
+                     side="top", showgrid=False, zeroline=False)
+    fig.update_yaxes(tickvals=[layer * (T + 1) + T / 2 for layer in range(L)],
+                     ticktext=[f"L{layer}" for layer in range(L)], autorange="reversed", showgrid=False,
+                     zeroline=False)
+    fig.update_layout(title="Every layer × head (thumbnails)", height=min(1400, 60 + 34 * L), width=None,
+                      margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def arcs(pattern: torch.Tensor, labels: list[str], threshold: float = 0.05) -> list[go.Scatter]:
+    """BertViz-style lines from each query (right) to the keys it reads (left), darker = more weight."""
+    T, S = pattern.shape
+    traces = []
+    for lo, hi in [(0.05, 0.2), (0.2, 0.4), (0.4, 0.7), (0.7, 1.01)]:
+        xs, ys = [], []
+        for t in range(T):
+            for s in range(S):
+                if lo <= pattern[t, s] < hi and pattern[t, s] >= threshold:
+                    xs += [1, 0, None]
+                    ys += [t, s, None]
+        traces.append(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                 line=dict(color=f"rgba(37,99,235,{min(1.0, hi):.2f})", width=1 + 4 * lo)))
+    traces.append(go.Scatter(x=[0] * S, y=list(range(S)), mode="text", text=labels[:S], textposition="middle left",
+                             hoverinfo="skip", showlegend=False))
+    traces.append(go.Scatter(x=[1] * T, y=list(range(T)), mode="text", text=labels[:T], textposition="middle right",
+                             hoverinfo="skip", showlegend=False))
+    return traces
+
+
+def head_figure(pattern: torch.Tensor, labels: list[str], layer: int, head: int) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
+                        subplot_titles=[f"L{layer} H{head}: pattern", "the same as lines: key ← query"])
+    fig.add_trace(go.Heatmap(z=pattern.numpy(), x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
+                             hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"), 1, 1)
+    for trace in arcs(pattern, labels):
+        fig.add_trace(trace, 1, 2)
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), row=1, col=1)
+    fig.update_xaxes(range=[-0.9, 1.9], visible=False, row=1, col=2)
+    fig.update_yaxes(visible=False, row=1, col=2)
+    fig.update_layout(height=max(420, 18 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def qkvz_figure(q, k, v, z, labels: list[str], head: int, kv: int, rope: bool) -> go.Figure:
+    """The head's vectors, one row per token: Q (T, D), K and V of its K/V head, and its output z."""
+    titles = [f"Q{' after RoPE' if rope else ''} (head {head})", f"K{' after RoPE' if rope else ''} (K/V head {kv})",
+              f"V (K/V head {kv})", "z = pattern · V"]
+    fig = make_subplots(rows=1, cols=4, subplot_titles=titles, horizontal_spacing=0.03)
+    for col, m in enumerate([q, k, v, z], start=1):
+        fig.add_trace(go.Heatmap(z=m.numpy(), y=labels, colorscale="RdBu", zmid=0, showscale=False,
+                                 hovertemplate="token %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>"), 1, col)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, tickfont=dict(size=10))
+    fig.update_yaxes(showticklabels=True, col=1)
+    fig.update_xaxes(title_text="dimension", title_font=dict(size=10))
+    fig.update_layout(height=max(320, 16 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def summary_figure(stats: dict[str, torch.Tensor]) -> go.Figure:
+    """Layers x heads heatmaps of entropy, previous-token weight and first-token weight."""
+    titles = {"entropy": "entropy (nats): low = focused", "previous": "weight on the previous token",
+              "first": "weight on the first token"}
+    fig = make_subplots(rows=1, cols=3, subplot_titles=list(titles.values()), horizontal_spacing=0.06)
+    for col, key in enumerate(titles, start=1):
+        m = stats[key]
+        fig.add_trace(go.Heatmap(z=m.numpy(), colorscale="Viridis" if key == "entropy" else "Blues",
+                                 zmin=0, zmax=None if key == "entropy" else 1, showscale=False,
+                                 hovertemplate=f"layer %{{y}} head %{{x}}<br>{key} %{{z:.3f}}<extra></extra>"), 1, col)
+    fig.update_xaxes(title_text="head", dtick=1 if stats["entropy"].shape[1] <= 12 else None)
+    fig.update_yaxes(title_text="layer", autorange="reversed")
+    fig.update_layout(height=min(800, 140 + 16 * stats["entropy"].shape[0]), margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def gqa_figure(cfg) -> go.Figure:
+    """Which query heads share which K/V head, and the KV-cache bytes per token against MHA and MQA."""
+    H, G = cfg.n_heads, cfg.n_kv_heads
+    share = torch.zeros(G, H)
+    for h, g in enumerate(kv_head_of(H, G)):
+        share[g, h] = 1
+    variants = {f"MHA ({H} K/V heads)": H, f"this model ({G})": G, "MQA (1)": 1}
+    per_token = {k: cache_bytes(cfg.n_layers, g, cfg.d_head, 1) for k, g in variants.items()}
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.15,
+                        subplot_titles=["query head → the K/V head it reads", "KV cache per token (fp32)"])
+    fig.add_trace(go.Heatmap(z=share.numpy(), x=[f"Q{h}" for h in range(H)], y=[f"KV{g}" for g in range(G)],
+                             colorscale=[[0, "#f3f4f6"], [1, "#2563eb"]], showscale=False, xgap=2, ygap=2,
+                             hovertemplate="%{x} reads %{y}: %{z}<extra></extra>"), 1, 1)
+    fig.add_trace(go.Bar(x=list(per_token), y=[b / 1024 for b in per_token.values()], showlegend=False,
+                         marker_color=["#9ca3af", "#2563eb", "#9ca3af"],
+                         text=[f"{b / 1024:.1f} KiB" for b in per_token.values()], textposition="outside"), 1, 2)
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_yaxes(title_text="KiB per token", row=1, col=2)
+    fig.update_layout(height=max(260, 40 * G + 160), margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def _prepare(model_name: str, text: str):
+    model = get_model(model_name)
+    text, notice = clean_text(text, max_chars=600)
+    tokens = model.tokenizer.tokens(text)[: model.cfg.n_ctx]
+    if len(tokens) > MAX_TOKENS:
+        notice = join_notes(notice, f"Showing the first {MAX_TOKENS} of {len(tokens)} tokens.")
+        tokens = tokens[:MAX_TOKENS]
+    if not tokens:
+        raise gr.Error("The model's tokenizer found no tokens in this text; try some words.")
+    return model, tokens, notice
+
+
+def _layer_head(model, layer, head):
+    layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
+    head, note_head = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
+    return layer, head, join_notes(note_layer, note_head)
+
+
+def head_choices(model_name: str) -> list[str]:
+    try:
+        cfg = get_model(model_name).cfg
+    except gr.Error:
+        return []
+    return [f"L{layer} H{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
+
+
+def parse_heads(chosen, cfg) -> tuple[tuple[int, int], ...]:
+    """'L3 H2' labels -> sorted (layer, head) pairs, refusing ones this model lacks."""
+    pairs = set()
+    for label in chosen or []:
+        try:
+            layer, head = (int(part[1:]) for part in str(label).split())
+        except ValueError:
+            raise gr.Error(f"'{label}' is not a head; pick heads like 'L0 H1' from the list.") from None
+        if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
+            raise gr.Error(f"'{label}' is not in this model: it has {cfg.n_layers} layers of {cfg.n_heads} heads.")
+        pairs.add((layer, head))
+    return tuple(sorted(pairs))
+
+
+@friendly
+def update_head(model_name: str, text: str, layer, head):
+    """Layer overview and head detail: cached forward, no model run when only the sliders move."""
+    model, tokens, notice = _prepare(model_name, text)
+    layer, head, note = _layer_head(model, layer, head)
+    cache = _forward(model_name, tuple(t.id for t in tokens))
+    labels = token_labels(tokens)
+    kv = kv_head_of(model.cfg.n_heads, model.cfg.n_kv_heads)[head]
+    rope = model.cfg.positions == "rope"
+    return (layer_figure(cache["pattern"][layer], labels, layer),
+            head_figure(cache["pattern"][layer, head], labels, layer, head),
+            qkvz_figure(cache["q"][layer, :, head], cache["k"][layer, :, kv], cache["v"][layer, :, kv],
+                        cache["z"][layer, :, head], labels, head, kv, rope),
+            join_notes(notice, note))
+
+
+@friendly
+def update_ablation(model_name: str, text: str, chosen):
+    model, tokens, _ = _prepare(model_name, text)
+    if model.unembed is None:
+        return None, (f"**{model_name}** has no output head (it gives sentence embeddings), so there are no "
+                      "next-token probabilities to compare. Pick a decoder such as smollm2-135m.")
+    heads = parse_heads(chosen, model.cfg)
+    ids = tuple(t.id for t in tokens)
+    position = prediction_position(model, ids)
+    before = _ablated(model_name, ids, ())[position].softmax(-1)           # same code path as "after"
+    after = _ablated(model_name, ids, heads)[position].softmax(-1)
+    label = f"position {position} ('{tokens[position].piece}')"
+    if not heads:
+        note = "No head zeroed: the two sides are identical. Pick heads above to remove them."
+    else:
+        tv = 0.5 * (before - after).abs().sum().item()
+        note = (f"Zeroed {len(heads)} head(s). The distribution moved by a total variation of **{tv:.3f}** "
+                f"(0 = unchanged, 1 = completely different). Orange tokens are in only one of the two top-10s.")
+    return compare_figure(before, after, model.tokenizer, f"Next-token probabilities at {label}",
+                          "after zeroing the chosen heads"), note
+
+
+@friendly
+def update_all(model_name: str, text: str, layer, head, chosen):
+    model, tokens, _ = _prepare(model_name, text)
+    cache = _forward(model_name, tuple(t.id for t in tokens))
+    layer_fig, head_fig, qkvz_fig, notice = update_head(model_name, text, layer, head)
+    return (layer_fig, head_fig, qkvz_fig, notice, grid_figure(cache["pattern"]),
+            summary_figure(pattern_summary(cache["pattern"])), gqa_figure(model.cfg), *update_ablation(model_name, text, chosen))
+
+
+def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
+    with gr.Tab("Attention heads"):
+        gr.Markdown(INTRO)
+        text = gr.Textbox(label="Text", value="The cat sat on the mat because the cat was tired")
+        with gr.Row():
+            layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
+            head = gr.Slider(0, 31, value=0, step=1, label="Head")
+        notice = gr.Markdown()
+        layer_plot = gr.Plot(label="One layer, every head")
+        head_plot = gr.Plot(label="One head")
+        qkvz_plot = gr.Plot(label="Q, K, V and z of that head")
+        gr.Markdown("### Ablation: zero some heads and watch the prediction change")
+        chosen = gr.Dropdown([], multiselect=True, label="Heads to zero (through hook_z)")
+        ablation_note = gr.Markdown()
+        ablation_plot = gr.Plot()
+        gr.Markdown("### Every head at a glance\nWhat each head does on average over this text: entropy of its "
+                    "pattern, how much it looks at the previous token and at the first token.")
+        summary_plot = gr.Plot()
+        grid_plot = gr.Plot()
+        gr.Markdown("### Grouped-query attention")
+        gqa_plot = gr.Plot()
+        all_inputs = [model_picker, text, layer, head, chosen]
+        all_outputs = [layer_plot, head_plot, qkvz_plot, notice, grid_plot, summary_plot, gqa_plot,
+                       ablation_plot, ablation_note]
+        examples([["The cat sat on the mat because the cat was tired"],
+                  ["Mr and Mrs Dursley of number four, Privet Drive, were proud to say that they were perfectly normal"],
+                  ["1 2 3 4 5 6 7 8 1 2 3 4 5 6 7 8"]], [text], update_all, all_inputs, all_outputs)
+    text.submit(update_all, all_inputs, all_outputs)
+    for trigger in (layer.release, head.release):
+        trigger(update_head, [model_picker, text, layer, head], [layer_plot, head_plot, qkvz_plot, notice])
+    chosen.input(update_ablation, [model_picker, text, chosen], [ablation_plot, ablation_note])
+
+    def reset_heads(model_name):
+        return gr.Dropdown(choices=head_choices(model_name), value=[])
+
+    for event in (model_picker.change, demo.load):
+        event(range_sliders, model_picker, [layer, head])
+        event(reset_heads, model_picker, chosen).then(update_all, all_inputs, all_outputs)

@@ -1,0 +1,186 @@
+"""KV-cache tab: the same greedy generation with and without the cache, timed step by step, and its memory."""
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from core.device import describe, pick_device
+from core.generation import generate_steps, median_slope
+from core.kv_cache import cache_bytes
+from explainers.common import clamp_setting, clean_text, friendly, get_model, join_notes
+
+INTRO = r"""### Why generation keeps a cache of keys and values
+A decoder predicts one token at a time. **Without a cache**, step t runs the whole sequence of
+t tokens again, so each step costs more than the last. **With a KV cache**, the prompt runs once
+(the *prefill*) and every later step feeds only the newest token: its query attends to keys and
+values stored from earlier steps. The price is memory:
+
+$$\text{bytes} = 2 \times \text{layers} \times \text{KV heads} \times d_{\text{head}} \times \text{positions} \times \text{bytes per value}$$
+
+Both runs below are greedy, so they must produce the same tokens; only the time differs.
+A warm-up forward runs first and is not timed; step 0 includes the prompt and is drawn but left
+out of the per-token figures. On a GPU every step is synchronised before the clock stops."""
+
+REFRESH_SECONDS = 0.5  # redraw the live plot at most this often while generating
+
+
+def devices() -> list[str]:
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def timing_figure(runs: dict, prompt_len: int) -> go.Figure:
+    """Per-step latency against position, and cumulative time, for each run ({label: step seconds})."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["time per step (ms) against position", "cumulative time (s)"])
+    colours = {"with KV cache": "#2563eb", "without cache": "#f97316"}
+    for label, seconds in runs.items():
+        positions = list(range(prompt_len, prompt_len + len(seconds)))
+        ms = [s * 1000 for s in seconds]
+        colour = colours.get(label, "#6b7280")
+        fig.add_trace(go.Scatter(x=positions[1:], y=ms[1:], mode="lines+markers", name=label, marker=dict(size=3),
+                                 line=dict(color=colour), legendgroup=label,
+                                 hovertemplate="position %{x}<br>%{y:.1f} ms<extra>" + label + "</extra>"), 1, 1)
+        if seconds:  # step 0 (prefill of the prompt) drawn apart: it is not a per-token cost
+            fig.add_trace(go.Scatter(x=positions[:1], y=ms[:1], mode="markers", showlegend=False, legendgroup=label,
+                                     marker=dict(symbol="x", size=9, color=colour),
+                                     hovertemplate="step 0 (prompt) %{y:.1f} ms<extra></extra>"), 1, 1)
+        cumulative = torch.tensor(seconds, dtype=torch.float64).cumsum(0).tolist()
+        fig.add_trace(go.Scatter(x=positions, y=cumulative, mode="lines", showlegend=False, legendgroup=label,
+                                 line=dict(color=colour), hovertemplate="position %{x}<br>%{y:.2f} s<extra></extra>"),
+                      1, 2)
+    fig.update_xaxes(title_text="position of the token being predicted")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(height=400, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=1.15))
+    return fig
+
+
+def memory_figure(cfg, positions_now: int, measured_bytes: int) -> go.Figure:
+    """Cache size against sequence length for this model and its MHA / GQA / MQA variants, with the
+    measured size of this run's cache (its last token is predicted, never stored) marked."""
+    top = max(cfg.n_ctx, positions_now)
+    xs = torch.linspace(0, top, 65).round().int().tolist()
+    variants = {f"MHA ({cfg.n_heads} KV heads)": cfg.n_heads, f"this model ({cfg.n_kv_heads})": cfg.n_kv_heads,
+                "MQA (1)": 1}
+    if cfg.n_heads % 2 == 0 and cfg.n_heads // 2 not in variants.values():
+        variants[f"GQA ({cfg.n_heads // 2})"] = cfg.n_heads // 2
+    fig = go.Figure()
+    for label, g in sorted(variants.items(), key=lambda kv: -kv[1]):
+        fig.add_trace(go.Scatter(x=xs, y=[cache_bytes(cfg.n_layers, g, cfg.d_head, x) / 2**20 for x in xs],
+                                 mode="lines", name=label, line=dict(width=4 if label.startswith("this") else 2),
+                                 hovertemplate="%{x} positions: %{y:.2f} MiB<extra>" + label + "</extra>"))
+    if positions_now:
+        fig.add_trace(go.Scatter(x=[positions_now], y=[measured_bytes / 2**20], mode="markers+text",
+                                 name="this run (measured tensors)", marker=dict(size=12, color="#111827"),
+                                 text=[f"{measured_bytes / 2**20:.2f} MiB"], textposition="top left"))
+    fig.update_layout(title="KV cache size (fp32) against sequence length", xaxis_title="positions",
+                      yaxis_title="MiB", height=380, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def summary_markdown(device, runs: dict, tokens_same: bool | None, text: str, n_prompt: int) -> str:
+    rows = ["| run | steps | total | prefill (step 0) | per token after it (median) | trend |", "|---|---|---|---|---|---|"]
+    for label, g in runs.items():
+        s = g.step_seconds
+        rest = sorted(s[1:])
+        median = rest[len(rest) // 2] * 1000 if rest else float("nan")
+        positions = list(range(n_prompt + 1, n_prompt + len(s)))
+        trend = f"{median_slope(positions, s[1:]) * 1e6:+.1f} µs per position" if len(s) > 8 else "—"
+        rows.append(f"| {label} | {len(s)} | {sum(s):.2f} s | {s[0] * 1000:.1f} ms | {median:.1f} ms | {trend} |")
+    out = "\n".join(rows)
+    if len(runs) == 2:
+        cached, plain = (sum(g.step_seconds) for g in runs.values())
+        out += f"\n\n**Speedup from the cache: {plain / cached:.2f}×** over {len(next(iter(runs.values())).step_seconds)} tokens."
+    if tokens_same is not None:
+        out += ("\n\n**Identical tokens in both runs: yes.**" if tokens_same else
+                "\n\n**The runs differ** (ties between two equally likely tokens can break either way in float arithmetic).")
+    threads = f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""
+    return out + f"\n\nDevice: **{describe(device)}**{threads}. Generated: `{text!r}`"
+
+
+def _check(model_name: str, text: str, n_new, device_name: str):
+    try:
+        device = pick_device(device_name or "cpu")
+    except ValueError as e:
+        raise gr.Error(f"{e}. This machine has: {', '.join(devices())}.") from None
+    model = get_model(model_name, str(device))
+    if not model.cfg.causal or model.unembed is None:
+        raise gr.Error(f"{model_name} does not generate text (it is an encoder). Pick a decoder such as smollm2-135m.")
+    text, notice = clean_text(text, max_chars=2000)
+    prompt = model.tokenizer.encode(text)
+    if not prompt:
+        raise gr.Error("The model's tokenizer found no tokens in this prompt; try some words.")
+    room = model.cfg.n_ctx - len(prompt)
+    if room < 1:
+        raise gr.Error(f"The prompt has {len(prompt)} tokens and fills this model's context of {model.cfg.n_ctx}; "
+                       "shorten it.")
+    try:
+        wanted = int(float(n_new))
+    except (TypeError, ValueError):
+        raise gr.Error("The number of new tokens must be a whole number.") from None
+    if wanted < 1:
+        raise gr.Error("Generate at least 1 new token.")
+    if wanted > room:
+        raise gr.Error(f"The prompt has {len(prompt)} tokens and the context holds {model.cfg.n_ctx}, "
+                       f"so at most {room} new tokens fit; asked for {wanted}.")
+    n_new, _ = clamp_setting("number of new tokens", wanted, 1, 512)
+    return model, device, prompt, n_new, join_notes(notice, "" if wanted <= 512 else "At most 512 new tokens.")
+
+
+@friendly
+def run(model_name: str, text: str, n_new, device_name: str, progress=gr.Progress()):
+    """A generator: yields (timing plot, memory plot, summary) as it goes, so the page updates live and
+    Gradio can cancel it between steps."""
+    model, device, prompt, n_new, notice = _check(model_name, text, n_new, device_name)
+    with torch.no_grad():  # warm-up: first calls allocate and pick kernels; keep that out of the timings
+        model(torch.tensor([prompt], device=model.device))
+    runs, last = {}, 0.0
+    for label, use_cache in [("with KV cache", True), ("without cache", False)]:
+        for g in generate_steps(model, prompt, n_new, use_cache=use_cache):
+            runs[label] = g
+            progress((len(runs) - 1 + len(g.new_ids) / n_new) / 2, desc=f"{label}: token {len(g.new_ids)} of {n_new}")
+            if time.perf_counter() - last > REFRESH_SECONDS:
+                last = time.perf_counter()
+                yield (timing_figure({k: v.step_seconds for k, v in runs.items()}, len(prompt)), gr.skip(),
+                       f"Running {label}: {len(g.new_ids)} of {n_new} tokens…")
+    cached, plain = runs.values()
+    same = cached.new_ids == plain.new_ids
+    generated = model.tokenizer.decode(cached.new_ids)
+    yield (timing_figure({k: v.step_seconds for k, v in runs.items()}, len(prompt)),
+           memory_figure(model.cfg, len(prompt) + len(cached.new_ids) - 1, cached.cache_bytes),
+           join_notes(notice, summary_markdown(device, runs, same, generated, len(prompt))))
+
+
+@friendly
+def memory_only(model_name: str):
+    model = get_model(model_name)
+    return memory_figure(model.cfg, 0, 0)
+
+
+def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
+    with gr.Tab("KV cache"):
+        gr.Markdown(INTRO)
+        text = gr.Textbox(label="Prompt", value="The history of the printing press begins")
+        with gr.Row():
+            n_new = gr.Slider(1, 512, value=64, step=1, label="New tokens N")
+            device = gr.Dropdown(devices(), value=str(pick_device().type), label="Device")
+            start = gr.Button("Generate both ways", variant="primary")
+            cancel = gr.Button("Cancel")
+        summary = gr.Markdown()
+        timing_plot = gr.Plot()
+        memory_plot = gr.Plot()
+        gr.Examples([["The history of the printing press begins", 32], ["Once upon a time", 128]], [text, n_new])
+    event = start.click(run, [model_picker, text, n_new, device], [timing_plot, memory_plot, summary])
+    cancel.click(lambda: "Cancelled. Change the settings and generate again.", None, summary, cancels=[event])
+    for trigger in (model_picker.change, demo.load):
+        trigger(memory_only, model_picker, memory_plot)
+

@@ -1,0 +1,254 @@
+"""LM head tab: hidden state -> logits -> temperature -> top-k -> top-p -> a drawn token; logit lens."""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import gradio as gr
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from core.lens import logit_lens
+from core.sampling import SamplingSettings, draw, sample, stages
+from explainers.common import clamp_setting, clean_text, examples, friendly, get_model, join_notes, prediction_position
+
+INTRO = r"""### From the last hidden state to the next token
+The final vector of a position is multiplied by the unembedding matrix: one score (**logit**) per
+vocabulary entry. Sampling then reshapes that list before drawing one token:
+
+$$p_i = \text{softmax}\big(\text{filter}_{\text{top-}p}(\text{filter}_{\text{top-}k}(z / T))\big)_i$$
+
+**Temperature** T divides the logits (T < 1 sharpens, T > 1 flattens, T = 0 always takes the
+most likely token). **Top-k** keeps the k highest. **Top-p** keeps the fewest tokens whose
+probability adds up to p. Grey bars are the tokens a stage removed."""
+
+SHOWN = 15
+LENS_TOKENS = 32  # the lens reads the last 32 tokens at most: wider heatmaps stop being readable
+STAGES = [("logits", "logits z"), ("temperature", "z / T"), ("top_k", "after top-k"), ("top_p", "after top-p")]
+
+
+@lru_cache(maxsize=16)
+def _forward(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
+    """Logits (T, V) of one plain forward: moving a sampling slider re-filters these, never reruns the model."""
+    model = get_model(model_name)
+    with torch.no_grad():
+        return model(torch.tensor([ids], device=model.device))[0].float().cpu()
+
+
+@lru_cache(maxsize=8)
+def _lens(model_name: str, ids: tuple[int, ...]) -> dict:
+    model = get_model(model_name)
+    return logit_lens(model, torch.tensor(ids))
+
+
+def check_settings(model, temperature, top_k, top_p, seed) -> tuple[SamplingSettings, int, str]:
+    """Plain-sentence refusals for settings no sampler accepts; top-k above the vocabulary is clamped."""
+    try:
+        temperature, top_p = float(temperature), float(top_p)
+    except (TypeError, ValueError):
+        raise gr.Error("Temperature and top-p must be numbers.") from None
+    if not math.isfinite(temperature) or temperature < 0:
+        raise gr.Error("Temperature must be 0 (always the most likely token) or more; negative values have no meaning.")
+    if temperature > 10:
+        raise gr.Error("Temperature above 10 makes every token about equally likely; use 0 to 10.")
+    if not (0 < top_p <= 1):
+        raise gr.Error("Top-p must be above 0 and at most 1: with p = 0 no token could be drawn. Use 1 to switch it off.")
+    V = model.cfg.vocab_size
+    top_k, note = clamp_setting("top-k", top_k, 0, V)
+    if note:
+        note = f"Top-k was above this model's vocabulary of {V:,} tokens, so every token is kept." if top_k == V else note
+    seed, note_seed = clamp_setting("seed", seed, 0, 2**31 - 1)
+    return SamplingSettings(temperature, top_k, top_p), seed, join_notes(note, note_seed)
+
+
+def _readable(tokenizer, i: int) -> str:
+    return repr(tokenizer.readable(i))[1:-1] or "''"
+
+
+def stages_figure(st: dict[str, torch.Tensor], tokenizer, n: int = SHOWN) -> go.Figure:
+    """The n highest-logit tokens through every stage; a token a stage cut is drawn grey at 0."""
+    order = st["logits"].topk(n).indices
+    names = [f"{_readable(tokenizer, int(i))} ({int(i)})" for i in order]
+    fig = make_subplots(rows=1, cols=5, shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=[t for _, t in STAGES] + ["probabilities"])
+    for col, (key, _) in enumerate(STAGES, start=1):
+        values = st[key][order]
+        cut = torch.isinf(values)
+        fig.add_trace(go.Bar(x=values.masked_fill(cut, 0).tolist(), y=names, orientation="h", showlegend=False,
+                             marker_color=["#d1d5db" if c else "#2563eb" for c in cut.tolist()],
+                             text=["cut" if c else f"{v:.2f}" for c, v in zip(cut.tolist(), values.tolist())],
+                             textposition="auto", hovertemplate="%{y}: %{text}<extra></extra>"), 1, col)
+    before = st["temperature"].softmax(-1)[order]
+    fig.add_trace(go.Bar(x=before.tolist(), y=names, orientation="h", name="before filtering",
+                         marker_color="#d1d5db"), 1, 5)
+    fig.add_trace(go.Bar(x=st["probs"][order].tolist(), y=names, orientation="h", name="after (renormalised)",
+                         marker_color="#2563eb", text=[f"{p:.1%}" for p in st["probs"][order].tolist()],
+                         textposition="auto"), 1, 5)
+    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=11))
+    fig.update_layout(barmode="overlay", height=110 + 26 * n, margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", y=-0.05))
+    return fig
+
+
+def stage_counts(st: dict[str, torch.Tensor]) -> str:
+    kept = {key: int(torch.isfinite(st[key]).sum()) for key in ("temperature", "top_k", "top_p")}
+    return (f"Tokens that can still be drawn: **{kept['temperature']:,}** after temperature, "
+            f"**{kept['top_k']:,}** after top-k, **{kept['top_p']:,}** after top-p.")
+
+
+def lab_figure(probs: torch.Tensor, counts: torch.Tensor, tokenizer, n: int = SHOWN) -> go.Figure:
+    """Empirical frequencies of N draws against the distribution they were drawn from."""
+    order = probs.topk(min(n, int((probs > 0).sum()))).indices
+    freq = counts.float() / counts.sum()
+    names = [f"{_readable(tokenizer, int(i))} ({int(i)})" for i in order]
+    rest_p, rest_f = 1 - probs[order].sum().item(), 1 - freq[order].sum().item()
+    if rest_p > 1e-6 or rest_f > 0:
+        names, p, f = names + ["all others"], probs[order].tolist() + [rest_p], freq[order].tolist() + [rest_f]
+    else:
+        p, f = probs[order].tolist(), freq[order].tolist()
+    fig = go.Figure([go.Bar(x=names, y=p, name="probability", marker_color="#2563eb"),
+                     go.Bar(x=names, y=f, name=f"frequency in {int(counts.sum()):,} draws", marker_color="#f97316")])
+    fig.update_layout(barmode="group", height=360, yaxis_tickformat=".0%", margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis=dict(type="category", tickangle=-45), legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def lens_figure(lens: dict, tokenizer, labels: list[str]) -> go.Figure:
+    """Layers x positions: the top token read from the residual stream and its probability."""
+    top, probs = lens["top_ids"][..., 0], lens["top_probs"][..., 0]                 # (L+1, T)
+    words = [[_readable(tokenizer, int(i)) for i in row] for row in top]
+    short = [[w if len(w) <= 7 else w[:6] + "…" for w in row] for row in words]
+    rows = ["embeddings"] + [f"after block {i}" for i in range(top.shape[0] - 1)]
+    fig = go.Figure(go.Heatmap(z=probs.numpy(), x=labels, y=rows, text=short, customdata=words,
+                               texttemplate="%{text}", textfont=dict(size=9), colorscale="Blues", zmin=0, zmax=1,
+                               colorbar=dict(title="p(top)"),
+                               hovertemplate="%{y}, input %{x}<br>top token %{customdata}: %{z:.1%}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), side="top")
+    fig.update_layout(height=160 + 22 * len(rows), margin=dict(l=10, r=10, t=110, b=10))
+    return fig
+
+
+def _prepare(model_name: str, text: str):
+    model = get_model(model_name)
+    if model.unembed is None:
+        raise gr.Error(f"{model_name} has no output head (it gives sentence embeddings), so it predicts no "
+                       "tokens. Pick a decoder such as smollm2-135m, or tiny-bert-word to fill in [MASK].")
+    text, notice = clean_text(text, max_chars=600)
+    ids = model.tokenizer.encode(text)
+    if not ids:
+        raise gr.Error("The model's tokenizer found no tokens in this text; try some words.")
+    if len(ids) > model.cfg.n_ctx:
+        notice = join_notes(notice, f"Used the last {model.cfg.n_ctx} of {len(ids)} tokens (the model's context).")
+        ids = ids[-model.cfg.n_ctx:]
+    return model, ids, notice
+
+
+def _position(model, ids, position) -> tuple[int, str]:
+    """-1 (or anything past the end) means the model's own prediction point."""
+    position, _ = clamp_setting("position", position, -1, len(ids) - 1)
+    return (prediction_position(model, ids), "") if position == -1 else (position, "")
+
+
+@friendly
+def update(model_name: str, text: str, position, temperature, top_k, top_p, seed, n_draws):
+    model, ids, notice = _prepare(model_name, text)
+    settings, seed, note = check_settings(model, temperature, top_k, top_p, seed)
+    n_draws, note_n = clamp_setting("number of draws", n_draws, 1, 100_000)
+    pos, _ = _position(model, ids, position)
+    st = stages(_forward(model_name, tuple(ids))[pos], settings)
+    counts = draw(st["probs"], n_draws, seed)
+    tv = 0.5 * (counts.float() / n_draws - st["probs"]).abs().sum().item()
+    piece = model.tokenizer.readable(ids[pos])
+    head = f"Predicting the token after position {pos} ({piece!r})" if model.cfg.causal else \
+        f"Predicting the word at position {pos} ({piece!r})"
+    lab_note = (f"{n_draws:,} seeded draws. Total variation between frequencies and probabilities: **{tv:.3f}** "
+                "(it shrinks like 1/√N as N grows).")
+    return (stages_figure(st, model.tokenizer), join_notes(f"{head}. {stage_counts(st)}", notice, note, note_n),
+            lab_figure(st["probs"], counts, model.tokenizer), lab_note)
+
+
+@friendly
+def update_lens(model_name: str, text: str):
+    model, ids, notice = _prepare(model_name, text)
+    ids = ids[-LENS_TOKENS:]
+    labels = [f"{i}:{_readable(model.tokenizer, t)}" for i, t in enumerate(ids)]
+    return lens_figure(_lens(model_name, tuple(ids)), model.tokenizer, labels)
+
+
+@friendly
+def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, state):
+    """Draw one token with the current settings and append it (or fill the [MASK] for a masked LM)."""
+    model, ids, notice = _prepare(model_name, text)
+    settings, seed, _ = check_settings(model, temperature, top_k, top_p, seed)
+    state = state if state and state.get("text") == text and state.get("model") == model_name else \
+        {"model": model_name, "ids": ids, "rows": []}
+    ids = list(state["ids"])
+    if model.cfg.causal:
+        if len(ids) >= model.cfg.n_ctx:
+            raise gr.Error(f"The context is full ({model.cfg.n_ctx} tokens); shorten the text to go on.")
+        pos = len(ids) - 1
+    else:
+        mask_id = getattr(model.tokenizer, "mask_id", None)
+        if mask_id not in ids:
+            raise gr.Error("A masked language model fills in blanks: type [MASK] where a word should go.")
+        pos = ids.index(mask_id)
+    logits = _forward(model_name, tuple(ids))[pos]
+    st = stages(logits, settings)
+    step = len(state["rows"])
+    token = int(sample(logits, settings, torch.Generator().manual_seed(seed + step)))  # seed + step: reproducible
+    top = st["probs"].topk(5)
+    candidates = ", ".join(f"{_readable(model.tokenizer, int(i))} {p:.0%}" for p, i in zip(top.values, top.indices)
+                           if p > 0)
+    if model.cfg.causal:
+        ids.append(token)
+    else:
+        ids[pos] = token
+    new_text = model.tokenizer.decode(ids)
+    rows = state["rows"] + [[step + 1, _readable(model.tokenizer, token), f"{st['probs'][token].item():.1%}",
+                             candidates]]
+    return new_text, rows, {"model": model_name, "text": new_text, "ids": ids, "rows": rows}
+
+
+def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
+    with gr.Tab("LM head & sampling"):
+        gr.Markdown(INTRO)
+        text = gr.Textbox(label="Text", value="The cat sat on the")
+        with gr.Row():
+            temperature = gr.Slider(0, 3, value=1.0, step=0.05, label="Temperature (0 = greedy)")
+            top_k = gr.Number(value=50, precision=0, label="Top-k (0 = off)", minimum=0)
+            top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="Top-p (1 = off)")
+            seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+            position = gr.Slider(-1, 127, value=-1, step=1, label="Position (−1 = where the model predicts)")
+        notice = gr.Markdown()
+        stages_plot = gr.Plot()
+        with gr.Row():
+            step_button = gr.Button("Next token: draw one and append it", variant="primary")
+            reset_button = gr.Button("Clear the steps")
+        steps = gr.Dataframe(headers=["step", "drawn token", "its probability", "top candidates"],
+                             interactive=False, wrap=True)
+        state = gr.State(None)
+        gr.Markdown("### Sampling lab\nDraw many tokens with the same settings: the frequencies approach the "
+                    "probabilities.")
+        n_draws = gr.Slider(10, 5000, value=200, step=10, label="Number of draws N")
+        lab_note = gr.Markdown()
+        lab_plot = gr.Plot()
+        gr.Markdown("### Logit lens\nRead the residual stream after every block through the final norm and the "
+                    "unembedding, as if the model stopped there. The last row is the model's own prediction.")
+        lens_plot = gr.Plot()
+        inputs = [model_picker, text, position, temperature, top_k, top_p, seed, n_draws]
+        outputs = [stages_plot, notice, lab_plot, lab_note]
+        examples([["The cat sat on the", 1.0, 50, 0.9], ["The capital of France is", 0.7, 20, 0.95],
+                  ["Once upon a time", 0.0, 0, 1.0]], [text, temperature, top_k, top_p], update, inputs, outputs)
+    for trigger in (text.submit, temperature.release, top_p.release, top_k.submit, seed.submit, position.release,
+                    n_draws.release):
+        trigger(update, inputs, outputs)
+    for trigger in (text.submit, model_picker.change, demo.load):
+        trigger(update_lens, [model_picker, text], lens_plot)
+    for event in (model_picker.change, demo.load):
+        event(update, inputs, outputs)
+    step_button.click(next_token, [model_picker, text, temperature, top_k, top_p, seed, state],
+                      [text, steps, state]).then(update, inputs, outputs).then(update_lens, [model_picker, text],
+                                                                               lens_plot)
+    reset_button.click(lambda: (None, None), None, [steps, state])

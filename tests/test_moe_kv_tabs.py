@@ -1,0 +1,149 @@
+"""The MoE-routing and KV-cache tabs: routing shown = hooks, live re-routing, timings and cache memory."""
+import gradio as gr
+import pytest
+import torch
+
+from core import zoo
+from core.generation import generate, generate_steps, median_slope
+from core.kv_cache import cache_bytes
+from core.moe import Routing, route, routing
+from explainers import kv_cache, moe
+
+TEXT = "ROMEO:\nBut, soft! what light"
+OWN = dict(top_k=2, noise=0, seed=0, disabled=[], forced="none")
+
+
+def moe_update(text=TEXT, layer=1, position=-1, **change):
+    s = {**OWN, **change}
+    return moe.update("tiny-moe", text, layer, position, s["top_k"], s["noise"], s["seed"], s["disabled"], s["forced"])
+
+
+def hook_values(text=TEXT, change=None):
+    model = zoo.load("tiny-moe", "cpu")
+    ids = torch.tensor([model.tokenizer.encode(text)])
+    with routing(change) if change else torch.no_grad():
+        _, cache = model.run_with_cache(ids, names=lambda n: ".moe.hook_expert" in n)
+    L = model.cfg.n_layers
+    return (torch.stack([cache[f"blocks.{i}.moe.hook_expert_indices"][0] for i in range(L)]),
+            torch.stack([cache[f"blocks.{i}.moe.hook_expert_weights"][0] for i in range(L)]))
+
+
+def test_routing_shown_equals_the_hooks():
+    indices, weights = hook_values()
+    choices, coloured, router, *_ = moe_update(layer=2, position=5)
+    assert torch.equal(torch.tensor(choices.data[0].z), indices[..., 0])
+    assert choices.data[0].text[3][7] == "·".join(str(int(e)) for e in indices[3, 7])
+    shown = {e: t for e, t in enumerate(router.data[0].text) if t}
+    assert shown == {int(e): f"chosen, weight {w:.2f}" for e, w in zip(indices[2, 5], weights[2, 5])}
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    assert "expert" in coloured and coloured.count("<span title=") == indices.shape[1]
+
+
+def test_disabling_an_expert_routes_nothing_to_it_and_changes_the_prediction():
+    indices, _ = hook_values(change=Routing(disabled=frozenset({3, 5})))
+    assert not ((indices == 3) | (indices == 5)).any()
+    choices, *_, effect, note, _ = moe_update(disabled=["e3", "e5"])
+    assert not torch.isin(torch.tensor(choices.data[0].z), torch.tensor([3, 5])).any()
+    assert "total variation" in note
+
+
+def test_top1_forced_and_noisy_routing():
+    indices, weights = hook_values(change=Routing(top_k=1))
+    assert indices.shape[-1] == 1 and torch.equal(weights, torch.ones_like(weights))
+    indices, weights = hook_values(change=Routing(forced=6))
+    assert (indices == 6).any(-1).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    a, _ = hook_values(change=Routing(noise=1.0, seed=1))
+    b, _ = hook_values(change=Routing(noise=1.0, seed=1))
+    c, _ = hook_values(change=Routing(noise=1.0, seed=2))
+    assert torch.equal(a, b) and not torch.equal(a, c)                  # seeded, and the seed matters
+
+
+def test_forced_route_on_a_hand_made_case():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    weights, indices = route(logits, 2, forced=3)
+    assert indices.tolist() == [[0, 3]]
+    torch.testing.assert_close(weights, torch.tensor([[0.5 / 0.55, 0.05 / 0.55]]))
+
+
+def test_moe_tab_load_stats_and_fallback_for_dense_models():
+    *_, load, stats, effect, note, notice = moe_update()
+    assert len(load.data) == 2 and torch.tensor(load.data[1].z).sum(-1).allclose(torch.ones(4))
+    assert "Load-balancing loss" in stats and "active per token" in stats
+    assert "no change" in effect.layout.annotations[1].text or "same" in effect.layout.annotations[1].text
+    out = moe.update("smollm2-135m", TEXT, 0, -1, 2, 0, 0, [], "none")
+    assert "has no experts" in out[-1]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(disabled=[f"e{e}" for e in range(8)]), "cannot run"), (dict(disabled=["e2"], forced="e2"), "cannot run"),
+    (dict(noise=-1), "noise"), (dict(noise="loud"), "noise"), (dict(forced="e99"), "cannot run")])
+def test_moe_bad_settings_get_plain_messages(change, message):
+    with pytest.raises(gr.Error, match=message):
+        moe_update(**change)
+
+
+def test_moe_bad_text_and_clamped_sliders():
+    with pytest.raises(gr.Error, match="empty"):
+        moe_update(text=" ")
+    *_, notice = moe_update(text="x" * 5000, layer=40, position=999, top_k=12)
+    assert "first 64" in notice and "layer was 40" in notice and "top-k was 12" in notice
+    assert moe_update(text="👩‍👩‍👧 مرحبا\x00")[0].data
+
+
+# --- KV cache ------------------------------------------------------------------------------------
+
+def test_cached_and_uncached_give_identical_tokens_and_uncached_steps_grow():
+    model = zoo.load("smollm2-135m", "cpu")
+    prompt = model.tokenizer.encode("The history of the printing press")
+    generate(model, prompt, 2)                                          # warm-up
+    cached, plain = (generate(model, prompt, 96, use_cache=c) for c in (True, False))
+    assert cached.new_ids == plain.new_ids
+    positions = list(range(len(prompt) + 1, len(prompt) + 96))
+    slope_plain = median_slope(positions, plain.step_seconds[1:])
+    slope_cached = median_slope(positions, cached.step_seconds[1:])
+    per_token_cached = sorted(cached.step_seconds[1:])[47]
+    # without a cache every step reruns the sequence: time grows with position; with one it stays near flat
+    assert slope_plain > 0 and slope_plain > 5 * abs(slope_cached)
+    assert abs(slope_cached) * 96 < 0.5 * per_token_cached             # < 50% drift over the whole run
+    c = model.cfg
+    assert cached.cache_bytes == cache_bytes(c.n_layers, c.n_kv_heads, c.d_head, len(prompt) + 95)
+
+
+def test_median_slope_is_robust_to_outliers():
+    xs = list(range(100))
+    ys = [0.001 * x + 1 for x in xs]
+    ys[10], ys[60] = 500, 900                                           # two stalls (a GC pause, a noisy neighbour)
+    assert median_slope(xs, ys) == pytest.approx(0.001, rel=0.05)
+    with pytest.raises(ValueError):
+        median_slope([1, 2], [0.1, 0.2])
+
+
+def test_kv_tab_runs_live_and_ends_with_the_proof():
+    outs = list(kv_cache.run("tiny-gpt-char", "ROMEO:", 40, "cpu"))
+    timing, memory, summary = outs[-1]
+    assert "Identical tokens in both runs: yes" in summary and "Speedup" in summary and "CPU" in summary
+    assert {t.name for t in timing.data if t.name} == {"with KV cache", "without cache"}
+    marker = memory.data[-1]
+    cfg = zoo.load("tiny-gpt-char", "cpu").cfg
+    assert marker.x[0] == 6 + 39 and marker.y[0] * 2**20 == cache_bytes(cfg.n_layers, cfg.n_kv_heads, cfg.d_head, 6 + 39)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("", 10, "cpu"), "empty"), (("ROMEO:", 0, "cpu"), "at least 1"), (("ROMEO:", 500, "cpu"), "at most 122"),
+    (("ROMEO:", "ten", "cpu"), "whole number"), (("ROMEO:", 10, "tpu"), "unknown device"),
+    (("x" * 200, 10, "cpu"), "fills this model's context")])
+def test_kv_tab_bad_input(args, message):
+    with pytest.raises(gr.Error, match=message):
+        list(kv_cache.run("tiny-gpt-char", *args))
+
+
+def test_kv_tab_refuses_encoders_and_can_be_stopped_early():
+    with pytest.raises(gr.Error, match="encoder"):
+        list(kv_cache.run("minilm-l6", "hello", 5, "cpu"))
+    model = zoo.load("tiny-gpt-char", "cpu")
+    steps = generate_steps(model, model.tokenizer.encode("ROMEO:"), 50)
+    first = [len(next(steps).new_ids) for _ in range(3)]
+    steps.close()                                                      # what a cancel does to the generator
+    assert first == [1, 2, 3]
+    assert len(generate(model, model.tokenizer.encode("ROMEO:"), 50, should_stop=lambda: True).new_ids) == 1
