@@ -10,7 +10,7 @@ import torch
 
 from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
 from core import zoo
-from explainers import causal_mask, embeddings, tokenizer
+from explainers import attention, causal_mask, embeddings, lm_head, moe, tokenizer
 
 PROMPT = ("The bank is near the river bank, and every morning the old fisherman walks there "
           "to watch the boats come in before the sun rises over the quiet grey harbour.")
@@ -36,6 +36,20 @@ def main() -> None:
         causal_mask._forward.cache_clear()   # make the model really run
         return causal_mask.update(name, PROMPT, 3, 2, "model's own", 3)
 
+    def fresh(module, fn):
+        def run():
+            module._forward.cache_clear()
+            return fn()
+        return run
+
+    def fresh_lens():
+        lm_head._lens.cache_clear()
+        return lm_head.update_lens(name, PROMPT)
+
+    def fresh_ablation():
+        attention._ablated.cache_clear()
+        return attention.update_ablation(name, PROMPT, ["L3 H2", "L10 H0"])
+
     cases = {
         "plain forward (reference)": lambda: model(ids),
         "tokenizer tab (SmolLM2 + MiniLM)": lambda: tokenizer.update(PROMPT, [name, "minilm-l6"]),
@@ -44,6 +58,14 @@ def main() -> None:
         "causal mask: new text": fresh_causal,
         "causal mask: other head (cached)": lambda: causal_mask.update(name, PROMPT, 3, 5, "model's own", 3),
         "causal mask: causality check": lambda: causal_mask.update_causality(name, PROMPT, PROMPT + " sea"),
+        "attention: new text, all figures": fresh(attention, lambda: attention.update_all(name, PROMPT, 3, 2, [])),
+        "attention: other head (cached)": lambda: attention.update_head(name, PROMPT, 3, 5),
+        "attention: ablate two heads": fresh_ablation,
+        "LM head: new text": fresh(lm_head, lambda: lm_head.update(name, PROMPT, -1, 1.0, 50, 0.9, 0, 200)),
+        "LM head: sampling slider (cached)": lambda: lm_head.update(name, PROMPT, -1, 0.7, 20, 0.8, 0, 200),
+        "LM head: logit lens": fresh_lens,
+        "LM head: next token (cached)": lambda: lm_head.next_token(name, PROMPT, 1.0, 50, 0.9, 0, None),
+        "MoE tab (tiny-moe): new routing": fresh(moe, lambda: moe.update("tiny-moe", PROMPT, 1, -1, 1, 0, 0, [], "none")),
     }
     print(f"SmolLM2-135M, {ids.shape[1]}-token prompt, {torch.get_num_threads()} threads, median of 5")
     for label, fn in cases.items():

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from core.attention import kv_head_of, pattern_summary, zero_heads
 from core.kv_cache import cache_bytes
-from explainers.common import (clamp_setting, clean_text, compare_figure, examples, friendly, get_model, join_notes,
+from explainers.common import (clamp_setting, clean_text, compare_figure, friendly, get_model, join_notes,
                                prediction_position, range_sliders, token_labels)
 
 INTRO = r"""### Many heads, each looking at the text its own way
@@ -127,7 +127,8 @@ def head_figure(pattern: torch.Tensor, labels: list[str], layer: int, head: int)
     fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), row=1, col=1)
     fig.update_xaxes(range=[-0.9, 1.9], visible=False, row=1, col=2)
     fig.update_yaxes(visible=False, row=1, col=2)
-    fig.update_layout(height=max(420, 18 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_layout(height=max(420, 18 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10),
+                      plot_bgcolor="white")
     return fig
 
 
@@ -179,7 +180,7 @@ def gqa_figure(cfg) -> go.Figure:
                          marker_color=["#9ca3af", "#2563eb", "#9ca3af"],
                          text=[f"{b / 1024:.1f} KiB" for b in per_token.values()], textposition="outside"), 1, 2)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_yaxes(title_text="KiB per token", row=1, col=2)
+    fig.update_yaxes(title_text="KiB per token", range=[0, 1.25 * max(per_token.values()) / 1024], row=1, col=2)
     fig.update_layout(height=max(260, 40 * G + 160), margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
@@ -275,6 +276,9 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
     with gr.Tab("Attention heads"):
         gr.Markdown(INTRO)
         text = gr.Textbox(label="Text", value="The cat sat on the mat because the cat was tired")
+        ex = gr.Examples([["The cat sat on the mat because the cat was tired"],
+                          ["Mr and Mrs Dursley of number four, Privet Drive, were proud to say that they were "
+                           "perfectly normal"], ["1 2 3 4 5 6 7 8 1 2 3 4 5 6 7 8"]], [text])
         with gr.Row():
             layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
             head = gr.Slider(0, 31, value=0, step=1, label="Head")
@@ -295,9 +299,7 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
         all_inputs = [model_picker, text, layer, head, chosen]
         all_outputs = [layer_plot, head_plot, qkvz_plot, notice, grid_plot, summary_plot, gqa_plot,
                        ablation_plot, ablation_note]
-        examples([["The cat sat on the mat because the cat was tired"],
-                  ["Mr and Mrs Dursley of number four, Privet Drive, were proud to say that they were perfectly normal"],
-                  ["1 2 3 4 5 6 7 8 1 2 3 4 5 6 7 8"]], [text], update_all, all_inputs, all_outputs)
+        ex.load_input_event.then(update_all, all_inputs, all_outputs)
     text.submit(update_all, all_inputs, all_outputs)
     for trigger in (layer.release, head.release):
         trigger(update_head, [model_picker, text, layer, head], [layer_plot, head_plot, qkvz_plot, notice])

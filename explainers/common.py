@@ -145,10 +145,15 @@ def prediction_position(model, ids) -> int:
     return len(ids) - 1
 
 
+def piece(tokenizer, token_id: int) -> str:
+    """A token as a short label: readable, with newlines and other escapes spelled out."""
+    return repr(tokenizer.readable(int(token_id)))[1:-1] or "''"
+
+
 def top_tokens(probs, tokenizer, k: int = 10) -> list[tuple[str, float, int]]:
     """(readable piece, probability, id) of the k most likely tokens."""
     top = probs.topk(k)
-    return [(repr(tokenizer.readable(int(i)))[1:-1] or "''", float(p), int(i)) for p, i in zip(top.values, top.indices)]
+    return [(piece(tokenizer, i), float(p), int(i)) for p, i in zip(top.values, top.indices)]
 
 
 def compare_figure(before, after, tokenizer, title: str, after_title: str) -> go.Figure:

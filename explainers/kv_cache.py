@@ -1,6 +1,7 @@
 """KV-cache tab: the same greedy generation with and without the cache, timed step by step, and its memory."""
 from __future__ import annotations
 
+import threading
 import time
 
 import gradio as gr
@@ -25,7 +26,12 @@ Both runs below are greedy, so they must produce the same tokens; only the time 
 A warm-up forward runs first and is not timed; step 0 includes the prompt and is drawn but left
 out of the per-token figures. On a GPU every step is synchronised before the clock stops."""
 
-REFRESH_SECONDS = 0.5  # redraw the live plot at most this often while generating
+REFRESH_SECONDS = 1.0  # live redraws: each costs the browser ~0.25 s of main thread on 2 busy cores
+_STOPS: dict[str, threading.Event] = {}  # session -> "stop" flag of its running generation
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "local"
 
 
 def devices() -> list[str]:
@@ -60,14 +66,15 @@ def timing_figure(runs: dict, prompt_len: int) -> go.Figure:
                       1, 2)
     fig.update_xaxes(title_text="position of the token being predicted")
     fig.update_yaxes(rangemode="tozero")
-    fig.update_layout(height=400, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=1.15))
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=80, b=10),
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.2))
     return fig
 
 
 def memory_figure(cfg, positions_now: int, measured_bytes: int) -> go.Figure:
     """Cache size against sequence length for this model and its MHA / GQA / MQA variants, with the
     measured size of this run's cache (its last token is predicted, never stored) marked."""
-    top = max(cfg.n_ctx, positions_now)
+    top = min(cfg.n_ctx, max(1024, 4 * positions_now))
     xs = torch.linspace(0, top, 65).round().int().tolist()
     variants = {f"MHA ({cfg.n_heads} KV heads)": cfg.n_heads, f"this model ({cfg.n_kv_heads})": cfg.n_kv_heads,
                 "MQA (1)": 1}
@@ -81,8 +88,9 @@ def memory_figure(cfg, positions_now: int, measured_bytes: int) -> go.Figure:
     if positions_now:
         fig.add_trace(go.Scatter(x=[positions_now], y=[measured_bytes / 2**20], mode="markers+text",
                                  name="this run (measured tensors)", marker=dict(size=12, color="#111827"),
-                                 text=[f"{measured_bytes / 2**20:.2f} MiB"], textposition="top left"))
-    fig.update_layout(title="KV cache size (fp32) against sequence length", xaxis_title="positions",
+                                 text=[f"{measured_bytes / 2**20:.2f} MiB"], textposition="top right"))
+    fig.update_layout(title=f"KV cache size (fp32) against sequence length (the context holds {cfg.n_ctx:,})",
+                      xaxis_title="positions",
                       yaxis_title="MiB", height=380, margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
@@ -103,8 +111,7 @@ def summary_markdown(device, runs: dict, tokens_same: bool | None, text: str, n_
     if tokens_same is not None:
         out += ("\n\n**Identical tokens in both runs: yes.**" if tokens_same else
                 "\n\n**The runs differ** (ties between two equally likely tokens can break either way in float arithmetic).")
-    threads = f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""
-    return out + f"\n\nDevice: **{describe(device)}**{threads}. Generated: `{text!r}`"
+    return out + f"\n\nDevice: **{describe(device)}**. Generated: `{text!r}`"
 
 
 def _check(model_name: str, text: str, n_new, device_name: str):
@@ -137,17 +144,23 @@ def _check(model_name: str, text: str, n_new, device_name: str):
 
 
 @friendly
-def run(model_name: str, text: str, n_new, device_name: str, progress=gr.Progress()):
-    """A generator: yields (timing plot, memory plot, summary) as it goes, so the page updates live and
-    Gradio can cancel it between steps."""
+def run(model_name: str, text: str, n_new, device_name: str, request: gr.Request = None):
+    """A generator: yields (timing plot, memory plot, summary) every REFRESH_SECONDS, so the page updates live
+    (the summary line is the progress report; a progress bar per step would cost the browser more than the plot).
+    Cancel sets this session's stop flag; the loop checks it after every step and reports what it measured."""
     model, device, prompt, n_new, notice = _check(model_name, text, n_new, device_name)
+    stop = _STOPS[_session(request)] = threading.Event()
     with torch.no_grad():  # warm-up: first calls allocate and pick kernels; keep that out of the timings
         model(torch.tensor([prompt], device=model.device))
     runs, last = {}, 0.0
     for label, use_cache in [("with KV cache", True), ("without cache", False)]:
         for g in generate_steps(model, prompt, n_new, use_cache=use_cache):
             runs[label] = g
-            progress((len(runs) - 1 + len(g.new_ids) / n_new) / 2, desc=f"{label}: token {len(g.new_ids)} of {n_new}")
+            if stop.is_set():
+                done = ", ".join(f"{k}: {len(v.new_ids)} of {n_new} tokens" for k, v in runs.items())
+                yield (timing_figure({k: v.step_seconds for k, v in runs.items()}, len(prompt)), gr.skip(),
+                       f"**Cancelled** ({done}). Change the settings and generate again.")
+                return
             if time.perf_counter() - last > REFRESH_SECONDS:
                 last = time.perf_counter()
                 yield (timing_figure({k: v.step_seconds for k, v in runs.items()}, len(prompt)), gr.skip(),
@@ -158,6 +171,11 @@ def run(model_name: str, text: str, n_new, device_name: str, progress=gr.Progres
     yield (timing_figure({k: v.step_seconds for k, v in runs.items()}, len(prompt)),
            memory_figure(model.cfg, len(prompt) + len(cached.new_ids) - 1, cached.cache_bytes),
            join_notes(notice, summary_markdown(device, runs, same, generated, len(prompt))))
+
+
+def cancel(request: gr.Request = None) -> None:
+    if (stop := _STOPS.get(_session(request))) is not None:
+        stop.set()
 
 
 @friendly
@@ -174,13 +192,14 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
             n_new = gr.Slider(1, 512, value=64, step=1, label="New tokens N")
             device = gr.Dropdown(devices(), value=str(pick_device().type), label="Device")
             start = gr.Button("Generate both ways", variant="primary")
-            cancel = gr.Button("Cancel")
+            stop = gr.Button("Cancel")
         summary = gr.Markdown()
         timing_plot = gr.Plot()
         memory_plot = gr.Plot()
         gr.Examples([["The history of the printing press begins", 32], ["Once upon a time", 128]], [text, n_new])
-    event = start.click(run, [model_picker, text, n_new, device], [timing_plot, memory_plot, summary])
-    cancel.click(lambda: "Cancelled. Change the settings and generate again.", None, summary, cancels=[event])
+    start.click(run, [model_picker, text, n_new, device], [timing_plot, memory_plot, summary])
+    # not Gradio's cancels=: a yield already in flight could then overwrite the message; the run reports it
+    stop.click(cancel, None, None, queue=False)
     for trigger in (model_picker.change, demo.load):
         trigger(memory_only, model_picker, memory_plot)
 

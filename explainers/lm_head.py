@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from core.lens import logit_lens
 from core.sampling import SamplingSettings, draw, sample, stages
-from explainers.common import clamp_setting, clean_text, examples, friendly, get_model, join_notes, prediction_position
+from explainers.common import clamp_setting, clean_text, friendly, get_model, join_notes, piece, prediction_position
 
 INTRO = r"""### From the last hidden state to the next token
 The final vector of a position is multiplied by the unembedding matrix: one score (**logit**) per
@@ -62,14 +62,10 @@ def check_settings(model, temperature, top_k, top_p, seed) -> tuple[SamplingSett
     return SamplingSettings(temperature, top_k, top_p), seed, join_notes(note, note_seed)
 
 
-def _readable(tokenizer, i: int) -> str:
-    return repr(tokenizer.readable(i))[1:-1] or "''"
-
-
 def stages_figure(st: dict[str, torch.Tensor], tokenizer, n: int = SHOWN) -> go.Figure:
     """The n highest-logit tokens through every stage; a token a stage cut is drawn grey at 0."""
     order = st["logits"].topk(n).indices
-    names = [f"{_readable(tokenizer, int(i))} ({int(i)})" for i in order]
+    names = [f"{piece(tokenizer, int(i))} ({int(i)})" for i in order]
     fig = make_subplots(rows=1, cols=5, shared_yaxes=True, horizontal_spacing=0.02,
                         subplot_titles=[t for _, t in STAGES] + ["probabilities"])
     for col, (key, _) in enumerate(STAGES, start=1):
@@ -101,7 +97,7 @@ def lab_figure(probs: torch.Tensor, counts: torch.Tensor, tokenizer, n: int = SH
     """Empirical frequencies of N draws against the distribution they were drawn from."""
     order = probs.topk(min(n, int((probs > 0).sum()))).indices
     freq = counts.float() / counts.sum()
-    names = [f"{_readable(tokenizer, int(i))} ({int(i)})" for i in order]
+    names = [f"{piece(tokenizer, int(i))} ({int(i)})" for i in order]
     rest_p, rest_f = 1 - probs[order].sum().item(), 1 - freq[order].sum().item()
     if rest_p > 1e-6 or rest_f > 0:
         names, p, f = names + ["all others"], probs[order].tolist() + [rest_p], freq[order].tolist() + [rest_f]
@@ -109,19 +105,20 @@ def lab_figure(probs: torch.Tensor, counts: torch.Tensor, tokenizer, n: int = SH
         p, f = probs[order].tolist(), freq[order].tolist()
     fig = go.Figure([go.Bar(x=names, y=p, name="probability", marker_color="#2563eb"),
                      go.Bar(x=names, y=f, name=f"frequency in {int(counts.sum()):,} draws", marker_color="#f97316")])
-    fig.update_layout(barmode="group", height=360, yaxis_tickformat=".0%", margin=dict(l=10, r=10, t=30, b=10),
-                      xaxis=dict(type="category", tickangle=-45), legend=dict(orientation="h", y=1.1))
+    fig.update_layout(barmode="group", height=380, yaxis_tickformat=".0%", margin=dict(l=10, r=10, t=60, b=10),
+                      xaxis=dict(type="category", tickangle=-45), legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
     return fig
 
 
 def lens_figure(lens: dict, tokenizer, labels: list[str]) -> go.Figure:
     """Layers x positions: the top token read from the residual stream and its probability."""
     top, probs = lens["top_ids"][..., 0], lens["top_probs"][..., 0]                 # (L+1, T)
-    words = [[_readable(tokenizer, int(i)) for i in row] for row in top]
+    words = [[piece(tokenizer, int(i)) for i in row] for row in top]
     short = [[w if len(w) <= 7 else w[:6] + "…" for w in row] for row in words]
     rows = ["embeddings"] + [f"after block {i}" for i in range(top.shape[0] - 1)]
     fig = go.Figure(go.Heatmap(z=probs.numpy(), x=labels, y=rows, text=short, customdata=words,
-                               texttemplate="%{text}", textfont=dict(size=9), colorscale="Blues", zmin=0, zmax=1,
+                               texttemplate="%{text}", textfont=dict(size=11, color="#111827"),
+                               colorscale=[[0, "#ffffff"], [1, "#60a5fa"]], zmin=0, zmax=1, xgap=1, ygap=1,
                                colorbar=dict(title="p(top)"),
                                hovertemplate="%{y}, input %{x}<br>top token %{customdata}: %{z:.1%}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
@@ -160,9 +157,9 @@ def update(model_name: str, text: str, position, temperature, top_k, top_p, seed
     st = stages(_forward(model_name, tuple(ids))[pos], settings)
     counts = draw(st["probs"], n_draws, seed)
     tv = 0.5 * (counts.float() / n_draws - st["probs"]).abs().sum().item()
-    piece = model.tokenizer.readable(ids[pos])
-    head = f"Predicting the token after position {pos} ({piece!r})" if model.cfg.causal else \
-        f"Predicting the word at position {pos} ({piece!r})"
+    current = model.tokenizer.readable(ids[pos])
+    head = f"Predicting the token after position {pos} ({current!r})" if model.cfg.causal else \
+        f"Predicting the word at position {pos} ({current!r})"
     lab_note = (f"{n_draws:,} seeded draws. Total variation between frequencies and probabilities: **{tv:.3f}** "
                 "(it shrinks like 1/√N as N grows).")
     return (stages_figure(st, model.tokenizer), join_notes(f"{head}. {stage_counts(st)}", notice, note, note_n),
@@ -173,7 +170,7 @@ def update(model_name: str, text: str, position, temperature, top_k, top_p, seed
 def update_lens(model_name: str, text: str):
     model, ids, notice = _prepare(model_name, text)
     ids = ids[-LENS_TOKENS:]
-    labels = [f"{i}:{_readable(model.tokenizer, t)}" for i, t in enumerate(ids)]
+    labels = [f"{i}:{piece(model.tokenizer, t)}" for i, t in enumerate(ids)]
     return lens_figure(_lens(model_name, tuple(ids)), model.tokenizer, labels)
 
 
@@ -199,14 +196,14 @@ def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, stat
     step = len(state["rows"])
     token = int(sample(logits, settings, torch.Generator().manual_seed(seed + step)))  # seed + step: reproducible
     top = st["probs"].topk(5)
-    candidates = ", ".join(f"{_readable(model.tokenizer, int(i))} {p:.0%}" for p, i in zip(top.values, top.indices)
+    candidates = ", ".join(f"{piece(model.tokenizer, int(i))} {p:.0%}" for p, i in zip(top.values, top.indices)
                            if p > 0)
     if model.cfg.causal:
         ids.append(token)
     else:
         ids[pos] = token
     new_text = model.tokenizer.decode(ids)
-    rows = state["rows"] + [[step + 1, _readable(model.tokenizer, token), f"{st['probs'][token].item():.1%}",
+    rows = state["rows"] + [[step + 1, piece(model.tokenizer, token), f"{st['probs'][token].item():.1%}",
                              candidates]]
     return new_text, rows, {"model": model_name, "text": new_text, "ids": ids, "rows": rows}
 
@@ -221,6 +218,8 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
             top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="Top-p (1 = off)")
             seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
             position = gr.Slider(-1, 127, value=-1, step=1, label="Position (−1 = where the model predicts)")
+        ex = gr.Examples([["The cat sat on the", 1.0, 50, 0.9], ["The capital of France is", 0.7, 20, 0.95],
+                          ["Once upon a time", 0.0, 0, 1.0]], [text, temperature, top_k, top_p])
         notice = gr.Markdown()
         stages_plot = gr.Plot()
         with gr.Row():
@@ -239,8 +238,7 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
         lens_plot = gr.Plot()
         inputs = [model_picker, text, position, temperature, top_k, top_p, seed, n_draws]
         outputs = [stages_plot, notice, lab_plot, lab_note]
-        examples([["The cat sat on the", 1.0, 50, 0.9], ["The capital of France is", 0.7, 20, 0.95],
-                  ["Once upon a time", 0.0, 0, 1.0]], [text, temperature, top_k, top_p], update, inputs, outputs)
+        ex.load_input_event.then(update, inputs, outputs).then(update_lens, [model_picker, text], lens_plot)
     for trigger in (text.submit, temperature.release, top_p.release, top_k.submit, seed.submit, position.release,
                     n_draws.release):
         trigger(update, inputs, outputs)

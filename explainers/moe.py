@@ -13,7 +13,7 @@ from core.data import corpus_split
 from core.evaluation import expert_choices, expert_load
 from core.model import active_parameters
 from core.moe import Routing, load_balancing_loss, routing
-from explainers.common import (chips_html, clamp_setting, clean_text, compare_figure, examples, friendly, get_model,
+from explainers.common import (chips_html, clamp_setting, clean_text, compare_figure, friendly, get_model,
                                join_notes, token_labels)
 
 INTRO = r"""### Mixture of experts: a router picks a few FFNs per token
@@ -23,8 +23,8 @@ them for each token, keeps the top k and mixes their outputs with renormalised w
 $$p = \text{softmax}(x W_r), \qquad y = \sum_{e \in \text{top-}k(p)} \frac{p_e}{\sum_{j \in \text{top-}k} p_j}\, \text{FFN}_e(x)$$
 
 So the model holds E experts' parameters but each token pays for only k of them. The
-**load-balancing loss** $E\sum_e f_e P_e$ (f: share of tokens sent to e, P: mean router
-probability of e) keeps every expert in use during training. Change the routing below and the
+**load-balancing loss** E · Σₑ fₑ Pₑ (fₑ: share of tokens sent to expert e, Pₑ: its mean router
+probability) keeps every expert in use during training. Change the routing below and the
 model runs again with it."""
 
 MAX_TOKENS = 64
@@ -222,6 +222,9 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
     with gr.Tab("MoE routing"):
         gr.Markdown(INTRO)
         text = gr.Textbox(label="Text", value="ROMEO:\nBut, soft! what light through yonder window breaks?")
+        ex = gr.Examples([["ROMEO:\nBut, soft! what light through yonder window breaks?"],
+                          ["To be, or not to be, that is the question."], ["KING HENRY:\nOnce more unto the breach!"]],
+                         [text])
         with gr.Row():
             layer = gr.Slider(0, 3, value=0, step=1, label="Layer (coloured text, router detail)")
             position = gr.Slider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Token for the router detail (−1 = last)")
@@ -243,9 +246,7 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
         effect_plot = gr.Plot()
         inputs = [model_picker, text, layer, position, top_k, noise, seed, disabled, forced]
         outputs = [choices_plot, coloured, router_plot, load_plot, stats, effect_plot, effect_note, notice]
-        examples([["ROMEO:\nBut, soft! what light through yonder window breaks?"],
-                  ["To be, or not to be, that is the question."], ["KING HENRY:\nOnce more unto the breach!"]],
-                 [text], update, inputs, outputs)
+        ex.load_input_event.then(update, inputs, outputs)
     for trigger in (text.submit, layer.release, position.release, top_k.release, noise.release, seed.submit,
                     disabled.input, forced.input):
         trigger(update, inputs, outputs)

@@ -1,4 +1,6 @@
 """The MoE-routing and KV-cache tabs: routing shown = hooks, live re-routing, timings and cache memory."""
+from types import SimpleNamespace
+
 import gradio as gr
 import pytest
 import torch
@@ -147,3 +149,15 @@ def test_kv_tab_refuses_encoders_and_can_be_stopped_early():
     steps.close()                                                      # what a cancel does to the generator
     assert first == [1, 2, 3]
     assert len(generate(model, model.tokenizer.encode("ROMEO:"), 50, should_stop=lambda: True).new_ids) == 1
+
+
+def test_cancel_stops_the_run_of_its_own_session_and_reports_what_ran(monkeypatch):
+    monkeypatch.setattr(kv_cache, "REFRESH_SECONDS", 0.0)           # yield after every step
+    ours, other = SimpleNamespace(session_hash="a"), SimpleNamespace(session_hash="b")
+    mine = kv_cache.run("tiny-gpt-char", "ROMEO:", 100, "cpu", ours)
+    theirs = kv_cache.run("tiny-gpt-char", "ROMEO:", 20, "cpu", other)
+    next(mine), next(theirs), next(mine)
+    kv_cache.cancel(ours)
+    rest = list(mine)
+    assert len(rest) == 1 and rest[0][2].startswith("**Cancelled** (with KV cache: 3 of 100 tokens)")
+    assert "Identical tokens in both runs: yes" in list(theirs)[-1][2]       # the other session ran on
