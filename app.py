@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -25,23 +26,80 @@ from core import zoo  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
 from explainers import TABS  # noqa: E402
-from explainers.common import model_choices, unavailable_note  # noqa: E402
+from explainers.common import LECTURE, LINKS, model_choices, unavailable_note  # noqa: E402
+from explainers.links import OnLoad, make_query, restore  # noqa: E402
 
 
-def build_app(default_model: str | None = None) -> gr.Blocks:
+def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blocks:
     choices = model_choices()
     names = [name for _, name in choices]
     default = default_model if default_model in names else ("smollm2-135m" if "smollm2-135m" in names else names[0])
+    LECTURE["default"] = lecture
+    LINKS.clear()
+    on_load = OnLoad()
     with gr.Blocks(title="LLM internals, live") as demo:
         gr.Markdown("# LLM internals, live\nEvery picture is computed now by a real model running on "
                     f"**{describe(pick_device())}**.")
-        model_picker = gr.Dropdown(choices, value=default, label="Model")
+        with gr.Row():
+            model_picker = gr.Dropdown(choices, value=default, label="Model", scale=3)
+            with gr.Column(scale=2):
+                with gr.Row():
+                    lecture_box = gr.Checkbox(lecture, label="Lecture mode (large type, high contrast)", container=False)
+                    link_button = gr.Button("Copy link to this view", size="sm")
+                link_box = gr.Textbox(show_label=False, placeholder="the link to this view appears here",
+                                      buttons=["copy"], interactive=False, container=False)
+        query = gr.Textbox(visible=False)  # the page's query string, in and out
+        link_note = gr.Markdown()
         note = unavailable_note()
         if note:
             gr.Markdown(note)
-        for tab in TABS:
-            tab.build(model_picker, demo)
+        current_tab = gr.State("overview")
+        tab_ids = []
+        with gr.Tabs() as tabs:
+            for module in TABS:
+                tab_id = module.__name__.rsplit(".", 1)[-1]
+                tab_ids.append(tab_id)
+                with gr.Tab(module.TITLE, id=tab_id) as tab:
+                    module.build(model_picker, on_load)
+                tab.select(lambda tab_id=tab_id: tab_id, None, current_tab, queue=False)
+        links = dict(LINKS)  # this app's link settings (LINKS is refilled by the next build)
+        link_inputs = {current_tab, model_picker, lecture_box, *links.values()}
+
+        def link_query(values: dict) -> str:
+            return make_query(values[current_tab], values[model_picker], values[lecture_box], lecture,
+                              {key: values[c] for key, c in links.items()})
+
+        def restored(text: str, request: gr.Request = None):
+            return restore(text, links, tab_ids, default, lecture, request)
+
+        restoring = demo.load(restored, query, [tabs, current_tab, model_picker, lecture_box, link_note,
+                                                *links.values()], js="() => [window.location.search]")
+        restoring.then(None, lecture_box, None, js="(on) => { document.body.classList.toggle('lecture', on) }")
+        on_load.attach(restoring)
+        link_button.click(link_query, link_inputs, query, queue=False).then(None, query, link_box, js=SHOW_LINK)
+        # lecture mode changes every figure: reload this view with it switched
+        lecture_box.input(link_query, link_inputs, query, queue=False).then(
+            None, query, None, js="(q) => { window.location.search = q }")
     return demo
+
+
+SHOW_LINK = """(q) => {
+  const url = window.location.origin + window.location.pathname + q;
+  window.history.replaceState(null, "", url);
+  navigator.clipboard?.writeText(url).catch(() => {});
+  return url;
+}"""
+
+
+WEB = Path(__file__).resolve().parent / "assets" / "web"
+
+
+def page_extras() -> dict:
+    """launch() arguments for the page: its stylesheet, the export bar, and plotly.js served for image export."""
+    import plotly
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    script = (WEB / "export.js").read_text().replace("__PLOTLY_URL__", f"gradio_api/file={plotly_js}")
+    return dict(css=(WEB / "app.css").read_text(), head=f"<script>{script}</script>", allowed_paths=[str(plotly_js)])
 
 
 def main() -> None:
@@ -51,6 +109,7 @@ def main() -> None:
     parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
     parser.add_argument("--model", help=f"model selected at start: {', '.join(zoo.SPECS)}")
     parser.add_argument("--share", action="store_true", help="also serve through a public Gradio link")
+    parser.add_argument("--lecture", action="store_true", help="start in lecture mode: large type, high contrast")
     args = parser.parse_args()
     if args.device:
         try:
@@ -60,8 +119,9 @@ def main() -> None:
     if args.model and args.model not in zoo.SPECS:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
     warm_umap()  # UMAP compiles for ~12 s on first use: pay that in the background now
-    demo = build_app(args.model)
-    demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port, share=args.share)
+    demo = build_app(args.model, lecture=args.lecture)
+    demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                                   **page_extras())
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from core.attention import kv_head_of, pattern_summary, zero_heads
+from core.attention import Attention, kv_head_of, pattern_summary, repeat_kv, zero_heads
 from core.kv_cache import cache_bytes
-from explainers.common import (clamp_setting, clean_text, compare_figure, friendly, get_model, join_notes,
-                               prediction_position, range_sliders, token_labels)
+from explainers.common import (clamp_setting, clean_text, code_panel, compare_figure, friendly, get_model, join_notes,
+                               linked, prediction_position, range_sliders, token_labels)
 
+TITLE = "Attention heads"
 INTRO = r"""### Many heads, each looking at the text its own way
 A layer splits its width into **heads**. Each head h has its own projections of the same input,
 its own pattern over the tokens and its own output; the outputs are concatenated and mixed:
@@ -272,42 +273,45 @@ def update_all(model_name: str, text: str, layer, head, chosen):
             summary_figure(pattern_summary(cache["pattern"])), gqa_figure(model.cfg), *update_ablation(model_name, text, chosen))
 
 
-def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
-    with gr.Tab("Attention heads"):
-        gr.Markdown(INTRO)
-        text = gr.Textbox(label="Text", value="The cat sat on the mat because the cat was tired")
-        ex = gr.Examples([["The cat sat on the mat because the cat was tired"],
-                          ["Mr and Mrs Dursley of number four, Privet Drive, were proud to say that they were "
-                           "perfectly normal"], ["1 2 3 4 5 6 7 8 1 2 3 4 5 6 7 8"]], [text])
-        with gr.Row():
-            layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
-            head = gr.Slider(0, 31, value=0, step=1, label="Head")
-        notice = gr.Markdown()
-        layer_plot = gr.Plot(label="One layer, every head")
-        head_plot = gr.Plot(label="One head")
-        qkvz_plot = gr.Plot(label="Q, K, V and z of that head")
-        gr.Markdown("### Ablation: zero some heads and watch the prediction change")
-        chosen = gr.Dropdown([], multiselect=True, label="Heads to zero (through hook_z)")
-        ablation_note = gr.Markdown()
-        ablation_plot = gr.Plot()
-        gr.Markdown("### Every head at a glance\nWhat each head does on average over this text: entropy of its "
-                    "pattern, how much it looks at the previous token and at the first token.")
-        summary_plot = gr.Plot()
-        grid_plot = gr.Plot()
-        gr.Markdown("### Grouped-query attention")
-        gqa_plot = gr.Plot()
-        all_inputs = [model_picker, text, layer, head, chosen]
-        all_outputs = [layer_plot, head_plot, qkvz_plot, notice, grid_plot, summary_plot, gqa_plot,
-                       ablation_plot, ablation_note]
-        ex.load_input_event.then(update_all, all_inputs, all_outputs)
+def build(model_picker: gr.Dropdown, on_load) -> None:
+    gr.Markdown(INTRO)
+    text = gr.Textbox(label="Text", value="The cat sat on the mat because the cat was tired")
+    ex = gr.Examples([["The cat sat on the mat because the cat was tired"],
+                      ["Mr and Mrs Dursley of number four, Privet Drive, were proud to say that they were "
+                       "perfectly normal"], ["1 2 3 4 5 6 7 8 1 2 3 4 5 6 7 8"]], [text])
+    with gr.Row():
+        layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
+        head = gr.Slider(0, 31, value=0, step=1, label="Head")
+    notice = gr.Markdown()
+    layer_plot = gr.Plot(label="One layer, every head")
+    head_plot = gr.Plot(label="One head")
+    qkvz_plot = gr.Plot(label="Q, K, V and z of that head")
+    gr.Markdown("### Ablation: zero some heads and watch the prediction change")
+    chosen = gr.Dropdown([], multiselect=True, label="Heads to zero (through hook_z)")
+    ablation_note = gr.Markdown()
+    ablation_plot = gr.Plot()
+    gr.Markdown("### Every head at a glance\nWhat each head does on average over this text: entropy of its "
+                "pattern, how much it looks at the previous token and at the first token.")
+    summary_plot = gr.Plot()
+    grid_plot = gr.Plot()
+    gr.Markdown("### Grouped-query attention")
+    gqa_plot = gr.Plot()
+    code_panel(Attention.forward, repeat_kv, pattern_summary, zero_heads, kv_head_of, cache_bytes)
+    linked("attention", text=text, layer=layer, head=head, ablate=chosen)
+    all_inputs = [model_picker, text, layer, head, chosen]
+    all_outputs = [layer_plot, head_plot, qkvz_plot, notice, grid_plot, summary_plot, gqa_plot,
+                   ablation_plot, ablation_note]
+    ex.load_input_event.then(update_all, all_inputs, all_outputs)
     text.submit(update_all, all_inputs, all_outputs)
     for trigger in (layer.release, head.release):
         trigger(update_head, [model_picker, text, layer, head], [layer_plot, head_plot, qkvz_plot, notice])
     chosen.input(update_ablation, [model_picker, text, chosen], [ablation_plot, ablation_note])
 
-    def reset_heads(model_name):
-        return gr.Dropdown(choices=head_choices(model_name), value=[])
+    def fit_heads(model_name, chosen=()):
+        choices = head_choices(model_name)
+        return gr.Dropdown(choices=choices, value=[c for c in chosen or () if c in choices])
 
-    for event in (model_picker.change, demo.load):
+    for event in (model_picker.input, on_load):
         event(range_sliders, model_picker, [layer, head])
-        event(reset_heads, model_picker, chosen).then(update_all, all_inputs, all_outputs)
+    model_picker.input(fit_heads, model_picker, chosen).then(update_all, all_inputs, all_outputs)
+    on_load(fit_heads, [model_picker, chosen], chosen).then(update_all, all_inputs, all_outputs)  # keeps a link's

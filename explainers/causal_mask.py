@@ -8,11 +8,12 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from core.attention import head_steps, left_pad, mask_of_kind
+from core.attention import Attention, build_mask, head_steps, left_pad, mask_of_kind
 from core.embeddings import prefix_change
-from explainers.common import (clamp_setting, clean_text, examples, friendly, get_model, join_notes, range_sliders,
-                               token_labels)
+from explainers.common import (clamp_setting, clean_text, code_panel, examples, friendly, get_model, join_notes,
+                               linked, range_sliders, token_labels)
 
+TITLE = "Causal mask"
 INTRO = r"""### Masked self-attention, one step at a time
 For one head, every query position t scores every key position s with a dot product, scales it,
 adds a **mask**, and turns each row into weights that sum to 1:
@@ -147,31 +148,32 @@ def update_causality(model_name: str, text: str, edited: str):
     return rows
 
 
-def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
-    with gr.Tab("Causal mask"):
-        gr.Markdown(INTRO)
-        text = gr.Textbox(label="Text", value="Your journey starts with one step")
-        with gr.Row():
-            layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
-            head = gr.Slider(0, 31, value=0, step=1, label="Head")
-            mask = gr.Radio(MASKS, value="model's own", label="Mask")
-            window = gr.Slider(1, 16, value=3, step=1, label="Sliding window width")
-        notice = gr.Markdown()
-        steps_plot = gr.Plot()
-        examples([["Your journey starts with one step"], ["The cat sat on the mat"]], [text], update,
-                 [model_picker, text, layer, head, mask, window], [steps_plot, notice])
-        gr.Markdown("### Padding: two prompts of different length in one batch")
-        with gr.Row():
-            long_text = gr.Textbox(label="Longer prompt", value="The cat sat on the warm mat by the door")
-            short_text = gr.Textbox(label="Shorter prompt", value="A dog barked")
-        padding_plot = gr.Plot()
-        gr.Markdown("### Proof of causality: edit the end, compare the earlier outputs\n"
-                    "The largest change of the final hidden state over the tokens both texts share.")
-        with gr.Row():
-            original = gr.Textbox(label="Text", value="The cat sat on the mat")
-            edited = gr.Textbox(label="Edited ending", value="The cat sat on the sofa")
-        causality = gr.Dataframe(headers=["model", "attention", "shared tokens", "max difference", "earlier outputs"],
-                                 interactive=False)
+def build(model_picker: gr.Dropdown, on_load) -> None:
+    gr.Markdown(INTRO)
+    text = gr.Textbox(label="Text", value="Your journey starts with one step")
+    with gr.Row():
+        layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
+        head = gr.Slider(0, 31, value=0, step=1, label="Head")
+        mask = gr.Radio(MASKS, value="model's own", label="Mask")
+        window = gr.Slider(1, 16, value=3, step=1, label="Sliding window width")
+    notice = gr.Markdown()
+    steps_plot = gr.Plot()
+    examples([["Your journey starts with one step"], ["The cat sat on the mat"]], [text], update,
+             [model_picker, text, layer, head, mask, window], [steps_plot, notice])
+    gr.Markdown("### Padding: two prompts of different length in one batch")
+    with gr.Row():
+        long_text = gr.Textbox(label="Longer prompt", value="The cat sat on the warm mat by the door")
+        short_text = gr.Textbox(label="Shorter prompt", value="A dog barked")
+    padding_plot = gr.Plot()
+    gr.Markdown("### Proof of causality: edit the end, compare the earlier outputs\n"
+                "The largest change of the final hidden state over the tokens both texts share.")
+    with gr.Row():
+        original = gr.Textbox(label="Text", value="The cat sat on the mat")
+        edited = gr.Textbox(label="Edited ending", value="The cat sat on the sofa")
+    causality = gr.Dataframe(headers=["model", "attention", "shared tokens", "max difference", "earlier outputs"],
+                             interactive=False)
+    code_panel(Attention.forward, build_mask, head_steps, mask_of_kind, left_pad, prefix_change)
+    linked("causal_mask", text=text, layer=layer, head=head, mask=mask, window=window)
     inputs = [model_picker, text, layer, head, mask, window]
     for trigger in (text.submit, layer.release, head.release, mask.change, window.release):
         trigger(update, inputs, [steps_plot, notice])
@@ -180,7 +182,7 @@ def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
         trigger(update_padding, pad_inputs, padding_plot)
     for trigger in (original.submit, edited.submit):
         trigger(update_causality, [model_picker, original, edited], causality)
-    for event in (model_picker.change, demo.load):
+    for event in (model_picker.input, on_load):
         event(range_sliders, model_picker, [layer, head])
         event(update, inputs, [steps_plot, notice])
         event(update_padding, pad_inputs, padding_plot)

@@ -5,6 +5,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import textwrap
 import unicodedata
 
 import gradio as gr
@@ -68,21 +69,107 @@ def _plain_errors(name: str):
 
 
 def friendly(fn):
-    """Turn any failure in a handler (a function or a generator) into a plain message instead of a traceback."""
+    """Turn any failure in a handler (a function or a generator) into a plain message instead of a traceback,
+    and draw its figures in lecture style for a session in lecture mode.
+
+    Gradio passes a handler the session's gr.Request when its signature asks for one; the wrapper asks for it
+    (and hands it on only to a handler that wants it)."""
+    wants_request = "request" in inspect.signature(fn).parameters
+
+    def split(args, kwargs):
+        request = kwargs.pop("request", None) if not wants_request else kwargs.get("request")
+        for a in args:
+            if isinstance(a, gr.Request):
+                request = a
+        if not wants_request:
+            args = tuple(a for a in args if not isinstance(a, gr.Request))
+        return args, kwargs, request
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
-        def stream(*args, **kwargs):
+        def wrapper(*args, **kwargs):
+            args, kwargs, request = split(args, kwargs)
             with _plain_errors(fn.__name__):
-                yield from fn(*args, **kwargs)
-        return stream
+                for result in fn(*args, **kwargs):
+                    yield styled(result, request)
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            args, kwargs, request = split(args, kwargs)
+            with _plain_errors(fn.__name__):
+                return styled(fn(*args, **kwargs), request)
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _plain_errors(fn.__name__):
-            return fn(*args, **kwargs)
+    if not wants_request:
+        signature = inspect.signature(fn)
+        extra = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
+        wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), extra])
+        wrapper.__annotations__ = {**fn.__annotations__, "request": gr.Request}
     return wrapper
 
 
+# Lecture mode: larger type, high contrast. `app.py --lecture` makes it the default; a session's own
+# choice (the toggle, or lecture=1 / lecture=0 in its link) overrides that.
+LECTURE = {"default": False}
+_lecture_sessions: dict[str, bool] = {}
+
+
+def set_lecture(request: gr.Request | None, on: bool) -> None:
+    session = getattr(request, "session_hash", None)
+    if session is None:
+        return
+    if bool(on) == LECTURE["default"]:
+        _lecture_sessions.pop(session, None)
+    else:
+        _lecture_sessions[session] = bool(on)
+
+
+def lecture_on(request: gr.Request | None) -> bool:
+    return _lecture_sessions.get(getattr(request, "session_hash", None), LECTURE["default"])
+
+
+def lecture_style(fig: go.Figure) -> go.Figure:
+    """The same figure for a shared screen: larger type, black text, 25% taller, colour-blind-safe colours."""
+    fig.update_layout(font=dict(size=17, color="#000000"), title_font_size=22, colorway=SAFE_COLOURS,
+                      hoverlabel_font_size=17, legend_font_size=17, height=int((fig.layout.height or 450) * 1.25))
+    fig.update_xaxes(tickfont_size=15, title_font_size=18, linecolor="#000000")
+    fig.update_yaxes(tickfont_size=15, title_font_size=18, linecolor="#000000")
+    for annotation in fig.layout.annotations:  # subplot titles
+        annotation.font.size = 19
+    for trace in fig.data:
+        if "textfont" in trace:
+            trace.textfont.size = 15
+    return fig
+
+
+def styled(result, request: gr.Request | None):
+    if not lecture_on(request):
+        return result
+    if isinstance(result, go.Figure):
+        return lecture_style(result)
+    if isinstance(result, (tuple, list)):
+        return type(result)(lecture_style(r) if isinstance(r, go.Figure) else r for r in result)
+    return result
+
+
+def code_panel(*functions) -> None:
+    """A closed panel with the source of the core functions that made a tab's figures, read from the running code."""
+    with gr.Accordion("Code: the core functions behind these figures", open=False):
+        for f in functions:
+            gr.Code(textwrap.dedent(inspect.getsource(f)), language="python", label=f"{f.__module__}.{f.__qualname__}",
+                    interactive=False)
+
+
+# Deep links: each tab registers the settings a link restores, as "tab.key" -> component.
+LINKS: dict[str, gr.components.Component] = {}
+
+
+def linked(tab: str, **components) -> None:
+    for key, component in components.items():
+        LINKS[f"{tab}.{key}"] = component
+
+
+# Colour-blind-safe qualitative colours (Okabe & Ito), with grey for black so text on them stays readable
+SAFE_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
 PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#e5e7eb"]
 
 
@@ -105,10 +192,15 @@ def clamp_setting(name: str, value, low: int, high: int) -> tuple[int, str]:
     """(value as an int within [low, high], a notice if it had to move). Non-numbers are refused."""
     try:
         number = int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # None, text, NaN, infinity
         raise gr.Error(f"The {name} must be a number between {low} and {high}.") from None
     clamped = min(max(number, low), high)
     return clamped, "" if clamped == number else f"The {name} was {number}; this model allows {low} to {high}, so {clamped} is shown."
+
+
+def as_text(value) -> str:
+    """What a text box sent, as a string (an API client may send None or a number)."""
+    return "" if value is None else str(value)
 
 
 def join_notes(*notes: str) -> str:

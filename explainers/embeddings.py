@@ -9,8 +9,10 @@ import torch
 from core.embeddings import cosine_by_layer, hidden_states, nearest_tokens, rope_scores, word_vectors
 from core.positional import sinusoidal_table
 from core.projection import METHODS, project, umap_ready
-from explainers.common import clamp_setting, clean_text, examples, friendly, get_model, join_notes, range_sliders
+from explainers.common import (as_text, clamp_setting, clean_text, code_panel, examples, friendly, get_model, join_notes,
+                               linked, range_sliders)
 
+TITLE = "Embeddings"
 INTRO = """### Embeddings: a vector for every token
 The first layer of a model is a table with one learned row per token id. Tokens used in
 similar ways end up with similar rows, which we can see by projecting the vectors to 2D or 3D
@@ -56,7 +58,7 @@ def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], tit
 def update_static(model_name: str, presets: list[str], custom: str, method: str, dims: str, neighbours, query: str,
                   progress=gr.Progress()):
     model = get_model(model_name)
-    pairs = parse_groups(presets or [], custom[:2000] if custom else "")
+    pairs = parse_groups(presets or [], as_text(custom)[:2000])
     if len(pairs) < 3:
         raise gr.Error("Pick at least one preset group or type three or more comma-separated words.")
     neighbours, _ = clamp_setting("neighbours", neighbours, 2, 50)
@@ -76,7 +78,7 @@ def update_static(model_name: str, presets: list[str], custom: str, method: str,
 
 
 def neighbours_table(model, query: str) -> list[list]:
-    query = (query or "").strip()
+    query = as_text(query).strip()
     if not query:
         return []
     with torch.no_grad():
@@ -122,8 +124,9 @@ def update_contextual(model_name: str, text: str, layer, word: str):
     states = hidden_states(model, torch.tensor([t.id for t in tokens], device=model.device)).cpu()
     layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers)
     pieces = [t.piece for t in tokens]
-    pair = occurrence_tokens(tokens, text, (word or "").strip())
-    missing = "" if pair or not (word or "").strip() else f"'{word}' does not occur twice in the text."
+    word = as_text(word).strip()
+    pair = occurrence_tokens(tokens, text, word)
+    missing = "" if pair or not word else f"'{word}' does not occur twice in the text."
     return (*contextual_figures(states, pieces, layer, pair), join_notes(notice, note_layer, missing))
 
 
@@ -150,40 +153,42 @@ def update_positional(model_name: str):
     return sinus, learned, rope_fig
 
 
-def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
-    with gr.Tab("Embeddings"):
-        gr.Markdown(INTRO)
-        with gr.Row():
-            presets = gr.CheckboxGroup(list(PRESETS), value=["animals", "numbers", "countries"], label="Word groups")
-            custom = gr.Textbox(label="Your words (comma-separated)", placeholder="king, queen, prince")
-        with gr.Row():
-            method = gr.Radio(list(METHODS), value="PCA", label="Projection")
-            dims = gr.Radio(["2D", "3D"], value="2D", label="Dimensions")
-            neighbours = gr.Slider(2, 50, value=5, step=1, label="t-SNE perplexity / UMAP neighbours")
-            query = gr.Textbox(label="Nearest neighbours of", value="king")
-        with gr.Row():
-            static_plot = gr.Plot()
-            near = gr.Dataframe(headers=["token", "cosine"], label="Nearest tokens in the whole vocabulary", interactive=False)
-        gr.Markdown("### Contextual embeddings\nThe same word at two places: how similar are its vectors, layer by layer?")
-        with gr.Row():
-            text = gr.Textbox(label="Sentence", value="The bank is near the river bank.")
-            word = gr.Textbox(label="Word that occurs twice", value="bank")
-            layer = gr.Slider(0, 64, value=0, step=1, label="Layer (0 = embeddings)")
-        context_note = gr.Markdown()
-        with gr.Row():
-            context_plot, cosine_plot = gr.Plot(), gr.Plot()
-        examples([["The bank is near the river bank.", "bank"], ["Your journey starts with one step, one step at a time.", "step"]],
-                 [text, word], update_contextual, [model_picker, text, layer, word], [context_plot, cosine_plot, context_note])
-        gr.Markdown("### Where is each token? Positional information")
-        with gr.Row():
-            sinus, learned, rope = gr.Plot(), gr.Plot(), gr.Plot()
+def build(model_picker: gr.Dropdown, on_load) -> None:
+    gr.Markdown(INTRO)
+    with gr.Row():
+        presets = gr.CheckboxGroup(list(PRESETS), value=["animals", "numbers", "countries"], label="Word groups")
+        custom = gr.Textbox(label="Your words (comma-separated)", placeholder="king, queen, prince")
+    with gr.Row():
+        method = gr.Radio(list(METHODS), value="PCA", label="Projection")
+        dims = gr.Radio(["2D", "3D"], value="2D", label="Dimensions")
+        neighbours = gr.Slider(2, 50, value=5, step=1, label="t-SNE perplexity / UMAP neighbours")
+        query = gr.Textbox(label="Nearest neighbours of", value="king")
+    with gr.Row():
+        static_plot = gr.Plot()
+        near = gr.Dataframe(headers=["token", "cosine"], label="Nearest tokens in the whole vocabulary", interactive=False)
+    gr.Markdown("### Contextual embeddings\nThe same word at two places: how similar are its vectors, layer by layer?")
+    with gr.Row():
+        text = gr.Textbox(label="Sentence", value="The bank is near the river bank.")
+        word = gr.Textbox(label="Word that occurs twice", value="bank")
+        layer = gr.Slider(0, 64, value=0, step=1, label="Layer (0 = embeddings)")
+    context_note = gr.Markdown()
+    with gr.Row():
+        context_plot, cosine_plot = gr.Plot(), gr.Plot()
+    examples([["The bank is near the river bank.", "bank"], ["Your journey starts with one step, one step at a time.", "step"]],
+             [text, word], update_contextual, [model_picker, text, layer, word], [context_plot, cosine_plot, context_note])
+    gr.Markdown("### Where is each token? Positional information")
+    with gr.Row():
+        sinus, learned, rope = gr.Plot(), gr.Plot(), gr.Plot()
+    code_panel(word_vectors, project, nearest_tokens, hidden_states, cosine_by_layer, sinusoidal_table, rope_scores)
+    linked("embeddings", groups=presets, words=custom, projection=method, dims=dims, neighbours=neighbours,
+           query=query, text=text, word=word, layer=layer)
     static_inputs = [model_picker, presets, custom, method, dims, neighbours, query]
     for trigger in (presets.change, method.change, dims.change, neighbours.release, custom.submit, query.submit):
         trigger(update_static, static_inputs, [static_plot, near])
     context_inputs = [model_picker, text, layer, word]
     for trigger in (text.submit, word.submit, layer.release):
         trigger(update_contextual, context_inputs, [context_plot, cosine_plot, context_note])
-    for event in (model_picker.change, demo.load):
+    for event in (model_picker.input, on_load):
         event(lambda name: range_sliders(name, blocks_plus_one=True)[0], model_picker, layer)
         event(update_static, static_inputs, [static_plot, near])
         event(update_contextual, context_inputs, [context_plot, cosine_plot, context_note])

@@ -11,9 +11,10 @@ from plotly.subplots import make_subplots
 
 from core.device import describe, pick_device
 from core.generation import generate_steps, median_slope
-from core.kv_cache import cache_bytes
-from explainers.common import clamp_setting, clean_text, friendly, get_model, join_notes
+from core.kv_cache import KVCache, cache_bytes
+from explainers.common import clamp_setting, clean_text, code_panel, friendly, get_model, join_notes, linked
 
+TITLE = "KV cache"
 INTRO = r"""### Why generation keeps a cache of keys and values
 A decoder predicts one token at a time. **Without a cache**, step t runs the whole sequence of
 t tokens again, so each step costs more than the last. **With a KV cache**, the prompt runs once
@@ -132,7 +133,7 @@ def _check(model_name: str, text: str, n_new, device_name: str):
                        "shorten it.")
     try:
         wanted = int(float(n_new))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise gr.Error("The number of new tokens must be a whole number.") from None
     if wanted < 1:
         raise gr.Error("Generate at least 1 new token.")
@@ -184,22 +185,23 @@ def memory_only(model_name: str):
     return memory_figure(model.cfg, 0, 0)
 
 
-def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
-    with gr.Tab("KV cache"):
-        gr.Markdown(INTRO)
-        text = gr.Textbox(label="Prompt", value="The history of the printing press begins")
-        with gr.Row():
-            n_new = gr.Slider(1, 512, value=64, step=1, label="New tokens N")
-            device = gr.Dropdown(devices(), value=str(pick_device().type), label="Device")
-            start = gr.Button("Generate both ways", variant="primary")
-            stop = gr.Button("Cancel")
-        summary = gr.Markdown()
-        timing_plot = gr.Plot()
-        memory_plot = gr.Plot()
-        gr.Examples([["The history of the printing press begins", 32], ["Once upon a time", 128]], [text, n_new])
+def build(model_picker: gr.Dropdown, on_load) -> None:
+    gr.Markdown(INTRO)
+    text = gr.Textbox(label="Prompt", value="The history of the printing press begins")
+    with gr.Row():
+        n_new = gr.Slider(1, 512, value=64, step=1, label="New tokens N")
+        device = gr.Dropdown(devices(), value=str(pick_device().type), label="Device")
+        start = gr.Button("Generate both ways", variant="primary")
+        stop = gr.Button("Cancel")
+    summary = gr.Markdown()
+    timing_plot = gr.Plot()
+    memory_plot = gr.Plot()
+    code_panel(generate_steps, KVCache.append, cache_bytes, median_slope)
+    linked("kv_cache", text=text, n=n_new, device=device)
+    gr.Examples([["The history of the printing press begins", 32], ["Once upon a time", 128]], [text, n_new])
     start.click(run, [model_picker, text, n_new, device], [timing_plot, memory_plot, summary])
     # not Gradio's cancels=: a yield already in flight could then overwrite the message; the run reports it
     stop.click(cancel, None, None, queue=False)
-    for trigger in (model_picker.change, demo.load):
+    for trigger in (model_picker.input, on_load):
         trigger(memory_only, model_picker, memory_plot)
 

@@ -10,9 +10,12 @@ import torch
 from plotly.subplots import make_subplots
 
 from core.lens import logit_lens
+from core.model import Unembed
 from core.sampling import SamplingSettings, draw, sample, stages
-from explainers.common import clamp_setting, clean_text, friendly, get_model, join_notes, piece, prediction_position
+from explainers.common import (clamp_setting, clean_text, code_panel, friendly, get_model, join_notes, linked, piece,
+                               prediction_position)
 
+TITLE = "LM head & sampling"
 INTRO = r"""### From the last hidden state to the next token
 The final vector of a position is multiplied by the unembedding matrix: one score (**logit**) per
 vocabulary entry. Sampling then reshapes that list before drawing one token:
@@ -179,7 +182,7 @@ def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, stat
     """Draw one token with the current settings and append it (or fill the [MASK] for a masked LM)."""
     model, ids, notice = _prepare(model_name, text)
     settings, seed, _ = check_settings(model, temperature, top_k, top_p, seed)
-    state = state if state and state.get("text") == text and state.get("model") == model_name else \
+    state = state if isinstance(state, dict) and state.get("text") == text and state.get("model") == model_name else \
         {"model": model_name, "ids": ids, "rows": []}
     ids = list(state["ids"])
     if model.cfg.causal:
@@ -208,43 +211,45 @@ def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, stat
     return new_text, rows, {"model": model_name, "text": new_text, "ids": ids, "rows": rows}
 
 
-def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
-    with gr.Tab("LM head & sampling"):
-        gr.Markdown(INTRO)
-        text = gr.Textbox(label="Text", value="The cat sat on the")
-        with gr.Row():
-            temperature = gr.Slider(0, 3, value=1.0, step=0.05, label="Temperature (0 = greedy)")
-            top_k = gr.Number(value=50, precision=0, label="Top-k (0 = off)", minimum=0)
-            top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="Top-p (1 = off)")
-            seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
-            position = gr.Slider(-1, 127, value=-1, step=1, label="Position (−1 = where the model predicts)")
-        ex = gr.Examples([["The cat sat on the", 1.0, 50, 0.9], ["The capital of France is", 0.7, 20, 0.95],
-                          ["Once upon a time", 0.0, 0, 1.0]], [text, temperature, top_k, top_p])
-        notice = gr.Markdown()
-        stages_plot = gr.Plot()
-        with gr.Row():
-            step_button = gr.Button("Next token: draw one and append it", variant="primary")
-            reset_button = gr.Button("Clear the steps")
-        steps = gr.Dataframe(headers=["step", "drawn token", "its probability", "top candidates"],
-                             interactive=False, wrap=True)
-        state = gr.State(None)
-        gr.Markdown("### Sampling lab\nDraw many tokens with the same settings: the frequencies approach the "
-                    "probabilities.")
-        n_draws = gr.Slider(10, 5000, value=200, step=10, label="Number of draws N")
-        lab_note = gr.Markdown()
-        lab_plot = gr.Plot()
-        gr.Markdown("### Logit lens\nRead the residual stream after every block through the final norm and the "
-                    "unembedding, as if the model stopped there. The last row is the model's own prediction.")
-        lens_plot = gr.Plot()
-        inputs = [model_picker, text, position, temperature, top_k, top_p, seed, n_draws]
-        outputs = [stages_plot, notice, lab_plot, lab_note]
-        ex.load_input_event.then(update, inputs, outputs).then(update_lens, [model_picker, text], lens_plot)
+def build(model_picker: gr.Dropdown, on_load) -> None:
+    gr.Markdown(INTRO)
+    text = gr.Textbox(label="Text", value="The cat sat on the")
+    with gr.Row():
+        temperature = gr.Slider(0, 3, value=1.0, step=0.05, label="Temperature (0 = greedy)")
+        top_k = gr.Number(value=50, precision=0, label="Top-k (0 = off)", minimum=0)
+        top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="Top-p (1 = off)")
+        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+        position = gr.Slider(-1, 127, value=-1, step=1, label="Position (−1 = where the model predicts)")
+    ex = gr.Examples([["The cat sat on the", 1.0, 50, 0.9], ["The capital of France is", 0.7, 20, 0.95],
+                      ["Once upon a time", 0.0, 0, 1.0]], [text, temperature, top_k, top_p])
+    notice = gr.Markdown()
+    stages_plot = gr.Plot()
+    with gr.Row():
+        step_button = gr.Button("Next token: draw one and append it", variant="primary")
+        reset_button = gr.Button("Clear the steps")
+    steps = gr.Dataframe(headers=["step", "drawn token", "its probability", "top candidates"],
+                         interactive=False, wrap=True)
+    state = gr.State(None)
+    gr.Markdown("### Sampling lab\nDraw many tokens with the same settings: the frequencies approach the "
+                "probabilities.")
+    n_draws = gr.Slider(10, 5000, value=200, step=10, label="Number of draws N")
+    lab_note = gr.Markdown()
+    lab_plot = gr.Plot()
+    gr.Markdown("### Logit lens\nRead the residual stream after every block through the final norm and the "
+                "unembedding, as if the model stopped there. The last row is the model's own prediction.")
+    lens_plot = gr.Plot()
+    code_panel(Unembed.forward, stages, sample, draw, logit_lens)
+    linked("lm_head", text=text, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, position=position,
+           draws=n_draws)
+    inputs = [model_picker, text, position, temperature, top_k, top_p, seed, n_draws]
+    outputs = [stages_plot, notice, lab_plot, lab_note]
+    ex.load_input_event.then(update, inputs, outputs).then(update_lens, [model_picker, text], lens_plot)
     for trigger in (text.submit, temperature.release, top_p.release, top_k.submit, seed.submit, position.release,
                     n_draws.release):
         trigger(update, inputs, outputs)
-    for trigger in (text.submit, model_picker.change, demo.load):
+    for trigger in (text.submit, model_picker.input, on_load):
         trigger(update_lens, [model_picker, text], lens_plot)
-    for event in (model_picker.change, demo.load):
+    for event in (model_picker.input, on_load):
         event(update, inputs, outputs)
     step_button.click(next_token, [model_picker, text, temperature, top_k, top_p, seed, state],
                       [text, steps, state]).then(update, inputs, outputs).then(update_lens, [model_picker, text],

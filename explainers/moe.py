@@ -12,10 +12,11 @@ from plotly.subplots import make_subplots
 from core.data import corpus_split
 from core.evaluation import expert_choices, expert_load
 from core.model import active_parameters
-from core.moe import Routing, load_balancing_loss, routing
-from explainers.common import (chips_html, clamp_setting, clean_text, compare_figure, friendly, get_model,
-                               join_notes, token_labels)
+from core.moe import MoE, Routing, load_balancing_loss, route, routing
+from explainers.common import (SAFE_COLOURS, chips_html, clamp_setting, clean_text, code_panel, compare_figure,
+                               friendly, get_model, join_notes, linked, token_labels)
 
+TITLE = "MoE routing"
 INTRO = r"""### Mixture of experts: a router picks a few FFNs per token
 In an MoE layer the feed-forward network is replaced by E **experts**. A small **router** scores
 them for each token, keeps the top k and mixes their outputs with renormalised weights:
@@ -29,8 +30,7 @@ model runs again with it."""
 
 MAX_TOKENS = 64
 SAMPLE_CHARS = 20_000
-EXPERT_COLOURS = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777",
-                  "#4b5563", "#65a30d", "#7c3aed", "#0d9488", "#b45309", "#be123c", "#1d4ed8", "#15803d"]
+EXPERT_COLOURS = SAFE_COLOURS
 
 
 def moe_model(model_name: str):
@@ -95,7 +95,7 @@ def text_html(tokens, indices: torch.Tensor, weights: torch.Tensor, layer: int) 
     titles = [", ".join(f"expert {int(e)} ({w:.2f})" for e, w in zip(ei, wi))
               for ei, wi in zip(indices[layer], weights[layer])]
     E = int(indices.max()) + 1
-    legend = " ".join(f"<span style='background:{EXPERT_COLOURS[e % 16]}55;padding:1px 6px;border-radius:4px'>"
+    legend = " ".join(f"<span style='background:{EXPERT_COLOURS[e % len(EXPERT_COLOURS)]}55;padding:1px 6px;border-radius:4px'>"
                       f"expert {e}</span>" for e in range(E))
     return (f"<div><b>Layer {layer}</b>, each token in its first expert's colour (hover for the weights): "
             f"{legend}</div>" + chips_html(tokens, show_ids=False, colours=colours, titles=titles))
@@ -107,7 +107,7 @@ def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: t
     E = len(probs)
     chosen = {int(e): float(w) for e, w in zip(indices, weights)}
     fig = go.Figure(go.Bar(x=[f"expert {e}" for e in range(E)], y=probs.tolist(),
-                           marker_color=[EXPERT_COLOURS[e % 16] if e in chosen else "#d1d5db" for e in range(E)],
+                           marker_color=[EXPERT_COLOURS[e % len(EXPERT_COLOURS)] if e in chosen else "#d1d5db" for e in range(E)],
                            text=[f"chosen, weight {chosen[e]:.2f}" if e in chosen else "" for e in range(E)],
                            textposition="outside", cliponaxis=False,
                            hovertemplate="%{x}: router probability %{y:.3f}<extra></extra>"))
@@ -206,50 +206,55 @@ def update(model_name: str, text: str, layer, position, top_k, noise, seed, disa
             join_notes(note_model, notice, note_layer, note_pos, note_routing))
 
 
-def expert_widgets(model_name: str):
-    """Expert pickers and sliders fitted to the model the tab shows."""
+def expert_widgets(model_name: str, disabled=(), forced="none", top_k=None):
+    """Expert pickers and sliders fitted to the model the tab shows, keeping the given choices that fit it."""
     try:
         model, _, _ = moe_model(model_name)
     except gr.Error:
         return gr.CheckboxGroup(), gr.Dropdown(), gr.Slider(), gr.Slider()
     cfg = model.cfg
     names = [f"e{e}" for e in range(cfg.n_experts)]
-    return (gr.CheckboxGroup(choices=names, value=[]), gr.Dropdown(choices=["none"] + names, value="none"),
-            gr.Slider(maximum=cfg.n_experts, value=cfg.top_k), gr.Slider(maximum=cfg.n_layers - 1))
+    top_k = top_k if isinstance(top_k, (int, float)) and 1 <= top_k <= cfg.n_experts else cfg.top_k
+    return (gr.CheckboxGroup(choices=names, value=[e for e in disabled or () if e in names]),
+            gr.Dropdown(choices=["none"] + names, value=forced if forced in names else "none"),
+            gr.Slider(maximum=cfg.n_experts, value=top_k), gr.Slider(maximum=cfg.n_layers - 1))
 
 
-def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
-    with gr.Tab("MoE routing"):
-        gr.Markdown(INTRO)
-        text = gr.Textbox(label="Text", value="ROMEO:\nBut, soft! what light through yonder window breaks?")
-        ex = gr.Examples([["ROMEO:\nBut, soft! what light through yonder window breaks?"],
-                          ["To be, or not to be, that is the question."], ["KING HENRY:\nOnce more unto the breach!"]],
-                         [text])
-        with gr.Row():
-            layer = gr.Slider(0, 3, value=0, step=1, label="Layer (coloured text, router detail)")
-            position = gr.Slider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Token for the router detail (−1 = last)")
-        notice = gr.Markdown()
-        choices_plot = gr.Plot()
-        coloured = gr.HTML()
-        router_plot = gr.Plot()
-        load_plot = gr.Plot()
-        stats = gr.Markdown()
-        gr.Markdown("### Re-route live\nThese change how every MoE layer routes, and the model runs again.")
-        with gr.Row():
-            top_k = gr.Slider(1, 8, value=2, step=1, label="Experts per token (top-k)")
-            noise = gr.Slider(0, 2, value=0, step=0.05, label="Noisy top-k: router noise std (0 = off)")
-            seed = gr.Number(value=0, precision=0, label="Noise seed", minimum=0)
-        with gr.Row():
-            disabled = gr.CheckboxGroup([f"e{e}" for e in range(8)], label="Disable experts")
-            forced = gr.Dropdown(["none"] + [f"e{e}" for e in range(8)], value="none", label="Force an expert")
-        effect_note = gr.Markdown()
-        effect_plot = gr.Plot()
-        inputs = [model_picker, text, layer, position, top_k, noise, seed, disabled, forced]
-        outputs = [choices_plot, coloured, router_plot, load_plot, stats, effect_plot, effect_note, notice]
-        ex.load_input_event.then(update, inputs, outputs)
+def build(model_picker: gr.Dropdown, on_load) -> None:
+    gr.Markdown(INTRO)
+    text = gr.Textbox(label="Text", value="ROMEO:\nBut, soft! what light through yonder window breaks?")
+    ex = gr.Examples([["ROMEO:\nBut, soft! what light through yonder window breaks?"],
+                      ["To be, or not to be, that is the question."], ["KING HENRY:\nOnce more unto the breach!"]],
+                     [text])
+    with gr.Row():
+        layer = gr.Slider(0, 3, value=0, step=1, label="Layer (coloured text, router detail)")
+        position = gr.Slider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Token for the router detail (−1 = last)")
+    notice = gr.Markdown()
+    choices_plot = gr.Plot()
+    coloured = gr.HTML()
+    router_plot = gr.Plot()
+    load_plot = gr.Plot()
+    stats = gr.Markdown()
+    gr.Markdown("### Re-route live\nThese change how every MoE layer routes, and the model runs again.")
+    with gr.Row():
+        top_k = gr.Slider(1, 8, value=2, step=1, label="Experts per token (top-k)")
+        noise = gr.Slider(0, 2, value=0, step=0.05, label="Noisy top-k: router noise std (0 = off)")
+        seed = gr.Number(value=0, precision=0, label="Noise seed", minimum=0)
+    with gr.Row():
+        disabled = gr.CheckboxGroup([f"e{e}" for e in range(8)], label="Disable experts")
+        forced = gr.Dropdown(["none"] + [f"e{e}" for e in range(8)], value="none", label="Force an expert")
+    effect_note = gr.Markdown()
+    effect_plot = gr.Plot()
+    code_panel(MoE.forward, route, load_balancing_loss, expert_load, routing)
+    linked("moe", text=text, layer=layer, position=position, top_k=top_k, noise=noise, seed=seed, disable=disabled,
+           force=forced)
+    inputs = [model_picker, text, layer, position, top_k, noise, seed, disabled, forced]
+    outputs = [choices_plot, coloured, router_plot, load_plot, stats, effect_plot, effect_note, notice]
+    ex.load_input_event.then(update, inputs, outputs)
     for trigger in (text.submit, layer.release, position.release, top_k.release, noise.release, seed.submit,
                     disabled.input, forced.input):
         trigger(update, inputs, outputs)
-    for event in (model_picker.change, demo.load):
-        event(expert_widgets, model_picker, [disabled, forced, top_k, layer]).then(update, inputs, outputs)
+    widgets = [disabled, forced, top_k, layer]
+    model_picker.input(expert_widgets, model_picker, widgets).then(update, inputs, outputs)
+    on_load(expert_widgets, [model_picker, disabled, forced, top_k], widgets).then(update, inputs, outputs)  # keeps a link's
 

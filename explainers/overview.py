@@ -6,8 +6,9 @@ import plotly.graph_objects as go
 
 from core.device import describe
 from core.model import active_parameters, parameter_groups
-from explainers.common import friendly, get_model
+from explainers.common import code_panel, friendly, get_model
 
+TITLE = "Overview"
 INTRO = """A transformer turns text into **tokens**, each token into a vector (**embedding**), and
 then passes those vectors through a stack of **blocks**. Each block mixes information
 between positions with **attention** and transforms each position with a **feed-forward**
@@ -50,11 +51,11 @@ def update(model_name: str, progress=gr.Progress()):
     return facts_markdown(model_facts(model)), parameters_figure(parameter_groups(model))
 
 
-def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
-    with gr.Tab("Overview"):
-        gr.Markdown(INTRO)
-        with gr.Row():
-            facts = gr.Markdown()
-            plot = gr.Plot()
-    model_picker.change(update, model_picker, [facts, plot])
-    demo.load(update, model_picker, [facts, plot])
+def build(model_picker: gr.Dropdown, on_load) -> None:
+    gr.Markdown(INTRO)
+    with gr.Row():
+        facts = gr.Markdown()
+        plot = gr.Plot()
+    code_panel(parameter_groups, active_parameters)
+    model_picker.input(update, model_picker, [facts, plot])
+    on_load(update, model_picker, [facts, plot])

@@ -7,8 +7,9 @@ import gradio as gr
 
 from core.data import CORPUS
 from core.tokenizers import bpe_tokens, train_bpe
-from explainers.common import chips_html, clean_text, examples, friendly, get_model, model_choices
+from explainers.common import chips_html, clean_text, code_panel, examples, friendly, get_model, linked, model_choices
 
+TITLE = "Tokenizer"
 INTRO = """### Tokens: the units a model reads
 A model never sees characters or words, only **token ids**: integers that index rows of its
 embedding matrix. A tokenizer cuts text into pieces from a fixed vocabulary. Character-level
@@ -60,7 +61,10 @@ def compute_bpe(text: str, vocab_size: int) -> dict:
 @friendly
 def update_bpe(text: str, vocab_size):
     text, notice = clean_text(text, max_chars=500)
-    vocab_size = int(vocab_size)
+    try:
+        vocab_size = int(float(vocab_size))
+    except (TypeError, ValueError, OverflowError):
+        vocab_size = -1
     if not 256 <= vocab_size <= 5000:
         raise gr.Error("The vocabulary size must be between 256 (bytes only) and 5000.")
     result = compute_bpe(text, vocab_size)
@@ -72,25 +76,26 @@ def update_bpe(text: str, vocab_size):
     return rows, ladder, summary
 
 
-def build(model_picker: gr.Dropdown, demo: gr.Blocks) -> None:
+def build(model_picker: gr.Dropdown, on_load) -> None:
     names = [name for _, name in model_choices()]
-    with gr.Tab("Tokenizer"):
-        gr.Markdown(INTRO)
-        text = gr.Textbox(label="Text", value=EXAMPLES[0][0], lines=2)
-        chosen = gr.CheckboxGroup(names, value=names, label="Tokenizers")
-        out = gr.HTML()
-        example_list = examples(EXAMPLES, [text], update, [text, chosen], out)
-        gr.Markdown("### How BPE learns its vocabulary\nTrained live on Shakespeare (the first 200,000 characters) "
-                    "with the `tokenizers` library. Slide the vocabulary size and watch words fuse into tokens.")
-        vocab = gr.Slider(256, 5000, value=500, step=1, label="BPE vocabulary size (256 bytes + merges)")
-        summary = gr.Markdown()
-        with gr.Row():
-            merges = gr.Dataframe(headers=["#", "left", "right", "merged"], label="First merges", interactive=False)
-            ladder = gr.HTML()
+    gr.Markdown(INTRO)
+    text = gr.Textbox(label="Text", value=EXAMPLES[0][0], lines=2)
+    chosen = gr.CheckboxGroup(names, value=names, label="Tokenizers")
+    out = gr.HTML()
+    example_list = examples(EXAMPLES, [text], update, [text, chosen], out)
+    gr.Markdown("### How BPE learns its vocabulary\nTrained live on Shakespeare (the first 200,000 characters) "
+                "with the `tokenizers` library. Slide the vocabulary size and watch words fuse into tokens.")
+    vocab = gr.Slider(256, 5000, value=500, step=1, label="BPE vocabulary size (256 bytes + merges)")
+    summary = gr.Markdown()
+    with gr.Row():
+        merges = gr.Dataframe(headers=["#", "left", "right", "merged"], label="First merges", interactive=False)
+        ladder = gr.HTML()
+    code_panel(bpe_tokens, train_bpe)
+    linked("tokenizer", text=text, tokenizers=chosen, vocab=vocab)
     for trigger in (text.submit, chosen.change):
         trigger(update, [text, chosen], out)
     for trigger in (text.submit, vocab.release):
         trigger(update_bpe, [text, vocab], [merges, ladder, summary])
     example_list.load_input_event.then(update_bpe, [text, vocab], [merges, ladder, summary])
-    demo.load(update, [text, chosen], out)
-    demo.load(update_bpe, [text, vocab], [merges, ladder, summary])
+    on_load(update, [text, chosen], out)
+    on_load(update_bpe, [text, vocab], [merges, ladder, summary])

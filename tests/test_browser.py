@@ -121,3 +121,95 @@ def test_a_cancelled_generation_leaves_the_kv_tab_usable(page):
     panel.get_by_text("Identical tokens in both runs: yes").wait_for(timeout=120_000)
     assert "over 6 tokens" in panel.inner_text()
     assert error_toasts(page) == []
+
+
+@pytest.fixture
+def fresh(page):
+    """Another page of the same browser, for a view opened from a link."""
+    other = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    other.console_errors = []
+    other.on("console", lambda m: other.console_errors.append(m.text) if m.type == "error" else None)
+    yield other
+    other.close()
+
+
+def open_link(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector(".js-plotly-plot >> visible=true", timeout=120_000)
+    settle(page)
+
+
+def slider_value(panel, label: str) -> str:
+    return panel.get_by_label(label, exact=True).first.input_value()
+
+
+def test_a_deep_link_restores_tab_model_and_settings(fresh, url):
+    open_link(fresh, url + "?tab=causal_mask&model=tiny-gpt-char&text=ROMEO%3A+hello&layer=2&head=3&mask=bidirectional")
+    assert fresh.get_by_role("tab", name="Causal mask").get_attribute("aria-selected") == "true"
+    panel = fresh.locator("[role=tabpanel]:visible").first
+    assert panel.locator("textarea").first.input_value() == "ROMEO: hello"
+    assert slider_value(panel, "number input for Layer") == "2" and slider_value(panel, "number input for Head") == "3"
+    assert panel.get_by_label("bidirectional").is_checked()
+    assert "tiny-gpt-char" in fresh.locator("input[role=listbox], input[aria-label=Model]").first.input_value()
+    assert "0:R" in panel.locator(".js-plotly-plot").first.inner_text()  # the figure drew the linked text
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def test_copy_link_gives_a_link_that_reopens_the_same_view(page, fresh, url):
+    open_link(page, url + "?tab=lm_head&model=tiny-gpt-char&text=To+be&temperature=0.7&top_p=0.8")
+    page.get_by_role("button", name="Copy link to this view").click()
+    page.wait_for_function("document.querySelector('input[placeholder^=\"the link\"], textarea[placeholder^=\"the link\"]')"
+                           ".value.includes('tab=lm_head')", timeout=30_000)
+    link = page.locator("[placeholder^='the link']").first.input_value()
+    assert link.startswith(url) and "temperature=0.7" in link and "top_p=0.8" in link and page.url == link
+    open_link(fresh, link)
+    panel = fresh.locator("[role=tabpanel]:visible").first
+    assert panel.locator("textarea").first.input_value() == "To be"
+    assert slider_value(panel, "number input for Temperature (0 = greedy)") == "0.7"
+    assert error_toasts(fresh) == []
+
+
+def test_a_bad_link_shows_the_defaults_and_a_note(fresh, url):
+    open_link(fresh, url + "?tab=attention&layer=banana&model=gpt5&x=%00")
+    fresh.get_by_text("could not be used").wait_for(timeout=30_000)
+    assert "gpt5" in fresh.locator("body").inner_text()
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def font_sizes(page) -> tuple[float, float]:
+    """(paragraph text, figure tick labels) in px on the visible tab."""
+    return page.evaluate("""() => {
+        const panel = [...document.querySelectorAll('[role=tabpanel]')].find(p => p.offsetParent !== null);
+        const size = (el) => parseFloat(getComputedStyle(el).fontSize);
+        return [size(panel.querySelector('.prose p')), size(panel.querySelector('.js-plotly-plot .xtick text'))];
+    }""")
+
+
+def test_lecture_mode_enlarges_text_and_figures(page, fresh, url):
+    open_link(page, url + "?tab=causal_mask&model=tiny-gpt-char")
+    open_link(fresh, url + "?tab=causal_mask&model=tiny-gpt-char&lecture=1")
+    (prose, ticks), (big_prose, big_ticks) = font_sizes(page), font_sizes(fresh)
+    assert big_prose >= 1.2 * prose and big_ticks >= 1.2 * ticks, (prose, big_prose, ticks, big_ticks)
+    assert fresh.evaluate("document.body.classList.contains('lecture')")
+    fresh.get_by_label("Lecture mode (large type, high contrast)").uncheck()  # the toggle reloads the view without it
+    fresh.wait_for_function("!location.search.includes('lecture=1')", timeout=30_000)
+    fresh.wait_for_selector(".js-plotly-plot >> visible=true", timeout=120_000)
+    assert not fresh.evaluate("document.body.classList.contains('lecture')")
+    assert "tab=causal_mask" in fresh.url and "model=tiny-gpt-char" in fresh.url
+    assert error_toasts(fresh) == []
+
+
+def test_every_figure_saves_as_png_svg_csv_and_json(page, url):
+    open_link(page, url + "?tab=lm_head&model=tiny-gpt-char")
+    bar = page.locator("[role=tabpanel]:visible .export-bar").first
+    files = {}
+    for kind in ["PNG", "SVG", "CSV", "JSON"]:
+        with page.expect_download(timeout=60_000) as download:
+            bar.get_by_role("button", name=kind).click()
+        files[kind] = Path(download.value.path()).read_bytes()
+    assert files["PNG"].startswith(b"\x89PNG") and b"<svg" in files["SVG"][:500]
+    import json
+    numbers = json.loads(files["JSON"])
+    assert numbers["traces"] and any(len(t.get("x", [])) > 1 for t in numbers["traces"])
+    assert files["CSV"].decode().startswith("trace 0") and files["CSV"].count(b"\n") > 5
+    assert page.console_errors == []

@@ -1,0 +1,84 @@
+// Under every Plotly figure, a small bar: save the figure as PNG or SVG, or the numbers drawn in it as CSV or JSON.
+// The numbers are the figure's own traces (what the browser drew), so they are the values the model produced.
+(() => {
+  const PLOTLY_URL = "__PLOTLY_URL__";  // plotly.js from the plotly package, loaded on the first image export
+  let plotly = null;
+  const loadPlotly = () => plotly ??= new Promise((resolve, reject) => {
+    const script = Object.assign(document.createElement("script"), {src: PLOTLY_URL});
+    script.onload = () => resolve(window.Plotly);
+    script.onerror = reject;
+    document.head.appendChild(script);
+  });
+
+  const title = (gd) => {
+    const t = gd.layout?.title;
+    const text = typeof t === "string" ? t : t?.text || "figure";
+    return text.replace(/<[^>]*>/g, " ").replace(/[^\w\- ]+/g, "").trim().slice(0, 60).replace(/ +/g, "_") || "figure";
+  };
+  const save = (blob, filename) => {
+    const a = Object.assign(document.createElement("a"), {href: URL.createObjectURL(blob), download: filename});
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  };
+  const plain = (v) => ArrayBuffer.isView(v) ? Array.from(v) : Array.isArray(v) ? v.map(plain) : v;
+  const FIELDS = ["type", "name", "x", "y", "z", "text"];
+  // _fullData holds the decoded arrays (plotly.py sends numpy arrays base64-encoded)
+  const traces = (gd) => (gd._fullData || gd.data).map((t) =>
+    Object.fromEntries(FIELDS.filter((f) => t[f] !== undefined && t[f] !== "").map((f) => [f, plain(t[f])])));
+
+  const toCSV = (gd) => {
+    const cell = (v) => {
+      const s = v === null || v === undefined ? "" : String(v);
+      return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+    };
+    const rows = [];
+    traces(gd).forEach((t, i) => {
+      rows.push([`trace ${i}`, t.type || "", t.name || ""]);
+      if (Array.isArray(t.z) && Array.isArray(t.z[0])) {
+        rows.push(["", ...(t.x || t.z[0].map((_, j) => j))]);
+        t.z.forEach((row, k) => rows.push([t.y ? t.y[k] : k, ...row]));
+      } else {
+        const n = Math.max(t.x?.length || 0, t.y?.length || 0);
+        rows.push(["x", "y", "text"]);
+        for (let k = 0; k < n; k++) rows.push([t.x?.[k], t.y?.[k], Array.isArray(t.text) ? t.text[k] : ""]);
+      }
+    });
+    return rows.map((r) => r.map(cell).join(",")).join("\n") + "\n";
+  };
+
+  const exporters = {
+    PNG: async (gd) => image(gd, "png"),
+    SVG: async (gd) => image(gd, "svg"),
+    CSV: async (gd) => save(new Blob([toCSV(gd)], {type: "text/csv"}), title(gd) + ".csv"),
+    JSON: async (gd) => save(new Blob([JSON.stringify({title: title(gd), traces: traces(gd)}, null, 1)],
+                                      {type: "application/json"}), title(gd) + ".json"),
+  };
+  async function image(gd, format) {
+    const Plotly = await loadPlotly();
+    const size = {width: gd._fullLayout?.width || 900, height: gd._fullLayout?.height || 450};
+    const url = await Plotly.toImage({data: gd.data, layout: gd.layout}, {format, ...size});
+    save(await (await fetch(url)).blob(), `${title(gd)}.${format}`);
+  }
+
+  function addBars() {
+    document.querySelectorAll(".export-bar").forEach((bar) => { if (!bar.gd.isConnected) bar.remove(); });
+    document.querySelectorAll(".js-plotly-plot").forEach((gd) => {
+      if (gd.exportBar?.isConnected) return;
+      const bar = Object.assign(document.createElement("div"), {className: "export-bar", gd});
+      bar.append("Save: ");
+      for (const [label, run] of Object.entries(exporters)) {
+        const button = Object.assign(document.createElement("button"), {textContent: label, type: "button"});
+        button.title = label === "PNG" || label === "SVG" ? `the figure as ${label}` : `the numbers drawn, as ${label}`;
+        button.onclick = () => run(gd).catch((e) => console.warn("export failed", e));
+        bar.append(button);
+      }
+      gd.exportBar = bar;
+      gd.insertAdjacentElement("afterend", bar);
+    });
+  }
+  let queued = false;
+  new MutationObserver(() => {
+    if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; addBars(); }); }
+  }).observe(document.documentElement, {childList: true, subtree: true});
+})();

@@ -1,0 +1,211 @@
+"""Load test: many gradio_client sessions at once against a local server, on one shared SmolLM2.
+
+    .venv/bin/python benchmarks/load.py [--sessions 16] [--requests 20]
+
+1. Starts the app and sends every request of the mix one at a time: the serial results.
+2. Restarts it (the time to the first served page is the *second start*), loads every offline model,
+   then runs the sessions at once, each sending its requests back to back.
+3. Prints errors, results that differ from the serial ones, p50 / p95 latency, peak RSS of the server.
+
+The mix is what learners do in class: a few shared example prompts of 32 tokens, explored with the
+layer, head, temperature and routing settings across the tabs (a setting that only picks what to draw
+reuses the tab's cached forward pass; a new prompt runs the model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+PROMPTS = [  # 32 SmolLM2 tokens each (checked at start)
+    "The history of the printing press begins in the fifteenth century, when a goldsmith in Mainz combined "
+    "movable metal type with an oil-based ink and",
+    "Photosynthesis is the process by which green plants use sunlight, water and carbon dioxide to make sugar; "
+    "the oxygen we breathe is",
+    "Once upon a time, in a small village at the edge of a dark forest, there lived an old woodcutter and his "
+    "clever daughter who",
+    "To train a neural network, we show it many examples, measure how wrong its answers are with a loss "
+    "function, and then adjust the",
+]
+# (tab module, handler, settings that vary with the session i and the request j)
+KINDS = [
+    ("tokenizer", "update", lambda i, j: {}),
+    ("causal_mask", "update", lambda i, j: {"Layer": (i + j) % 30, "Head": j % 9}),
+    ("attention", "update_head", lambda i, j: {"Layer": (i * 7 + j) % 30, "Head": (i + j) % 9}),
+    ("lm_head", "update", lambda i, j: {"Temperature (0 = greedy)": [0.0, 0.7, 1.0, 1.5][j % 4],
+                                        "Top-p (1 = off)": [1.0, 0.9][i % 2]}),
+    ("embeddings", "update_contextual", lambda i, j: {"Layer (0 = embeddings)": (i + 3 * j) % 31}),
+    ("moe", "update", lambda i, j: {"Experts per token (top-k)": 1 + (i + j) % 3}),
+    ("overview", "update", lambda i, j: {}),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, log: Path) -> tuple[subprocess.Popen, float]:
+    """The app in its own process, and seconds from launch to the first served page."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc, time.perf_counter() - start
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(log.read_text())
+            time.sleep(0.1)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def endpoints() -> dict[tuple[str, str], tuple[int, list]]:
+    """(tab, handler) -> (fn_index, input components) of the first event that runs it, from a build of the app."""
+    import app
+    demo = app.build_app()
+    found = {}
+    for index, block_fn in demo.fns.items():
+        fn = getattr(block_fn.fn, "__wrapped__", block_fn.fn)
+        key = (getattr(fn, "__module__", "").rsplit(".", 1)[-1], getattr(fn, "__name__", ""))
+        if key not in found and block_fn.inputs:
+            found[key] = (index, block_fn.inputs)
+    return found
+
+
+def requests_for(session: int, count: int, api) -> list[tuple[int, tuple]]:
+    """The session's requests: (fn_index, arguments)."""
+    out = []
+    for j in range(count):
+        tab, handler, settings = KINDS[(session + j) % len(KINDS)]
+        index, inputs = api[(tab, handler)]
+        chosen = settings(session, j)
+        args = []
+        for c in inputs:
+            label = getattr(c, "label", None)
+            if label == "Model":
+                args.append("smollm2-135m")
+            elif label in ("Text", "Sentence"):
+                args.append(PROMPTS[(session + j // len(KINDS)) % len(PROMPTS)])
+            elif label in chosen:
+                args.append(chosen[label])
+            else:
+                args.append(c.value)
+        out.append((index, tuple(args)))
+    return out
+
+
+def canonical(result) -> str:
+    return json.dumps(result, sort_keys=True, default=str)
+
+
+def run_one(client, index: int, args: tuple):
+    return client.predict(*args, fn_index=index)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=20)
+    args = parser.parse_args()
+    from gradio_client import Client
+
+    from core import zoo
+    tok = zoo.load("smollm2-135m").tokenizer
+    print("prompt tokens:", [len(tok.encode(p)) for p in PROMPTS])
+    api = endpoints()
+    plan = {s: requests_for(s, args.requests, api) for s in range(args.sessions)}
+    unique = sorted({r for reqs in plan.values() for r in reqs}, key=str)
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+
+    port = free_port()
+    proc, first_start = start_server(port, logs / "load-serial.log")
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        serial, serial_s = {}, []
+        for index, a in unique:
+            t = time.perf_counter()
+            serial[(index, a)] = canonical(run_one(client, index, a))
+            serial_s.append(time.perf_counter() - t)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(f"serial: {len(unique)} distinct requests, median {statistics.median(serial_s) * 1000:.0f} ms "
+          f"(first start to page: {first_start:.1f} s)")
+
+    proc, second_start = start_server(port, logs / "load-concurrent.log")
+    try:
+        warm = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        index, _ = api[("overview", "update")]
+        t = time.perf_counter()
+        for name, problem in zoo.available().items():
+            if problem is None:
+                run_one(warm, index, (name,))
+        print(f"second start to first served page: {second_start:.1f} s; loading every offline model: "
+              f"{time.perf_counter() - t:.1f} s")
+        latencies, errors, mismatches = [], [], []
+        lock = threading.Lock()
+        barrier = threading.Barrier(args.sessions)
+
+        def session(s: int) -> None:
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            barrier.wait()
+            for index, a in plan[s]:
+                t = time.perf_counter()
+                try:
+                    result = canonical(run_one(client, index, a))
+                except Exception as e:  # noqa: BLE001 - counted and printed
+                    with lock:
+                        errors.append(f"session {s}: {type(e).__name__}: {str(e)[:120]}")
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - t)
+                    if result != serial[(index, a)]:
+                        mismatches.append((s, index))
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=session, args=(s,)) for s in range(args.sessions)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - start
+        rss = peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [float("nan")] * 19
+    total = args.sessions * args.requests
+    print(f"{args.sessions} sessions x {args.requests} requests = {total} in {wall:.1f} s "
+          f"({total / wall:.1f} requests/s), {os.cpu_count()} cores")
+    print(f"errors: {len(errors)}   results different from the serial ones: {len(mismatches)}")
+    for e in errors[:5]:
+        print("  ", e)
+    print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms   p95 {q[18] * 1000:.0f} ms   "
+          f"max {max(latencies) * 1000:.0f} ms")
+    print(f"peak RSS of the server with every offline model loaded: {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

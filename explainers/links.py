@@ -1,0 +1,133 @@
+"""Deep links: the page's query string restores the tab, the model, lecture mode and the tab's settings.
+
+A link looks like `?tab=attention&model=smollm2-135m&text=The+cat&layer=3&head=2`. Each tab registers
+the settings a link carries with `common.linked(tab, key=component)`; a setting that does not fit its
+widget is left at its default and named in a note, never an error.
+"""
+from __future__ import annotations
+
+import math
+import unicodedata
+from urllib.parse import parse_qs, urlencode
+
+import gradio as gr
+
+from explainers.common import MAX_CHARS, model_choices, set_lecture
+
+
+class OnLoad:
+    """What a tab's build() gets to run handlers at page load: they run once the link has been restored.
+
+    Tabs are built before the restore event exists (it needs their widgets as outputs), so calls are
+    recorded, `.then` chains included, and attached to that event afterwards."""
+
+    def __init__(self):
+        self.steps: list[tuple] = []
+
+    def __call__(self, fn, inputs=None, outputs=None) -> OnLoad:
+        child = OnLoad()
+        self.steps.append((fn, inputs, outputs, child))
+        return child
+
+    then = __call__
+
+    def attach(self, event) -> None:
+        for fn, inputs, outputs, child in self.steps:
+            child.attach(event.then(fn, inputs, outputs))
+
+
+def _choices(component) -> list:
+    return [c[1] if isinstance(c, (tuple, list)) else c for c in (getattr(component, "choices", None) or [])]
+
+
+def parse_value(component, raw: str):
+    """The text of a link parameter as a value for its widget; ValueError when it does not fit."""
+    if isinstance(component, (gr.Slider, gr.Number)):
+        value = float(raw)
+        low, high = getattr(component, "minimum", None), getattr(component, "maximum", None)
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError
+        return int(value) if value.is_integer() else value
+    if isinstance(component, gr.CheckboxGroup) or (isinstance(component, gr.Dropdown) and component.multiselect):
+        values = [v for v in raw.split(",") if v]
+        allowed = _choices(component)
+        if allowed and any(v not in allowed for v in values):  # empty choices: filled per model at load
+            raise ValueError
+        return values
+    if isinstance(component, (gr.Radio, gr.Dropdown)):
+        if raw not in _choices(component):
+            raise ValueError
+        return raw
+    if isinstance(component, gr.Checkbox):
+        if raw not in ("0", "1"):
+            raise ValueError
+        return raw == "1"
+    if isinstance(component, gr.Textbox):
+        if len(raw) > MAX_CHARS:
+            raise ValueError
+        return "".join(ch for ch in raw if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    raise ValueError
+
+
+def link_text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "" if value is None else str(value)
+
+
+def restore(query: str, links: dict, tab_ids: list[str], default_model: str, lecture_default: bool,
+            request: gr.Request | None = None) -> tuple:
+    """Updates for (tabs, current tab, model picker, lecture box, note, *links) from a query string."""
+    params = {k: v[-1] for k, v in parse_qs(str(query or "").lstrip("?"), keep_blank_values=True).items()}
+    problems = []
+    tab = params.pop("tab", None)
+    if tab is not None and tab not in tab_ids:
+        problems.append(f"no tab {tab!r}")
+        tab = None
+    model = params.pop("model", None)
+    names = [name for _, name in model_choices()]
+    if model is not None and model not in names:
+        problems.append(f"model {model!r} is not available here (choose one of {', '.join(names)})")
+        model = None
+    lecture = lecture_default
+    if "lecture" in params:
+        raw = params.pop("lecture")
+        if raw in ("0", "1"):
+            lecture = raw == "1"
+        else:
+            problems.append("lecture must be 0 or 1")
+    set_lecture(request, lecture)
+    values = {}
+    for key, raw in params.items():
+        component = links.get(f"{tab}.{key}")
+        if component is None:
+            problems.append(f"unknown setting {key!r}" + ("" if tab else " (no tab given)"))
+            continue
+        try:
+            values[f"{tab}.{key}"] = parse_value(component, raw)
+        except (ValueError, TypeError):
+            problems.append(f"{key}={raw[:40]!r} does not fit {getattr(component, 'label', key)!r}")
+    note = ("This link had settings that could not be used, so their defaults are shown: "
+            + "; ".join(problems) + ".") if problems else ""
+    return (gr.Tabs(selected=tab) if tab else gr.Tabs(), tab or "overview", model or default_model, lecture,
+            note, *[as_update(links[k], values[k]) if k in values else gr.skip() for k in links])
+
+
+def as_update(component, value):
+    if isinstance(component, gr.Dropdown) and component.multiselect:  # its choices come with the model, later
+        return gr.Dropdown(choices=list(dict.fromkeys(_choices(component) + value)), value=value)
+    return value
+
+
+def make_query(tab: str, model: str, lecture: bool, lecture_default: bool, values: dict[str, object]) -> str:
+    """The query string of a link to this view: the tab, the model and that tab's settings."""
+    params = {"tab": tab, "model": model}
+    if bool(lecture) != lecture_default:
+        params["lecture"] = "1" if lecture else "0"
+    prefix = f"{tab}."
+    params.update({k[len(prefix):]: link_text(v) for k, v in values.items() if k.startswith(prefix)})
+    return "?" + urlencode(params)

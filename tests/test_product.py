@@ -1,0 +1,194 @@
+"""Deep links, lecture mode, code panels and a bad-input battery over every handler of the built app."""
+import inspect
+import logging
+import math
+import textwrap
+from types import SimpleNamespace
+from urllib.parse import parse_qs
+
+import gradio as gr
+import pytest
+
+from explainers import overview
+from explainers.common import LINKS, lecture_on, set_lecture
+from explainers.links import make_query, parse_value, restore
+
+
+@pytest.fixture(scope="module")
+def demo():
+    import app
+    return app.build_app()
+
+
+def session(name: str):
+    return SimpleNamespace(session_hash=name)
+
+
+def test_every_tab_registers_link_settings_for_its_widgets(demo):
+    tabs = {key.split(".")[0] for key in LINKS}
+    assert tabs == {"tokenizer", "embeddings", "causal_mask", "attention", "lm_head", "moe", "kv_cache"}
+    assert all(c in demo.blocks.values() for c in LINKS.values())
+
+
+def test_a_link_restores_tab_model_and_settings(demo):
+    out = restore("?tab=causal_mask&model=tiny-gpt-char&text=ROMEO%3A+hi&layer=2&head=1&mask=bidirectional&window=5",
+                  LINKS, ["overview", "causal_mask"], "smollm2-135m", False, session("a"))
+    tabs, current, model, lecture, note, *values = out
+    assert tabs.selected == "causal_mask" and current == "causal_mask" and model == "tiny-gpt-char"
+    assert lecture is False and note == ""
+    got = dict(zip(LINKS, values))
+    assert got["causal_mask.text"] == "ROMEO: hi" and got["causal_mask.layer"] == 2 and got["causal_mask.head"] == 1
+    assert got["causal_mask.mask"] == "bidirectional" and got["causal_mask.window"] == 5
+    untouched = [v for k, v in got.items() if not k.startswith("causal_mask.")]
+    assert all(v == gr.skip() for v in untouched)
+
+
+def test_a_link_made_from_a_view_restores_that_view(demo):
+    values = {k: c.value for k, c in LINKS.items()}
+    values.update({"moe.layer": 3, "moe.noise": 0.25, "moe.disable": ["e1", "e6"], "moe.text": "To be & not, = ?"})
+    query = make_query("moe", "tiny-moe", True, False, values)
+    assert parse_qs(query[1:])["disable"] == ["e1,e6"]
+    _, current, model, lecture, note, *restored = restore(query, LINKS, ["moe"], "smollm2-135m", False, session("b"))
+    got = dict(zip(LINKS, restored))
+    assert (current, model, lecture, note) == ("moe", "tiny-moe", True, "")
+    for key in LINKS:
+        if key.startswith("moe."):
+            assert got[key] == values[key], key
+    assert lecture_on(session("b")) and not lecture_on(session("c"))
+
+
+@pytest.mark.parametrize("query, problem", [
+    ("?tab=nowhere", "no tab 'nowhere'"),
+    ("?model=gpt5", "model 'gpt5' is not available"),
+    ("?tab=attention&layer=abc", "layer='abc' does not fit"),
+    ("?tab=attention&layer=1e9", "layer='1e9' does not fit"),
+    ("?tab=lm_head&temperature=nan", "temperature='nan' does not fit"),
+    ("?tab=causal_mask&mask=rainbow", "mask='rainbow' does not fit"),
+    ("?tab=moe&disable=e1,e99", "disable='e1,e99' does not fit"),
+    ("?tab=kv_cache&text=" + "x" * 3000, "text='xxx"),
+    ("?tab=lm_head&colour=red", "unknown setting 'colour'"),
+    ("?layer=2", "unknown setting 'layer' (no tab given)"),
+    ("?lecture=maybe", "lecture must be 0 or 1"),
+])
+def test_a_bad_link_shows_defaults_and_says_which_settings_it_dropped(demo, query, problem):
+    tabs, current, model, _, note, *values = restore(query, LINKS, ["attention", "lm_head", "causal_mask", "moe",
+                                                                    "kv_cache"],
+                                                     "smollm2-135m", False, session("d"))
+    assert problem in note and model == "smollm2-135m"
+    assert all(v == gr.skip() for v in values)
+
+
+def test_link_values_are_checked_against_the_widget():
+    slider = gr.Slider(0, 10, step=1, render=False)
+    assert parse_value(slider, "3") == 3 and parse_value(slider, "2.5") == 2.5
+    for raw in ["-1", "11", "inf", "x", ""]:
+        with pytest.raises(ValueError):
+            parse_value(slider, raw)
+    assert parse_value(gr.Textbox(render=False), "a\x00b\nc") == "ab\nc"
+
+
+def test_lecture_mode_restyles_the_figures_of_that_session_only():
+    plain = overview.update("tiny-gpt-char", request=session("plain"))[1]
+    set_lecture(session("lecturer"), True)
+    big = overview.update("tiny-gpt-char", request=session("lecturer"))[1]
+    assert plain.layout.font.size is None and big.layout.font.size >= 17
+    assert big.layout.height == pytest.approx(plain.layout.height * 1.25, abs=1)
+    assert big.layout.yaxis.tickfont.size > 12 and big.data[0].x == plain.data[0].x  # same numbers, larger type
+    set_lecture(session("lecturer"), False)
+    assert overview.update("tiny-gpt-char", request=session("lecturer"))[1].layout.font.size is None
+
+
+def resolve(dotted: str):
+    """core.attention.Attention.forward -> that function: the longest importable module, then attributes."""
+    import importlib
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise LookupError(dotted)
+
+
+def test_code_panels_show_the_source_of_the_core_functions_that_run(demo):
+    codes = [b for b in demo.blocks.values() if isinstance(b, gr.Code)]
+    assert len(codes) >= 30
+    for code in codes:
+        assert code.label.startswith("core."), code.label  # the model math lives in core
+        assert code.value.rstrip() == textwrap.dedent(inspect.getsource(resolve(code.label))).rstrip()
+
+
+# The bad-input battery: every handler of the app, every input, the bad values a user or an API client can send.
+BAD_TEXT = ["", "  \n\t ", "x" * 10_000, "👩‍👩‍👧‍👦 family 🏳️‍🌈", "שלום עולם مرحبا بالعالم", "a\x00b\x07c\x1b[0m\r", None, 42]
+BAD_NUMBER = [-1e9, 1e9, math.nan, math.inf, "ten", None, -1]
+BAD_CHOICE = ["no such option", None, 7, ""]
+BAD_LIST = [["nope"], "e1", None, [None]]
+BAD_MODEL = ["", "gpt5", None, "gpt2", 3]
+
+
+def bad_values(component):
+    if getattr(component, "label", None) == "Model":
+        return BAD_MODEL
+    if isinstance(component, gr.Textbox):
+        return BAD_TEXT
+    if isinstance(component, (gr.Slider, gr.Number)):
+        return BAD_NUMBER
+    if isinstance(component, gr.CheckboxGroup) or (isinstance(component, gr.Dropdown) and component.multiselect):
+        return BAD_LIST
+    if isinstance(component, (gr.Radio, gr.Dropdown)):
+        return BAD_CHOICE
+    if isinstance(component, gr.Checkbox):
+        return [None, "yes"]
+    if isinstance(component, gr.State):
+        return [{"bogus": 1}, "state"]
+    return []
+
+
+def handlers():
+    import app
+    demo = app.build_app()
+    seen, found = set(), []
+    for block_fn in demo.fns.values():
+        fn = block_fn.fn
+        key = (getattr(fn, "__wrapped__", fn), tuple(c._id for c in block_fn.inputs))
+        if fn is None or key in seen or not block_fn.inputs or block_fn.name == "load_example":
+            continue
+        seen.add(key)
+        found.append(pytest.param(block_fn, id=f"{block_fn.name}({len(block_fn.inputs)})"))
+    return found
+
+
+def call(block_fn, values):
+    args = [{c: v for c, v in zip(block_fn.inputs, values)}] if block_fn.inputs_as_dict else list(values)
+    result = block_fn.fn(*args)
+    if inspect.isgenerator(result):
+        for result in result:
+            pass
+    return result
+
+
+@pytest.mark.parametrize("block_fn", handlers())
+def test_every_handler_answers_bad_input_with_a_plain_message(block_fn, caplog):
+    """Each input in turn gets each bad value (the others their defaults, on the tiny model): the handler returns
+    or raises gr.Error with a sentence; nothing else escapes and nothing is logged as a bug."""
+    defaults = ["tiny-gpt-char" if getattr(c, "label", None) == "Model" else c.value for c in block_fn.inputs]
+    tried, bugs = 0, []
+    with caplog.at_level(logging.ERROR, logger="explainer"):
+        for i, component in enumerate(block_fn.inputs):
+            for bad in bad_values(component):
+                values = list(defaults)
+                values[i] = bad
+                tried += 1
+                caplog.clear()
+                try:
+                    call(block_fn, values)
+                except gr.Error as e:
+                    assert e.message and "Traceback" not in e.message and len(e.message) < 400
+                except Exception as e:  # noqa: BLE001 - what escaped is the finding
+                    bugs.append((component.label, repr(bad)[:30], repr(e)[:120]))
+                bugs += [(component.label, repr(bad)[:30], repr(r.exc_info[1])[:120]) for r in caplog.records]
+    assert tried > 0
+    assert not bugs, bugs
