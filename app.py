@@ -21,11 +21,12 @@ if "HF_HUB_OFFLINE" not in os.environ and not os.environ.get("SPACE_ID") and not
     os.environ["HF_HUB_OFFLINE"] = "1"  # no hub: never wait on it
 
 import gradio as gr  # noqa: E402
+import torch  # noqa: E402
 
 from core import zoo  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
-from explainers import TABS  # noqa: E402
+from explainers import TABS, kv_cache  # noqa: E402
 from explainers.common import LECTURE, LINKS, model_choices, unavailable_note  # noqa: E402
 from explainers.links import OnLoad, make_query, restore  # noqa: E402
 
@@ -102,6 +103,20 @@ def page_extras() -> dict:
     return dict(css=(WEB / "app.css").read_text(), head=f"<script>{script}</script>", allowed_paths=[str(plotly_js)])
 
 
+def share_the_cores(demo: gr.Blocks) -> gr.Blocks:
+    """Queue every model event in one group, as many at a time as there are cores (each uses all the cores'
+    torch threads; the Python half of a handler, building figures, runs while another's matrix products do).
+    Generation runs one at a time in its own group, so a long run never holds up the other tabs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    for block_fn in demo.fns.values():
+        if block_fn.fn is not None and block_fn.queue:
+            long_run = block_fn.fn is kv_cache.run
+            block_fn.concurrency_id = "generate" if long_run else "model"
+            block_fn.concurrency_limit = 1 if long_run else min(cores, 4)
+    return demo.queue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
@@ -120,7 +135,7 @@ def main() -> None:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
     warm_umap()  # UMAP compiles for ~12 s on first use: pay that in the background now
     demo = build_app(args.model, lecture=args.lecture)
-    demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port, share=args.share,
+    share_the_cores(demo).launch(server_name=args.host, server_port=args.port, share=args.share,
                                                    **page_extras())
 
 

