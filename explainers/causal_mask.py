@@ -67,6 +67,8 @@ def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
                              hovertemplate="query %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>"), 1, 5)
     fig.update_layout(height=420, margin=dict(l=10, r=10, t=60, b=10))
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
+    for col in range(2, 6):  # the rows are the same queries in every panel: label them once
+        fig.update_yaxes(showticklabels=False, row=1, col=col)
     fig.update_xaxes(tickfont=dict(size=10), tickangle=-60)
     return fig
 
