@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from core.attention import Attention, kv_head_of, pattern_summary, repeat_kv, zero_heads
 from core.kv_cache import cache_bytes
 from explainers.common import (clamp_setting, clean_text, code_panel, compare_figure, friendly, get_model, join_notes,
-                               linked, prediction_position, range_sliders, token_labels)
+                               linked, prediction_position, range_sliders, remembered, token_labels)
 
 TITLE = "Attention heads"
 INTRO = r"""### Many heads, each looking at the text its own way
@@ -227,6 +227,7 @@ def parse_heads(chosen, cfg) -> tuple[tuple[int, int], ...]:
 
 
 @friendly
+@remembered
 def update_head(model_name: str, text: str, layer, head):
     """Layer overview and head detail: cached forward, no model run when only the sliders move."""
     model, tokens, notice = _prepare(model_name, text)
@@ -243,6 +244,7 @@ def update_head(model_name: str, text: str, layer, head):
 
 
 @friendly
+@remembered
 def update_ablation(model_name: str, text: str, chosen):
     model, tokens, _ = _prepare(model_name, text)
     if model.unembed is None:
@@ -265,6 +267,7 @@ def update_ablation(model_name: str, text: str, chosen):
 
 
 @friendly
+@remembered
 def update_all(model_name: str, text: str, layer, head, chosen):
     model, tokens, _ = _prepare(model_name, text)
     cache = _forward(model_name, tuple(t.id for t in tokens))

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from core.attention import Attention, build_mask, head_steps, left_pad, mask_of_kind
 from core.embeddings import prefix_change
 from explainers.common import (clamp_setting, clean_text, code_panel, examples, friendly, get_model, join_notes,
-                               linked, range_sliders, token_labels)
+                               linked, range_sliders, remembered, token_labels)
 
 TITLE = "Causal mask"
 INTRO = r"""### Masked self-attention, one step at a time
@@ -76,6 +76,7 @@ def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
 
 
 @friendly
+@remembered
 def update(model_name: str, text: str, layer, head, mask: str, window):
     model = get_model(model_name)
     text, notice = clean_text(text, max_chars=400)
@@ -102,6 +103,7 @@ def padding_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.F
 
 
 @friendly
+@remembered
 def update_padding(model_name: str, long_text: str, short_text: str, layer, head):
     model = get_model(model_name)
     long_text, _ = clean_text(long_text, max_chars=300)
@@ -133,6 +135,7 @@ def verdict(diff: float, cfg) -> str:
 
 
 @friendly
+@remembered
 def update_causality(model_name: str, text: str, edited: str):
     text, _ = clean_text(text, max_chars=400)
     edited, _ = clean_text(edited, max_chars=400)

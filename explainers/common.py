@@ -1,10 +1,12 @@
 """Shared by all tabs: the model picker, bad-input handling and figure styling."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import inspect
 import logging
+import threading
 import textwrap
 import unicodedata
 
@@ -107,6 +109,34 @@ def friendly(fn):
     return wrapper
 
 
+def remembered(fn, maxsize: int = 32):
+    """Keep the last answers of a handler whose answer depends only on its arguments: a class clicking the
+    same example gets figures computed once. Answers are shared, so nothing may change them afterwards
+    (lecture mode styles a copy). Errors are not kept."""
+    answers: collections.OrderedDict = collections.OrderedDict()
+    lock = threading.Lock()
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        key = tuple(tuple(a) if isinstance(a, list) else a for a in args)
+        try:
+            hash(key)
+        except TypeError:
+            return fn(*args)
+        with lock:
+            if key in answers:
+                answers.move_to_end(key)
+                return answers[key]
+        answer = fn(*args)
+        with lock:
+            answers[key] = answer
+            if len(answers) > maxsize:
+                answers.popitem(last=False)
+        return answer
+    wrapper.forget = answers.clear
+    return wrapper
+
+
 # Lecture mode: larger type, high contrast. `app.py --lecture` makes it the default; a session's own
 # choice (the toggle, or lecture=1 / lecture=0 in its link) overrides that.
 LECTURE = {"default": False}
@@ -145,9 +175,9 @@ def styled(result, request: gr.Request | None):
     if not lecture_on(request):
         return result
     if isinstance(result, go.Figure):
-        return lecture_style(result)
+        return lecture_style(go.Figure(result))  # a copy: the plain answer may be remembered and shared
     if isinstance(result, (tuple, list)):
-        return type(result)(lecture_style(r) if isinstance(r, go.Figure) else r for r in result)
+        return type(result)(lecture_style(go.Figure(r)) if isinstance(r, go.Figure) else r for r in result)
     return result
 
 

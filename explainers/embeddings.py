@@ -11,8 +11,8 @@ import torch
 from core.embeddings import cosine_by_layer, hidden_states, nearest_tokens, rope_scores, word_vectors
 from core.positional import sinusoidal_table
 from core.projection import METHODS, project, umap_ready
-from explainers.common import (as_text, clamp_setting, clean_text, code_panel, examples, friendly, get_model, join_notes,
-                               linked, range_sliders)
+from explainers.common import (as_text, clamp_setting, clean_text, code_panel, examples, friendly, get_model,
+                               join_notes, linked, range_sliders, remembered)
 
 TITLE = "Embeddings"
 INTRO = """### Embeddings: a vector for every token
@@ -57,6 +57,7 @@ def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], tit
 
 
 @friendly
+@remembered
 def update_static(model_name: str, presets: list[str], custom: str, method: str, dims: str, neighbours, query: str,
                   progress=gr.Progress()):
     model = get_model(model_name)
@@ -124,6 +125,7 @@ def _states(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
 
 
 @friendly
+@remembered
 def update_contextual(model_name: str, text: str, layer, word: str):
     model = get_model(model_name)
     text, notice = clean_text(text, max_chars=600)
@@ -146,6 +148,7 @@ def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0
 
 
 @friendly
+@remembered
 def update_positional(model_name: str):
     model = get_model(model_name)
     cfg = model.cfg

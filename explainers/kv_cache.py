@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from core.device import describe, pick_device
 from core.generation import generate_steps, median_slope
 from core.kv_cache import KVCache, cache_bytes
-from explainers.common import clamp_setting, clean_text, code_panel, friendly, get_model, join_notes, linked
+from explainers.common import clamp_setting, clean_text, code_panel, friendly, get_model, join_notes, linked, remembered
 
 TITLE = "KV cache"
 INTRO = r"""### Why generation keeps a cache of keys and values
@@ -180,6 +180,7 @@ def cancel(request: gr.Request = None) -> None:
 
 
 @friendly
+@remembered
 def memory_only(model_name: str):
     model = get_model(model_name)
     return memory_figure(model.cfg, 0, 0)

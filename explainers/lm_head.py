@@ -13,7 +13,7 @@ from core.lens import logit_lens
 from core.model import Unembed
 from core.sampling import SamplingSettings, draw, sample, stages
 from explainers.common import (clamp_setting, clean_text, code_panel, friendly, get_model, join_notes, linked, piece,
-                               prediction_position)
+                               prediction_position, remembered)
 
 TITLE = "LM head & sampling"
 INTRO = r"""### From the last hidden state to the next token
@@ -152,6 +152,7 @@ def _position(model, ids, position) -> tuple[int, str]:
 
 
 @friendly
+@remembered
 def update(model_name: str, text: str, position, temperature, top_k, top_p, seed, n_draws):
     model, ids, notice = _prepare(model_name, text)
     settings, seed, note = check_settings(model, temperature, top_k, top_p, seed)
@@ -170,6 +171,7 @@ def update(model_name: str, text: str, position, temperature, top_k, top_p, seed
 
 
 @friendly
+@remembered
 def update_lens(model_name: str, text: str):
     model, ids, notice = _prepare(model_name, text)
     ids = ids[-LENS_TOKENS:]

@@ -14,7 +14,7 @@ from core.evaluation import expert_choices, expert_load
 from core.model import active_parameters
 from core.moe import MoE, Routing, load_balancing_loss, route, routing
 from explainers.common import (SAFE_COLOURS, chips_html, clamp_setting, clean_text, code_panel, compare_figure,
-                               friendly, get_model, join_notes, linked, token_labels)
+                               friendly, get_model, join_notes, linked, remembered, token_labels)
 
 TITLE = "MoE routing"
 INTRO = r"""### Mixture of experts: a router picks a few FFNs per token
@@ -170,6 +170,7 @@ def parse_routing(cfg, top_k, noise, seed, disabled, forced) -> tuple[Routing | 
 
 
 @friendly
+@remembered
 def update(model_name: str, text: str, layer, position, top_k, noise, seed, disabled, forced):
     model, name, note_model = moe_model(model_name)
     cfg = model.cfg

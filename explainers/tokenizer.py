@@ -7,7 +7,8 @@ import gradio as gr
 
 from core.data import CORPUS
 from core.tokenizers import bpe_tokens, train_bpe
-from explainers.common import chips_html, clean_text, code_panel, examples, friendly, get_model, linked, model_choices
+from explainers.common import (chips_html, clean_text, code_panel, examples, friendly, get_model, linked,
+                               model_choices, remembered)
 
 TITLE = "Tokenizer"
 INTRO = """### Tokens: the units a model reads
@@ -42,6 +43,7 @@ def tokenization_html(name: str, result: dict) -> str:
 
 
 @friendly
+@remembered
 def update(text: str, names: list[str]):
     text, notice = clean_text(text)
     if not names:
@@ -59,6 +61,7 @@ def compute_bpe(text: str, vocab_size: int) -> dict:
 
 
 @friendly
+@remembered
 def update_bpe(text: str, vocab_size):
     text, notice = clean_text(text, max_chars=500)
     try:

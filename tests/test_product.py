@@ -192,3 +192,24 @@ def test_every_handler_answers_bad_input_with_a_plain_message(block_fn, caplog):
                 bugs += [(component.label, repr(bad)[:30], repr(r.exc_info[1])[:120]) for r in caplog.records]
     assert tried > 0
     assert not bugs, bugs
+
+
+def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
+    from explainers import causal_mask
+    from explainers.common import get_model
+    model = get_model("tiny-gpt-char")
+    runs = []
+    handle = model.embed.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        args = ("tiny-gpt-char", "A text remembered once", 1, 2, "causal", 3)
+        first = causal_mask.update(*args, request=session("plain"))
+        again = causal_mask.update(*args, request=session("plain"))
+        assert again[0] is first[0] and len(runs) == 1  # the second click did not run the model
+        set_lecture(session("big"), True)
+        big = causal_mask.update(*args, request=session("big"))[0]
+        assert big is not first[0] and big.layout.font.size and first[0].layout.font.size is None
+        other_layer = causal_mask.update(*args[:2], 2, *args[3:], request=session("plain"))[0]
+        assert other_layer is not first[0] and len(runs) == 1  # a new drawing from the tab's cached forward
+    finally:
+        handle.remove()
+        set_lecture(session("big"), False)
