@@ -100,12 +100,13 @@ def grid_figure(patterns: torch.Tensor) -> go.Figure:
 def arcs(pattern: torch.Tensor, labels: list[str], threshold: float = 0.05) -> list[go.Scatter]:
     """BertViz-style lines from each query (right) to the keys it reads (left), darker = more weight."""
     T, S = pattern.shape
+    weights = pattern.tolist()  # plain floats: indexing a tensor element by element is ~100x slower
     traces = []
     for lo, hi in [(0.05, 0.2), (0.2, 0.4), (0.4, 0.7), (0.7, 1.01)]:
         xs, ys = [], []
         for t in range(T):
             for s in range(S):
-                if lo <= pattern[t, s] < hi and pattern[t, s] >= threshold:
+                if lo <= weights[t][s] < hi and weights[t][s] >= threshold:
                     xs += [1, 0, None]
                     ys += [t, s, None]
         traces.append(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
