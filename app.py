@@ -67,11 +67,11 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
         link_inputs = {current_tab, model_picker, lecture_box, *links.values()}
 
         def link_query(values: dict) -> str:
-            return make_query(values[current_tab], values[model_picker], values[lecture_box], lecture,
+            return make_query(values[current_tab], values[model_picker], values[lecture_box],
                               {key: values[c] for key, c in links.items()})
 
         def restored(text: str, request: gr.Request = None):
-            return restore(text, links, tab_ids, default, lecture, request)
+            return restore(text, links, tab_ids, default, request)
 
         restoring = demo.load(restored, query, [tabs, current_tab, model_picker, lecture_box, link_note,
                                                 *links.values()], js="() => [window.location.search]")
@@ -135,8 +135,7 @@ def main() -> None:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
     warm_umap()  # UMAP compiles for ~12 s on first use: pay that in the background now
     demo = build_app(args.model, lecture=args.lecture)
-    share_the_cores(demo).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                   **page_extras())
+    share_the_cores(demo).launch(server_name=args.host, server_port=args.port, share=args.share, **page_extras())
 
 
 if __name__ == "__main__":

@@ -39,14 +39,19 @@ def get_model(name: str, device: str | None = None):
         raise gr.Error(str(e).strip("'\"")) from None
 
 
+def strip_controls(text: str) -> str:
+    """Without control characters (NUL and friends carry no meaning to a tokenizer and break some); newlines
+    and tabs stay."""
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+
+
 def clean_text(text: str | None, max_chars: int = MAX_CHARS) -> tuple[str, str]:
     """(text fit for a model, a notice for the user or ''). Raises gr.Error when nothing is left."""
     if text is None or not str(text).strip():
         raise gr.Error("Type some text first: the input is empty.")
     text = str(text)
     notices = []
-    # control characters (NUL and friends) carry no meaning to a tokenizer and break some; keep newlines and tabs
-    kept = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    kept = strip_controls(text)
     if kept != text:
         notices.append(f"removed {len(text) - len(kept)} control character(s)")
     if len(kept) > max_chars:

@@ -7,12 +7,11 @@ widget is left at its default and named in a note, never an error.
 from __future__ import annotations
 
 import math
-import unicodedata
 from urllib.parse import parse_qs, urlencode
 
 import gradio as gr
 
-from explainers.common import MAX_CHARS, model_choices, set_lecture
+from explainers.common import LECTURE, MAX_CHARS, model_choices, set_lecture, strip_controls
 
 
 class OnLoad:
@@ -65,7 +64,7 @@ def parse_value(component, raw: str):
     if isinstance(component, gr.Textbox):
         if len(raw) > MAX_CHARS:
             raise ValueError
-        return "".join(ch for ch in raw if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+        return strip_controls(raw)
     raise ValueError
 
 
@@ -79,7 +78,7 @@ def link_text(value) -> str:
     return "" if value is None else str(value)
 
 
-def restore(query: str, links: dict, tab_ids: list[str], default_model: str, lecture_default: bool,
+def restore(query: str, links: dict, tab_ids: list[str], default_model: str,
             request: gr.Request | None = None) -> tuple:
     """Updates for (tabs, current tab, model picker, lecture box, note, *links) from a query string."""
     params = {k: v[-1] for k, v in parse_qs(str(query or "").lstrip("?"), keep_blank_values=True).items()}
@@ -93,7 +92,7 @@ def restore(query: str, links: dict, tab_ids: list[str], default_model: str, lec
     if model is not None and model not in names:
         problems.append(f"model {model!r} is not available here (choose one of {', '.join(names)})")
         model = None
-    lecture = lecture_default
+    lecture = LECTURE["default"]
     if "lecture" in params:
         raw = params.pop("lecture")
         if raw in ("0", "1"):
@@ -123,10 +122,10 @@ def as_update(component, value):
     return value
 
 
-def make_query(tab: str, model: str, lecture: bool, lecture_default: bool, values: dict[str, object]) -> str:
+def make_query(tab: str, model: str, lecture: bool, values: dict[str, object]) -> str:
     """The query string of a link to this view: the tab, the model and that tab's settings."""
     params = {"tab": tab, "model": model}
-    if bool(lecture) != lecture_default:
+    if bool(lecture) != LECTURE["default"]:
         params["lecture"] = "1" if lecture else "0"
     prefix = f"{tab}."
     params.update({k[len(prefix):]: link_text(v) for k, v in values.items() if k.startswith(prefix)})

@@ -7,7 +7,7 @@ import gradio as gr
 
 from core.data import CORPUS
 from core.tokenizers import bpe_tokens, train_bpe
-from explainers.common import (chips_html, clean_text, code_panel, examples, friendly, get_model, linked,
+from explainers.common import (chips_html, clamp_setting, clean_text, code_panel, examples, friendly, get_model, linked,
                                model_choices, remembered)
 
 TITLE = "Tokenizer"
@@ -64,11 +64,8 @@ def compute_bpe(text: str, vocab_size: int) -> dict:
 @remembered
 def update_bpe(text: str, vocab_size):
     text, notice = clean_text(text, max_chars=500)
-    try:
-        vocab_size = int(float(vocab_size))
-    except (TypeError, ValueError, OverflowError):
-        vocab_size = -1
-    if not 256 <= vocab_size <= 5000:
+    vocab_size, moved = clamp_setting("vocabulary size", vocab_size, 256, 5000)
+    if moved:  # training a different size than asked would mislead
         raise gr.Error("The vocabulary size must be between 256 (bytes only) and 5000.")
     result = compute_bpe(text, vocab_size)
     rows = [[i + 1, a.replace("Ġ", "␣"), b.replace("Ġ", "␣"), (a + b).replace("Ġ", "␣")]

@@ -32,7 +32,7 @@ def test_every_tab_registers_link_settings_for_its_widgets(demo):
 
 def test_a_link_restores_tab_model_and_settings(demo):
     out = restore("?tab=causal_mask&model=tiny-gpt-char&text=ROMEO%3A+hi&layer=2&head=1&mask=bidirectional&window=5",
-                  LINKS, ["overview", "causal_mask"], "smollm2-135m", False, session("a"))
+                  LINKS, ["overview", "causal_mask"], "smollm2-135m", session("a"))
     tabs, current, model, lecture, note, *values = out
     assert tabs.selected == "causal_mask" and current == "causal_mask" and model == "tiny-gpt-char"
     assert lecture is False and note == ""
@@ -46,9 +46,9 @@ def test_a_link_restores_tab_model_and_settings(demo):
 def test_a_link_made_from_a_view_restores_that_view(demo):
     values = {k: c.value for k, c in LINKS.items()}
     values.update({"moe.layer": 3, "moe.noise": 0.25, "moe.disable": ["e1", "e6"], "moe.text": "To be & not, = ?"})
-    query = make_query("moe", "tiny-moe", True, False, values)
+    query = make_query("moe", "tiny-moe", True, values)
     assert parse_qs(query[1:])["disable"] == ["e1,e6"]
-    _, current, model, lecture, note, *restored = restore(query, LINKS, ["moe"], "smollm2-135m", False, session("b"))
+    _, current, model, lecture, note, *restored = restore(query, LINKS, ["moe"], "smollm2-135m", session("b"))
     got = dict(zip(LINKS, restored))
     assert (current, model, lecture, note) == ("moe", "tiny-moe", True, "")
     for key in LINKS:
@@ -71,9 +71,8 @@ def test_a_link_made_from_a_view_restores_that_view(demo):
     ("?lecture=maybe", "lecture must be 0 or 1"),
 ])
 def test_a_bad_link_shows_defaults_and_says_which_settings_it_dropped(demo, query, problem):
-    tabs, current, model, _, note, *values = restore(query, LINKS, ["attention", "lm_head", "causal_mask", "moe",
-                                                                    "kv_cache"],
-                                                     "smollm2-135m", False, session("d"))
+    tab_ids = ["attention", "lm_head", "causal_mask", "moe", "kv_cache"]
+    tabs, current, model, _, note, *values = restore(query, LINKS, tab_ids, "smollm2-135m", session("d"))
     assert problem in note and model == "smollm2-135m"
     assert all(v == gr.skip() for v in values)
 
