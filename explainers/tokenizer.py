@@ -79,7 +79,8 @@ def update_bpe(text: str, vocab_size):
 def build(model_picker: gr.Dropdown, on_load) -> None:
     names = [name for _, name in model_choices()]
     gr.Markdown(INTRO)
-    text = gr.Textbox(label="Text", value=EXAMPLES[0][0], lines=2)
+    text = gr.Textbox(label="Text", value=EXAMPLES[0][0], lines=2,
+                      info="Shift+Enter runs it; Enter starts a new line.")
     chosen = gr.CheckboxGroup(names, value=names, label="Tokenizers")
     out = gr.HTML()
     example_list = examples(EXAMPLES, [text], update, [text, chosen], out)
