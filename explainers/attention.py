@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import gradio as gr
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from core.attention import Attention, kv_head_of, pattern_summary, repeat_kv, zero_heads
 from core.kv_cache import cache_bytes
-from explainers.common import (clamp_setting, clean_text, code_panel, compare_figure, friendly, get_model, join_notes,
-                               linked, prediction_position, range_sliders, remembered, token_labels)
+from explainers.common import (axis, clamp_setting, clean_text, code_panel, compare_figure, figure, friendly, get_model,
+                               grid, join_notes, linked, on, scale, prediction_position, range_sliders, remembered, shared, token_labels)
 
 TITLE = "Attention heads"
 INTRO = r"""### Many heads, each looking at the text its own way
@@ -29,7 +27,7 @@ head, which shrinks the KV cache. **Ablation** zeroes a head's output and shows 
 MAX_TOKENS = 32
 
 
-@lru_cache(maxsize=16)
+@shared(16)
 def _forward(model_name: str, ids: tuple[int, ...]) -> dict:
     """One forward with every head's Q, K, V, pattern and z cached; sliders and head picks reuse it."""
     model = get_model(model_name)
@@ -45,7 +43,7 @@ def _forward(model_name: str, ids: tuple[int, ...]) -> dict:
             "pattern": get("hook_pattern")}                                # (L, H, T, T)
 
 
-@lru_cache(maxsize=32)
+@shared(32)
 def _ablated(model_name: str, ids: tuple[int, ...], heads: tuple[tuple[int, int], ...]) -> torch.Tensor:
     """Logits (T, V) with the chosen heads' outputs zeroed through hook_z."""
     model = get_model(model_name)
@@ -62,20 +60,16 @@ def layer_figure(patterns: torch.Tensor, labels: list[str], layer: int) -> go.Fi
     """Every head of one layer: patterns (H, T, S) as small heatmaps with token labels."""
     H = patterns.shape[0]
     rows, cols = _grid_shape(H)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h}" for h in range(H)],
-                        horizontal_spacing=0.02, vertical_spacing=0.08 / rows)
-    for h in range(H):
-        fig.add_trace(go.Heatmap(z=patterns[h].numpy(), x=labels, y=labels, coloraxis="coloraxis",
-                                 hovertemplate=f"head {h}<br>query %{{y}}<br>key %{{x}}<br>%{{z:.3f}}<extra></extra>"),
-                      h // cols + 1, h % cols + 1)
-    small = len(labels) > 12 or cols > 4
-    fig.update_xaxes(showticklabels=not small, tickfont=dict(size=9), tickangle=-60)
-    fig.update_yaxes(autorange="reversed", showticklabels=False, tickfont=dict(size=9))
-    fig.update_yaxes(showticklabels=True, col=1)
-    fig.update_layout(title=f"Layer {layer}: every head's pattern (rows: query token, columns: key token)",
-                      coloraxis=dict(colorscale="Blues", cmin=0, cmax=1), height=230 * rows + 90,
-                      margin=dict(l=10, r=10, t=80, b=10))
-    return fig
+    layout = grid(cols, rows, [f"head {h}" for h in range(H)], gap=(0.02, 0.08 / rows),
+                  x=dict(showticklabels=len(labels) <= 12 and cols <= 4, tickfont=dict(size=9), tickangle=-60),
+                  y=dict(autorange="reversed", showticklabels=False, tickfont=dict(size=9)))
+    for row in range(rows):  # the queries are the same in every plot of a row: label them once
+        layout[axis("y", row * cols)]["showticklabels"] = True
+    heads = [dict(type="heatmap", z=patterns[h].numpy(), x=labels, y=labels, coloraxis="coloraxis", **on(h),
+                  hovertemplate=f"head {h}<br>query %{{y}}<br>key %{{x}}<br>%{{z:.3f}}<extra></extra>") for h in range(H)]
+    return figure(heads, **layout, coloraxis=dict(colorscale=scale("Blues"), cmin=0, cmax=1), height=230 * rows + 90,
+                  title=dict(text=f"Layer {layer}: every head's pattern (rows: query token, columns: key token)"),
+                  margin=dict(l=10, r=10, t=80, b=10))
 
 
 def grid_figure(patterns: torch.Tensor) -> go.Figure:
@@ -85,19 +79,18 @@ def grid_figure(patterns: torch.Tensor) -> go.Figure:
     for layer in range(L):
         for h in range(H):
             tiles[layer * (T + 1):layer * (T + 1) + T, h * (S + 1):h * (S + 1) + S] = patterns[layer, h]
-    fig = go.Figure(go.Heatmap(z=tiles.numpy(), colorscale="Blues", zmin=0, zmax=1, showscale=False,
-                               hovertemplate="%{z:.2f}<extra></extra>"))
-    fig.update_xaxes(tickvals=[h * (S + 1) + S / 2 for h in range(H)], ticktext=[f"H{h}" for h in range(H)],
-                     side="top", showgrid=False, zeroline=False)
-    fig.update_yaxes(tickvals=[layer * (T + 1) + T / 2 for layer in range(L)],
-                     ticktext=[f"L{layer}" for layer in range(L)], autorange="reversed", showgrid=False,
-                     zeroline=False)
-    fig.update_layout(title="Every layer × head (thumbnails)", height=min(1400, 60 + 34 * L), width=None,
-                      margin=dict(l=10, r=10, t=70, b=10))
-    return fig
+    thumbnails = dict(type="heatmap", z=tiles.numpy(), colorscale=scale("Blues"), zmin=0, zmax=1, showscale=False,
+                      hovertemplate="%{z:.2f}<extra></extra>")
+    return figure([thumbnails], title=dict(text="Every layer × head (thumbnails)"), height=min(1400, 60 + 34 * L),
+                  xaxis=dict(tickvals=[h * (S + 1) + S / 2 for h in range(H)], ticktext=[f"H{h}" for h in range(H)],
+                             side="top", showgrid=False, zeroline=False),
+                  yaxis=dict(tickvals=[layer * (T + 1) + T / 2 for layer in range(L)],
+                             ticktext=[f"L{layer}" for layer in range(L)], autorange="reversed", showgrid=False,
+                             zeroline=False),
+                  margin=dict(l=10, r=10, t=70, b=10))
 
 
-def arcs(pattern: torch.Tensor, labels: list[str], threshold: float = 0.05) -> list[go.Scatter]:
+def arcs(pattern: torch.Tensor, labels: list[str], threshold: float = 0.05) -> list[dict]:
     """BertViz-style lines from each query (right) to the keys it reads (left), darker = more weight."""
     T, S = pattern.shape
     weights = pattern.tolist()  # plain floats: indexing a tensor element by element is ~100x slower
@@ -109,60 +102,51 @@ def arcs(pattern: torch.Tensor, labels: list[str], threshold: float = 0.05) -> l
                 if lo <= weights[t][s] < hi and weights[t][s] >= threshold:
                     xs += [1, 0, None]
                     ys += [t, s, None]
-        traces.append(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
-                                 line=dict(color=f"rgba(37,99,235,{min(1.0, hi):.2f})", width=1 + 4 * lo)))
-    traces.append(go.Scatter(x=[0] * S, y=list(range(S)), mode="text", text=labels[:S], textposition="middle left",
-                             hoverinfo="skip", showlegend=False))
-    traces.append(go.Scatter(x=[1] * T, y=list(range(T)), mode="text", text=labels[:T], textposition="middle right",
-                             hoverinfo="skip", showlegend=False))
+        traces.append(dict(type="scatter", x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                           line=dict(color=f"rgba(37,99,235,{min(1.0, hi):.2f})", width=1 + 4 * lo)))
+    for side, n, position in [(0, S, "middle left"), (1, T, "middle right")]:  # keys left, queries right
+        traces.append(dict(type="scatter", x=[side] * n, y=list(range(n)), mode="text", text=labels[:n],
+                           textposition=position, hoverinfo="skip", showlegend=False))
     return traces
 
 
 def head_figure(pattern: torch.Tensor, labels: list[str], layer: int, head: int) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
-                        subplot_titles=[f"L{layer} H{head}: pattern", "the same as lines: key ← query"])
-    fig.add_trace(go.Heatmap(z=pattern.numpy(), x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
-                             hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"), 1, 1)
-    for trace in arcs(pattern, labels):
-        fig.add_trace(trace, 1, 2)
-    fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
-    fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), row=1, col=1)
-    fig.update_xaxes(range=[-0.9, 1.9], visible=False, row=1, col=2)
-    fig.update_yaxes(visible=False, row=1, col=2)
-    fig.update_layout(height=max(420, 18 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10),
-                      plot_bgcolor="white")
-    return fig
+    layout = grid(2, titles=[f"L{layer} H{head}: pattern", "the same as lines: key ← query"], gap=(0.12, 0),
+                  widths=[0.55, 0.45], y=dict(autorange="reversed", tickfont=dict(size=10)))
+    layout["xaxis"].update(tickangle=-60, tickfont=dict(size=10))
+    layout["xaxis2"].update(range=[-0.9, 1.9], visible=False)
+    layout["yaxis2"].update(visible=False)
+    heatmap = dict(type="heatmap", z=pattern.numpy(), x=labels, y=labels, colorscale=scale("Blues"), zmin=0, zmax=1,
+                   hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>")
+    return figure([heatmap, *(dict(trace, **on(1)) for trace in arcs(pattern, labels))], **layout,
+                  height=max(420, 18 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white")
 
 
 def qkvz_figure(q, k, v, z, labels: list[str], head: int, kv: int, rope: bool) -> go.Figure:
     """The head's vectors, one row per token: Q (T, D), K and V of its K/V head, and its output z."""
     titles = [f"Q{' after RoPE' if rope else ''} (head {head})", f"K{' after RoPE' if rope else ''} (K/V head {kv})",
               f"V (K/V head {kv})", "z = pattern · V"]
-    fig = make_subplots(rows=1, cols=4, subplot_titles=titles, horizontal_spacing=0.03)
-    for col, m in enumerate([q, k, v, z], start=1):
-        fig.add_trace(go.Heatmap(z=m.numpy(), y=labels, colorscale="RdBu", zmid=0, showscale=False,
-                                 hovertemplate="token %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>"), 1, col)
-    fig.update_yaxes(autorange="reversed", showticklabels=False, tickfont=dict(size=10))
-    fig.update_yaxes(showticklabels=True, col=1)
-    fig.update_xaxes(title_text="dimension", title_font=dict(size=10))
-    fig.update_layout(height=max(320, 16 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    layout = grid(4, titles=titles, gap=(0.03, 0), x=dict(title=dict(text="dimension", font=dict(size=10))),
+                  y=dict(autorange="reversed", showticklabels=False, tickfont=dict(size=10)))
+    layout["yaxis"]["showticklabels"] = True
+    maps = [dict(type="heatmap", z=m.numpy(), y=labels, colorscale=scale("RdBu"), zmid=0, showscale=False, **on(i),
+                 hovertemplate="token %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>") for i, m in enumerate([q, k, v, z])]
+    return figure(maps, **layout, height=max(320, 16 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10))
 
 
 def summary_figure(stats: dict[str, torch.Tensor]) -> go.Figure:
     """Layers x heads heatmaps of entropy, previous-token weight and first-token weight."""
     titles = {"entropy": "entropy (nats): low = focused", "previous": "weight on the previous token",
               "first": "weight on the first token"}
-    fig = make_subplots(rows=1, cols=3, subplot_titles=list(titles.values()), horizontal_spacing=0.06)
-    for col, key in enumerate(titles, start=1):
-        m = stats[key]
-        fig.add_trace(go.Heatmap(z=m.numpy(), colorscale="Viridis" if key == "entropy" else "Blues",
-                                 zmin=0, zmax=None if key == "entropy" else 1, showscale=False,
-                                 hovertemplate=f"layer %{{y}} head %{{x}}<br>{key} %{{z:.3f}}<extra></extra>"), 1, col)
-    fig.update_xaxes(title_text="head", dtick=1 if stats["entropy"].shape[1] <= 12 else None)
-    fig.update_yaxes(title_text="layer", autorange="reversed")
-    fig.update_layout(height=min(800, 140 + 16 * stats["entropy"].shape[0]), margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    layout = grid(3, titles=list(titles.values()), gap=(0.06, 0),
+                  x=dict(title=dict(text="head"), dtick=1 if stats["entropy"].shape[1] <= 12 else None),
+                  y=dict(title=dict(text="layer"), autorange="reversed"))
+    maps = [dict(type="heatmap", z=stats[key].numpy(), colorscale=scale("Viridis" if key == "entropy" else "Blues"),
+                 zmin=0, zmax=None if key == "entropy" else 1, showscale=False, **on(i),
+                 hovertemplate=f"layer %{{y}} head %{{x}}<br>{key} %{{z:.3f}}<extra></extra>")
+            for i, key in enumerate(titles)]
+    return figure(maps, **layout, height=min(800, 140 + 16 * stats["entropy"].shape[0]),
+                  margin=dict(l=10, r=10, t=50, b=10))
 
 
 def gqa_figure(cfg) -> go.Figure:
@@ -172,19 +156,17 @@ def gqa_figure(cfg) -> go.Figure:
     for h, g in enumerate(kv_head_of(H, G)):
         share[g, h] = 1
     variants = {f"MHA ({H} K/V heads)": H, f"this model ({G})": G, "MQA (1)": 1}
-    per_token = {k: cache_bytes(cfg.n_layers, g, cfg.d_head, 1) for k, g in variants.items()}
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.15,
-                        subplot_titles=["query head → the K/V head it reads", "KV cache per token (fp32)"])
-    fig.add_trace(go.Heatmap(z=share.numpy(), x=[f"Q{h}" for h in range(H)], y=[f"KV{g}" for g in range(G)],
-                             colorscale=[[0, "#f3f4f6"], [1, "#2563eb"]], showscale=False, xgap=2, ygap=2,
-                             hovertemplate="%{x} reads %{y}: %{z}<extra></extra>"), 1, 1)
-    fig.add_trace(go.Bar(x=list(per_token), y=[b / 1024 for b in per_token.values()], showlegend=False,
-                         marker_color=["#9ca3af", "#2563eb", "#9ca3af"],
-                         text=[f"{b / 1024:.1f} KiB" for b in per_token.values()], textposition="outside"), 1, 2)
-    fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_yaxes(title_text="KiB per token", range=[0, 1.25 * max(per_token.values()) / 1024], row=1, col=2)
-    fig.update_layout(height=max(260, 40 * G + 160), margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    kib = [cache_bytes(cfg.n_layers, g, cfg.d_head, 1) / 1024 for g in variants.values()]
+    layout = grid(2, titles=["query head → the K/V head it reads", "KV cache per token (fp32)"], gap=(0.15, 0),
+                  widths=[0.55, 0.45])
+    layout["yaxis"].update(autorange="reversed")
+    layout["yaxis2"].update(title=dict(text="KiB per token"), range=[0, 1.25 * max(kib)])
+    sharing = dict(type="heatmap", z=share.numpy(), x=[f"Q{h}" for h in range(H)], y=[f"KV{g}" for g in range(G)],
+                   colorscale=[[0, "#f3f4f6"], [1, "#2563eb"]], showscale=False, xgap=2, ygap=2,
+                   hovertemplate="%{x} reads %{y}: %{z}<extra></extra>")
+    bytes_bar = dict(type="bar", x=list(variants), y=kib, showlegend=False, marker=dict(color=["#9ca3af", "#2563eb", "#9ca3af"]),
+                     text=[f"{b:.1f} KiB" for b in kib], textposition="outside", **on(1))
+    return figure([sharing, bytes_bar], **layout, height=max(260, 40 * G + 160), margin=dict(l=10, r=10, t=50, b=10))
 
 
 def _prepare(model_name: str, text: str):

@@ -1,17 +1,15 @@
 """Causal mask tab: masked self-attention step by step, other masks tried live, causality proven."""
 from __future__ import annotations
 
-from functools import lru_cache
 
 import gradio as gr
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from core.attention import Attention, build_mask, head_steps, left_pad, mask_of_kind
 from core.embeddings import prefix_change
-from explainers.common import (clamp_setting, clean_text, code_panel, examples, friendly, get_model, join_notes,
-                               linked, range_sliders, remembered, token_labels)
+from explainers.common import (clamp_setting, clean_text, code_panel, examples, figure, friendly, get_model, grid,
+                               join_notes, linked, on, range_sliders, remembered, scale, shared, token_labels)
 
 TITLE = "Causal mask"
 INTRO = r"""### Masked self-attention, one step at a time
@@ -29,7 +27,7 @@ MASKS = ["model's own", "causal", "bidirectional", "sliding window", "ALiBi"]
 STEPS = [("qk", "Q·Kᵀ"), ("scaled", "÷ √d_k"), ("scores", "+ mask"), ("pattern", "softmax")]
 
 
-@lru_cache(maxsize=32)
+@shared(32)
 def _forward(model_name: str, ids: tuple[int, ...], mask: str, window: int) -> dict:
     """Cached forward with the hooks this tab reads; a slider that only picks a head reuses it."""
     model = get_model(model_name)
@@ -54,23 +52,21 @@ def compute_steps(model, cache: dict, layer: int, head: int) -> dict:
 
 
 def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
-    titles = [t for _, t in STEPS] + ["z = pattern · V"]
-    fig = make_subplots(rows=1, cols=5, subplot_titles=titles, horizontal_spacing=0.04)
-    for col, (key, _) in enumerate(STEPS, start=1):
-        z = steps[key].clone()
+    layout = grid(5, titles=[t for _, t in STEPS] + ["z = pattern · V"], gap=(0.04, 0),
+                  x=dict(tickfont=dict(size=10), tickangle=-60),
+                  y=dict(autorange="reversed", tickfont=dict(size=10), showticklabels=False))
+    layout["yaxis"]["showticklabels"] = True  # the rows are the same queries in every panel: label them once
+    maps = []
+    for i, (key, _) in enumerate(STEPS):
+        z = steps[key]
         shown = z.masked_fill(torch.isinf(z), float("nan"))  # -inf cells drawn blank
         # each panel gets its own colour range: dividing by sqrt(d_k) would wash out a shared one
-        fig.add_trace(go.Heatmap(z=shown.numpy(), x=labels, y=labels, showscale=False,
-                                 colorscale="Blues" if key == "pattern" else "RdBu", zmid=None if key == "pattern" else 0,
-                                 hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"), 1, col)
-    fig.add_trace(go.Heatmap(z=steps["z"].numpy(), y=labels, colorscale="RdBu", zmid=0, showscale=False,
-                             hovertemplate="query %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>"), 1, 5)
-    fig.update_layout(height=420, margin=dict(l=10, r=10, t=60, b=10))
-    fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
-    for col in range(2, 6):  # the rows are the same queries in every panel: label them once
-        fig.update_yaxes(showticklabels=False, row=1, col=col)
-    fig.update_xaxes(tickfont=dict(size=10), tickangle=-60)
-    return fig
+        maps.append(dict(type="heatmap", z=shown.numpy(), x=labels, y=labels, showscale=False, **on(i),
+                         colorscale=scale("Blues" if key == "pattern" else "RdBu"), zmid=None if key == "pattern" else 0,
+                         hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
+    maps.append(dict(type="heatmap", z=steps["z"].numpy(), y=labels, colorscale=scale("RdBu"), zmid=0, showscale=False,
+                     hovertemplate="query %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>", **on(4)))
+    return figure(maps, **layout, height=420, margin=dict(l=10, r=10, t=60, b=10))
 
 
 
@@ -91,15 +87,15 @@ def update(model_name: str, text: str, layer, head, mask: str, window):
     window, note_window = clamp_setting("window", window, 1, 64)
     cache = _forward(model_name, tuple(t.id for t in tokens), mask, window)
     labels = token_labels(tokens)
-    figure = steps_figure(compute_steps(model, cache, layer, head), labels)
-    return figure, join_notes(notice, note_layer, note_head, note_window)
+    fig = steps_figure(compute_steps(model, cache, layer, head), labels)
+    return fig, join_notes(notice, note_layer, note_head, note_window)
 
 
 def padding_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=pattern.numpy(), x=labels, y=labels, colorscale="Blues",
-                               hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed"))
-    return fig
+    pattern_map = dict(type="heatmap", z=pattern.numpy(), x=labels, y=labels, colorscale=scale("Blues"),
+                       hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>")
+    return figure([pattern_map], title=dict(text=title), height=420, margin=dict(l=10, r=10, t=50, b=10),
+                  yaxis=dict(autorange="reversed"))
 
 
 @friendly

@@ -11,8 +11,8 @@ import textwrap
 import unicodedata
 
 import gradio as gr
+import plotly.colors
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from core import zoo
 
@@ -114,41 +114,124 @@ def friendly(fn):
     return wrapper
 
 
-def remembered(fn, maxsize: int = 32):
-    """Keep the last answers of a handler whose answer depends only on its arguments: a class clicking the
-    same example gets figures computed once. Answers are shared, so nothing may change them afterwards
-    (lecture mode styles a copy). Errors are not kept."""
-    answers: collections.OrderedDict = collections.OrderedDict()
-    lock = threading.Lock()
+def shared(maxsize: int = 32, key=lambda args: args):
+    """Like functools.lru_cache, and a call that arrives while the same call is running waits for that answer
+    instead of computing it again: a class pressing the same example at once runs the model once.
+    Answers are shared, so nothing may change them afterwards. Errors are not kept; a call whose key is
+    None is not kept either."""
+    def decorate(fn):
+        answers: collections.OrderedDict = collections.OrderedDict()
+        running: dict[tuple, threading.Event] = {}
+        lock = threading.Lock()
 
-    @functools.wraps(fn)
-    def wrapper(*args):
-        key = tuple(tuple(a) if isinstance(a, list) else a for a in args)
-        try:
-            hash(key)
-        except TypeError:
-            return fn(*args)
-        with lock:
-            if key in answers:
-                answers.move_to_end(key)
-                return answers[key]
-        answer = fn(*args)
-        with lock:
-            answers[key] = answer
-            if len(answers) > maxsize:
-                answers.popitem(last=False)
-        return answer
-    _remembered.append(answers)
-    return wrapper
+        @functools.wraps(fn)
+        def wrapper(*args):
+            k = key(args)
+            if k is None:
+                return fn(*args)
+            with lock:
+                if k in answers:
+                    answers.move_to_end(k)
+                    return answers[k]
+                first = k not in running
+                done = running.setdefault(k, threading.Event())
+            if not first:
+                done.wait()
+                return wrapper(*args)  # remembered now, or the first call failed and this one tries
+            try:
+                answer = fn(*args)
+                with lock:
+                    answers[k] = answer
+                    if len(answers) > maxsize:
+                        answers.popitem(last=False)
+                return answer
+            finally:
+                with lock:
+                    del running[k]
+                done.set()
+
+        wrapper.cache_clear = answers.clear
+        _shared.append(answers)
+        return wrapper
+    return decorate
 
 
-_remembered: list[collections.OrderedDict] = []
+_shared: list[collections.OrderedDict] = []
+
+
+def _handler_key(args: tuple) -> tuple | None:
+    """A handler's arguments as a cache key: lists (a multi-select) become tuples; None when one cannot be a key."""
+    key = tuple(tuple(a) if isinstance(a, list) else a for a in args)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def remembered(fn):
+    """Keep the last 32 answers of a handler whose answer depends only on its arguments (lecture mode styles
+    a copy of the figures)."""
+    return shared(32, key=_handler_key)(fn)
 
 
 def forget_answers() -> None:
     """Drop every remembered answer (benchmarks time the work, not the memory)."""
-    for answers in _remembered:
+    for answers in _shared:
         answers.clear()
+
+
+# Figures are written as plain Plotly dicts. Building them through Plotly's checked objects (go.Heatmap,
+# make_subplots, update_xaxes) costs 10-40 times more than drawing them (a layer's 9 heatmaps: 160 ms checked,
+# 8 ms as dicts), which a class of 16 on a 2-core Space feels; the tests check every figure against Plotly's schema.
+def figure(data: list[dict], **layout) -> go.Figure:
+    """A figure from trace dicts (each with its "type") and layout keywords, left unchecked."""
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+
+# Plotly imports its figure and trace classes and its JSON writer lazily, on first use. Two handler threads
+# making that first import at once can deadlock in Python's import locks (it happened under load), so the
+# first figure is drawn here, at start, in the importing thread.
+figure([dict(type=kind) for kind in ("bar", "heatmap", "scatter", "scatter3d")]).to_json()
+
+
+@functools.cache
+def scale(name: str) -> list:
+    """A named colour scale as its stops: plotly.js knows some names with other colours (its RdBu runs the
+    other way), so a dict figure spells them out, as Plotly's checked objects do."""
+    return plotly.colors.get_colorscale(name)
+
+
+def grid(cols: int, rows: int = 1, titles=(), gap: tuple[float, float] = (0.04, 0.1), widths=None,
+         x: dict | None = None, y: dict | None = None) -> dict:
+    """The layout of rows x cols plots, as make_subplots draws it: axes x, x2, ... and y, y2, ... numbered
+    row by row from the top left, each axis with the settings `x` or `y`, and the titles above the plots."""
+    widths = widths or [1] * cols
+    free_x, free_y = 1 - gap[0] * (cols - 1), 1 - gap[1] * (rows - 1)
+    left = [sum(widths[:c]) / sum(widths) * free_x + c * gap[0] for c in range(cols)]
+    height = free_y / rows
+    layout, notes = {}, []
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        x_domain = [left[c], left[c] + widths[c] / sum(widths) * free_x]
+        top = 1 - r * (height + gap[1])
+        place = on(i)
+        layout[axis("x", i)] = {**(x or {}), "domain": x_domain, "anchor": place["yaxis"]}
+        layout[axis("y", i)] = {**(y or {}), "domain": [top - height, top], "anchor": place["xaxis"]}
+        if i < len(titles):
+            notes.append({"text": titles[i], "x": sum(x_domain) / 2, "y": top, "xref": "paper", "yref": "paper",
+                          "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16}})
+    return {**layout, "annotations": notes}
+
+
+def on(i: int) -> dict:
+    """Where a trace goes in a grid: the i-th plot (0 = top left)."""
+    return {"xaxis": f"x{i + 1 if i else ''}", "yaxis": f"y{i + 1 if i else ''}"}
+
+
+def axis(letter: str, i: int) -> str:
+    """The layout key of the i-th plot's x or y axis: axis("y", 0) is "yaxis", axis("y", 2) is "yaxis3"."""
+    return f"{letter}axis{i + 1 if i else ''}"
 
 
 # Lecture mode: larger type, high contrast. `app.py --lecture` makes it the default; a session's own
@@ -296,12 +379,10 @@ def compare_figure(before, after, tokenizer, title: str, after_title: str) -> go
     """Top-10 probabilities before and after an intervention, side by side; orange = in only one top-10."""
     b, a = top_tokens(before, tokenizer), top_tokens(after, tokenizer)
     ids_b, ids_a = {i for *_, i in b}, {i for *_, i in a}
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["before", after_title], horizontal_spacing=0.2)
-    for col, rows, other in [(1, b, ids_a), (2, a, ids_b)]:
-        fig.add_trace(go.Bar(x=[p for _, p, _ in rows], y=[t for t, _, _ in rows], orientation="h", showlegend=False,
-                             text=[f"{p:.1%}" for _, p, _ in rows], textposition="outside", cliponaxis=False,
-                             marker_color=["#2563eb" if i in other else "#f97316" for *_, i in rows]), 1, col)
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(tickformat=".0%", range=[0, max(b[0][1], a[0][1]) * 1.3])
-    fig.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=80, b=10))
-    return fig
+    layout = grid(2, titles=["before", after_title], gap=(0.2, 0), y=dict(autorange="reversed", type="category"),
+                  x=dict(tickformat=".0%", range=[0, max(b[0][1], a[0][1]) * 1.3]))
+    bars = [dict(type="bar", x=[p for _, p, _ in rows], y=[t for t, _, _ in rows], orientation="h", showlegend=False,
+                 text=[f"{p:.1%}" for _, p, _ in rows], textposition="outside", cliponaxis=False, **on(i),
+                 marker=dict(color=["#2563eb" if token in other else "#f97316" for *_, token in rows]))
+            for i, (rows, other) in enumerate([(b, ids_a), (a, ids_b)])]
+    return figure(bars, **layout, title=dict(text=title), height=380, margin=dict(l=10, r=10, t=80, b=10))

@@ -1,7 +1,6 @@
 """Embeddings tab: token vectors in 2D/3D, how context changes them, and how positions are encoded."""
 from __future__ import annotations
 
-from functools import lru_cache
 
 import gradio as gr
 import numpy as np
@@ -11,8 +10,8 @@ import torch
 from core.embeddings import cosine_by_layer, hidden_states, nearest_tokens, rope_scores, word_vectors
 from core.positional import sinusoidal_table
 from core.projection import METHODS, project, umap_ready
-from explainers.common import (as_text, clamp_setting, clean_text, code_panel, examples, friendly, get_model,
-                               join_notes, linked, range_sliders, remembered)
+from explainers.common import (as_text, clamp_setting, clean_text, code_panel, examples, figure, friendly, get_model,
+                               join_notes, linked, range_sliders, remembered, scale, shared)
 
 TITLE = "Embeddings"
 INTRO = """### Embeddings: a vector for every token
@@ -43,17 +42,18 @@ def parse_groups(preset_names: list[str], custom: str) -> list[tuple[str, str]]:
 
 
 def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], title: str) -> go.Figure:
-    fig = go.Figure()
+    traces = []
     for group in dict.fromkeys(groups):
         idx = [i for i, g in enumerate(groups) if g == group]
         xyz = points[idx]
-        common = dict(mode="markers+text", name=group, text=[labels[i] for i in idx], hovertemplate="%{text}<extra>" + group + "</extra>")
+        trace = dict(mode="markers+text", name=group, text=[labels[i] for i in idx], x=xyz[:, 0], y=xyz[:, 1],
+                     hovertemplate="%{text}<extra>" + group + "</extra>")
         if points.shape[1] == 3:
-            fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], marker=dict(size=5), **common))
+            traces.append(dict(trace, type="scatter3d", z=xyz[:, 2], marker=dict(size=5)))
         else:
-            fig.add_trace(go.Scatter(x=xyz[:, 0], y=xyz[:, 1], marker=dict(size=10), textposition="top center", **common))
-    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10), legend_title="group")
-    return fig
+            traces.append(dict(trace, type="scatter", marker=dict(size=10), textposition="top center"))
+    return figure(traces, title=dict(text=title), height=520, margin=dict(l=10, r=10, t=50, b=10),
+                  legend=dict(title=dict(text="group")))
 
 
 @friendly
@@ -95,13 +95,13 @@ def contextual_figures(states: torch.Tensor, pieces: list[str], layer: int, pair
     points = project(states[layer].numpy(), "PCA", 2)
     fig = scatter_figure(points, [f"{i}:{p}" for i, p in enumerate(pieces)], ["token"] * len(pieces),
                          f"hidden states after {'the embeddings' if layer == 0 else f'block {layer - 1}'} (PCA)")
-    line = go.Figure()
-    if pair:
-        sims = cosine_by_layer(states, *pair)
-        line.add_trace(go.Scatter(x=list(range(len(sims))), y=sims, mode="lines+markers"))
-        line.update_layout(title=f"cosine similarity of '{pieces[pair[0]]}' (#{pair[0]}) and '{pieces[pair[1]]}' (#{pair[1]})",
-                           xaxis_title="layer (0 = embeddings)", yaxis_title="cosine", height=360,
-                           yaxis=dict(range=[min(0, min(sims)) - 0.05, 1.05]))
+    if not pair:
+        return fig, figure([])
+    sims = cosine_by_layer(states, *pair)
+    title = f"cosine similarity of '{pieces[pair[0]]}' (#{pair[0]}) and '{pieces[pair[1]]}' (#{pair[1]})"
+    line = figure([dict(type="scatter", x=list(range(len(sims))), y=sims, mode="lines+markers")], title=dict(text=title),
+                  xaxis=dict(title=dict(text="layer (0 = embeddings)")), height=360,
+                  yaxis=dict(title=dict(text="cosine"), range=[min(0, min(sims)) - 0.05, 1.05]))
     return fig, line
 
 
@@ -117,7 +117,7 @@ def occurrence_tokens(tokens, text: str, word: str) -> tuple[int, int] | None:
     return (ends[0], ends[1]) if len(ends) == 2 and ends[0] != ends[1] else None
 
 
-@lru_cache(maxsize=32)
+@shared(32)
 def _states(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
     """Cached: moving the layer slider redraws without running the model again."""
     model = get_model(model_name)
@@ -142,9 +142,9 @@ def update_contextual(model_name: str, text: str, layer, word: str):
 
 
 def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0.0) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=z, colorscale=colorscale, zmid=zmid))
-    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=380, margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    return figure([dict(type="heatmap", z=z, colorscale=scale(colorscale), zmid=zmid)], title=dict(text=title),
+                  xaxis=dict(title=dict(text=x_title)), yaxis=dict(title=dict(text=y_title)), height=380,
+                  margin=dict(l=10, r=10, t=50, b=10))
 
 
 @friendly
@@ -158,7 +158,7 @@ def update_positional(model_name: str):
         table = model.pos_embed.weight[: min(cfg.n_ctx, 128)].detach().cpu().T.numpy()
         learned = heatmap(table, f"{model_name}: learned position table (first {table.shape[1]} positions)", "position", "dimension")
     else:
-        learned = go.Figure().update_layout(title=f"{model_name} has no learned position table ({cfg.positions})", height=380)
+        learned = figure([], title=dict(text=f"{model_name} has no learned position table ({cfg.positions})"), height=380)
     rope = rope_scores(cfg.d_head if cfg.positions == "rope" else 64, cfg.rope_theta, 32)
     rope_fig = heatmap(rope.numpy(), "RoPE: q·k of one query at position m and one key at n (constant along diagonals)",
                        "key position n", "query position m")

@@ -7,12 +7,12 @@ import time
 import gradio as gr
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from core.device import describe, pick_device
 from core.generation import generate_steps, median_slope
 from core.kv_cache import KVCache, cache_bytes
-from explainers.common import clamp_setting, clean_text, code_panel, friendly, get_model, join_notes, linked, remembered
+from explainers.common import (clamp_setting, clean_text, code_panel, figure, friendly, get_model, grid, join_notes,
+                               linked, on, remembered)
 
 TITLE = "KV cache"
 INTRO = r"""### Why generation keeps a cache of keys and values
@@ -47,29 +47,26 @@ def devices() -> list[str]:
 
 def timing_figure(runs: dict, prompt_len: int) -> go.Figure:
     """Per-step latency against position, and cumulative time, for each run ({label: step seconds})."""
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=["time per step (ms) against position", "cumulative time (s)"])
+    layout = grid(2, titles=["time per step (ms) against position", "cumulative time (s)"], gap=(0.1, 0),
+                  x=dict(title=dict(text="position of the token being predicted")), y=dict(rangemode="tozero"))
     colours = {"with KV cache": "#2563eb", "without cache": "#f97316"}
+    lines = []
     for label, seconds in runs.items():
         positions = list(range(prompt_len, prompt_len + len(seconds)))
         ms = [s * 1000 for s in seconds]
         colour = colours.get(label, "#6b7280")
-        fig.add_trace(go.Scatter(x=positions[1:], y=ms[1:], mode="lines+markers", name=label, marker=dict(size=3),
-                                 line=dict(color=colour), legendgroup=label,
-                                 hovertemplate="position %{x}<br>%{y:.1f} ms<extra>" + label + "</extra>"), 1, 1)
+        lines.append(dict(type="scatter", x=positions[1:], y=ms[1:], mode="lines+markers", name=label, marker=dict(size=3),
+                          line=dict(color=colour), legendgroup=label,
+                          hovertemplate="position %{x}<br>%{y:.1f} ms<extra>" + label + "</extra>"))
         if seconds:  # step 0 (prefill of the prompt) drawn apart: it is not a per-token cost
-            fig.add_trace(go.Scatter(x=positions[:1], y=ms[:1], mode="markers", showlegend=False, legendgroup=label,
-                                     marker=dict(symbol="x", size=9, color=colour),
-                                     hovertemplate="step 0 (prompt) %{y:.1f} ms<extra></extra>"), 1, 1)
+            lines.append(dict(type="scatter", x=positions[:1], y=ms[:1], mode="markers", showlegend=False,
+                              legendgroup=label, marker=dict(symbol="x", size=9, color=colour),
+                              hovertemplate="step 0 (prompt) %{y:.1f} ms<extra></extra>"))
         cumulative = torch.tensor(seconds, dtype=torch.float64).cumsum(0).tolist()
-        fig.add_trace(go.Scatter(x=positions, y=cumulative, mode="lines", showlegend=False, legendgroup=label,
-                                 line=dict(color=colour), hovertemplate="position %{x}<br>%{y:.2f} s<extra></extra>"),
-                      1, 2)
-    fig.update_xaxes(title_text="position of the token being predicted")
-    fig.update_yaxes(rangemode="tozero")
-    fig.update_layout(height=420, margin=dict(l=10, r=10, t=80, b=10),
-                      legend=dict(orientation="h", x=1, xanchor="right", y=1.2))
-    return fig
+        lines.append(dict(type="scatter", x=positions, y=cumulative, mode="lines", showlegend=False, legendgroup=label,
+                          line=dict(color=colour), hovertemplate="position %{x}<br>%{y:.2f} s<extra></extra>", **on(1)))
+    return figure(lines, **layout, height=420, margin=dict(l=10, r=10, t=80, b=10),
+                  legend=dict(orientation="h", x=1, xanchor="right", y=1.2))
 
 
 def memory_figure(cfg, positions_now: int, measured_bytes: int) -> go.Figure:
@@ -81,19 +78,17 @@ def memory_figure(cfg, positions_now: int, measured_bytes: int) -> go.Figure:
                 "MQA (1)": 1}
     if cfg.n_heads % 2 == 0 and cfg.n_heads // 2 not in variants.values():
         variants[f"GQA ({cfg.n_heads // 2})"] = cfg.n_heads // 2
-    fig = go.Figure()
-    for label, g in sorted(variants.items(), key=lambda kv: -kv[1]):
-        fig.add_trace(go.Scatter(x=xs, y=[cache_bytes(cfg.n_layers, g, cfg.d_head, x) / 2**20 for x in xs],
-                                 mode="lines", name=label, line=dict(width=4 if label.startswith("this") else 2),
-                                 hovertemplate="%{x} positions: %{y:.2f} MiB<extra>" + label + "</extra>"))
+    lines = [dict(type="scatter", x=xs, y=[cache_bytes(cfg.n_layers, g, cfg.d_head, x) / 2**20 for x in xs],
+                  mode="lines", name=label, line=dict(width=4 if label.startswith("this") else 2),
+                  hovertemplate="%{x} positions: %{y:.2f} MiB<extra>" + label + "</extra>")
+             for label, g in sorted(variants.items(), key=lambda kv: -kv[1])]
     if positions_now:
-        fig.add_trace(go.Scatter(x=[positions_now], y=[measured_bytes / 2**20], mode="markers+text",
-                                 name="this run (measured tensors)", marker=dict(size=12, color="#111827"),
-                                 text=[f"{measured_bytes / 2**20:.2f} MiB"], textposition="top right"))
-    fig.update_layout(title=f"KV cache size (fp32) against sequence length (the context holds {cfg.n_ctx:,})",
-                      xaxis_title="positions",
-                      yaxis_title="MiB", height=380, margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+        lines.append(dict(type="scatter", x=[positions_now], y=[measured_bytes / 2**20], mode="markers+text",
+                          name="this run (measured tensors)", marker=dict(size=12, color="#111827"),
+                          text=[f"{measured_bytes / 2**20:.2f} MiB"], textposition="top right"))
+    title = f"KV cache size (fp32) against sequence length (the context holds {cfg.n_ctx:,})"
+    return figure(lines, title=dict(text=title), xaxis=dict(title=dict(text="positions")),
+                  yaxis=dict(title=dict(text="MiB")), height=380, margin=dict(l=10, r=10, t=50, b=10))
 
 
 def summary_markdown(device, runs: dict, tokens_same: bool | None, text: str, n_prompt: int) -> str:

@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import gradio as gr
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from core.lens import logit_lens
 from core.model import Unembed
 from core.sampling import SamplingSettings, draw, sample, stages
-from explainers.common import (clamp_setting, clean_text, code_panel, friendly, get_model, join_notes, linked, piece,
-                               prediction_position, remembered)
+from explainers.common import (clamp_setting, clean_text, code_panel, figure, friendly, get_model, grid, join_notes,
+                               linked, on, piece, prediction_position, remembered, shared)
 
 TITLE = "LM head & sampling"
 INTRO = r"""### From the last hidden state to the next token
@@ -31,7 +29,7 @@ LENS_TOKENS = 32  # the lens reads the last 32 tokens at most: wider heatmaps st
 STAGES = [("logits", "logits z"), ("temperature", "z / T"), ("top_k", "after top-k"), ("top_p", "after top-p")]
 
 
-@lru_cache(maxsize=16)
+@shared(16)
 def _forward(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
     """Logits (T, V) of one plain forward: moving a sampling slider re-filters these, never reruns the model."""
     model = get_model(model_name)
@@ -39,7 +37,7 @@ def _forward(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
         return model(torch.tensor([ids], device=model.device))[0].float().cpu()
 
 
-@lru_cache(maxsize=8)
+@shared(8)
 def _lens(model_name: str, ids: tuple[int, ...]) -> dict:
     model = get_model(model_name)
     return logit_lens(model, torch.tensor(ids))
@@ -69,25 +67,26 @@ def stages_figure(st: dict[str, torch.Tensor], tokenizer, n: int = SHOWN) -> go.
     """The n highest-logit tokens through every stage; a token a stage cut is drawn grey at 0."""
     order = st["logits"].topk(n).indices
     names = [f"{piece(tokenizer, int(i))} ({int(i)})" for i in order]
-    fig = make_subplots(rows=1, cols=5, shared_yaxes=True, horizontal_spacing=0.02,
-                        subplot_titles=[t for _, t in STAGES] + ["probabilities"])
-    for col, (key, _) in enumerate(STAGES, start=1):
+    layout = grid(5, titles=[t for _, t in STAGES] + ["probabilities"], gap=(0.02, 0),
+                  y=dict(autorange="reversed", type="category", tickfont=dict(size=11), matches="y",
+                         showticklabels=False))
+    layout["yaxis"].update(showticklabels=True)  # the same tokens in every panel: named once
+    del layout["yaxis"]["matches"]
+    bars = []
+    for i, (key, _) in enumerate(STAGES):
         values = st[key][order]
         cut = torch.isinf(values)
-        fig.add_trace(go.Bar(x=values.masked_fill(cut, 0).tolist(), y=names, orientation="h", showlegend=False,
-                             marker_color=["#d1d5db" if c else "#2563eb" for c in cut.tolist()],
-                             text=["cut" if c else f"{v:.2f}" for c, v in zip(cut.tolist(), values.tolist())],
-                             textposition="auto", hovertemplate="%{y}: %{text}<extra></extra>"), 1, col)
-    before = st["temperature"].softmax(-1)[order]
-    fig.add_trace(go.Bar(x=before.tolist(), y=names, orientation="h", name="before filtering",
-                         marker_color="#d1d5db"), 1, 5)
-    fig.add_trace(go.Bar(x=st["probs"][order].tolist(), y=names, orientation="h", name="after (renormalised)",
-                         marker_color="#2563eb", text=[f"{p:.1%}" for p in st["probs"][order].tolist()],
-                         textposition="auto"), 1, 5)
-    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=11))
-    fig.update_layout(barmode="overlay", height=110 + 26 * n, margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", y=-0.05))
-    return fig
+        bars.append(dict(type="bar", x=values.masked_fill(cut, 0).tolist(), y=names, orientation="h", showlegend=False,
+                         marker=dict(color=["#d1d5db" if c else "#2563eb" for c in cut.tolist()]),
+                         text=["cut" if c else f"{v:.2f}" for c, v in zip(cut.tolist(), values.tolist())],
+                         textposition="auto", hovertemplate="%{y}: %{text}<extra></extra>", **on(i)))
+    before, after = st["temperature"].softmax(-1)[order].tolist(), st["probs"][order].tolist()
+    bars.append(dict(type="bar", x=before, y=names, orientation="h", name="before filtering",
+                     marker=dict(color="#d1d5db"), **on(4)))
+    bars.append(dict(type="bar", x=after, y=names, orientation="h", name="after (renormalised)",
+                     marker=dict(color="#2563eb"), text=[f"{p:.1%}" for p in after], textposition="auto", **on(4)))
+    return figure(bars, **layout, barmode="overlay", height=110 + 26 * n, margin=dict(l=10, r=10, t=50, b=10),
+                  legend=dict(orientation="h", y=-0.05))
 
 
 def stage_counts(st: dict[str, torch.Tensor]) -> str:
@@ -106,11 +105,10 @@ def lab_figure(probs: torch.Tensor, counts: torch.Tensor, tokenizer, n: int = SH
         names, p, f = names + ["all others"], probs[order].tolist() + [rest_p], freq[order].tolist() + [rest_f]
     else:
         p, f = probs[order].tolist(), freq[order].tolist()
-    fig = go.Figure([go.Bar(x=names, y=p, name="probability", marker_color="#2563eb"),
-                     go.Bar(x=names, y=f, name=f"frequency in {int(counts.sum()):,} draws", marker_color="#f97316")])
-    fig.update_layout(barmode="group", height=380, yaxis_tickformat=".0%", margin=dict(l=10, r=10, t=60, b=10),
-                      xaxis=dict(type="category", tickangle=-45), legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
-    return fig
+    bars = [dict(type="bar", x=names, y=p, name="probability", marker=dict(color="#2563eb")),
+            dict(type="bar", x=names, y=f, name=f"frequency in {int(counts.sum()):,} draws", marker=dict(color="#f97316"))]
+    return figure(bars, barmode="group", height=380, yaxis=dict(tickformat=".0%"), margin=dict(l=10, r=10, t=60, b=10),
+                  xaxis=dict(type="category", tickangle=-45), legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
 
 
 def lens_figure(lens: dict, tokenizer, labels: list[str]) -> go.Figure:
@@ -119,15 +117,14 @@ def lens_figure(lens: dict, tokenizer, labels: list[str]) -> go.Figure:
     words = [[piece(tokenizer, int(i)) for i in row] for row in top]
     short = [[w if len(w) <= 7 else w[:6] + "…" for w in row] for row in words]
     rows = ["embeddings"] + [f"after block {i}" for i in range(top.shape[0] - 1)]
-    fig = go.Figure(go.Heatmap(z=probs.numpy(), x=labels, y=rows, text=short, customdata=words,
-                               texttemplate="%{text}", textfont=dict(size=11, color="#111827"),
-                               colorscale=[[0, "#ffffff"], [1, "#60a5fa"]], zmin=0, zmax=1, xgap=1, ygap=1,
-                               colorbar=dict(title="p(top)"),
-                               hovertemplate="%{y}, input %{x}<br>top token %{customdata}: %{z:.1%}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", tickfont=dict(size=10))
-    fig.update_xaxes(tickangle=-60, tickfont=dict(size=10), side="top")
-    fig.update_layout(height=160 + 22 * len(rows), margin=dict(l=10, r=10, t=110, b=10))
-    return fig
+    lens_map = dict(type="heatmap", z=probs.numpy(), x=labels, y=rows, text=short, customdata=words,
+                    texttemplate="%{text}", textfont=dict(size=11, color="#111827"),
+                    colorscale=[[0, "#ffffff"], [1, "#60a5fa"]], zmin=0, zmax=1, xgap=1, ygap=1,
+                    colorbar=dict(title=dict(text="p(top)")),
+                    hovertemplate="%{y}, input %{x}<br>top token %{customdata}: %{z:.1%}<extra></extra>")
+    return figure([lens_map], yaxis=dict(autorange="reversed", tickfont=dict(size=10)),
+                  xaxis=dict(tickangle=-60, tickfont=dict(size=10), side="top"),
+                  height=160 + 22 * len(rows), margin=dict(l=10, r=10, t=110, b=10))
 
 
 def _prepare(model_name: str, text: str):

@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from functools import lru_cache
 
 import gradio as gr
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from core.data import corpus_split
 from core.evaluation import expert_choices, expert_load
 from core.model import active_parameters
 from core.moe import MoE, Routing, load_balancing_loss, route, routing
-from explainers.common import (SAFE_COLOURS, chips_html, clamp_setting, clean_text, code_panel, compare_figure,
-                               friendly, get_model, join_notes, linked, remembered, token_labels)
+from explainers.common import (SAFE_COLOURS, chips_html, clamp_setting, clean_text, code_panel, compare_figure, figure,
+                               friendly, get_model, grid, join_notes, linked, on, remembered, scale, shared, token_labels)
 
 TITLE = "MoE routing"
 INTRO = r"""### Mixture of experts: a router picks a few FFNs per token
@@ -41,7 +39,7 @@ def moe_model(model_name: str):
     return get_model("tiny-moe"), "tiny-moe", f"{model_name} has no experts, so this tab shows **tiny-moe**."
 
 
-@lru_cache(maxsize=32)
+@shared(32)
 def _forward(name: str, ids: tuple[int, ...], change: Routing | None) -> dict:
     """Router logits, chosen experts and weights of every layer (L, T, ...), and the last position's logits."""
     model = get_model(name)
@@ -54,7 +52,7 @@ def _forward(name: str, ids: tuple[int, ...], change: Routing | None) -> dict:
             "indices": get("hook_expert_indices"), "next": logits[0, -1].float().cpu()}
 
 
-@lru_cache(maxsize=4)
+@shared(4)
 def corpus_load(name: str) -> torch.Tensor:
     """(L, E) share of routing slots per expert on the first 20,000 held-out characters."""
     model = get_model(name)
@@ -64,29 +62,27 @@ def corpus_load(name: str) -> torch.Tensor:
 
 def _colourscale(E: int) -> list:
     """A stepped colour scale: expert e gets EXPERT_COLOURS[e] on a heatmap of expert ids 0..E-1."""
-    scale = []
+    stops = []
     for e in range(E):
         colour = EXPERT_COLOURS[e % len(EXPERT_COLOURS)]
-        scale += [[e / E, colour], [(e + 1) / E, colour]]
-    return scale
+        stops += [[e / E, colour], [(e + 1) / E, colour]]
+    return stops
 
 
 def choices_figure(indices: torch.Tensor, weights: torch.Tensor, labels: list[str], E: int) -> go.Figure:
     """Layers x tokens, coloured by each token's first-choice expert; the cell text lists all k choices."""
     top1 = indices[..., 0]                                                        # (L, T)
-    text = [["·".join(str(int(e)) for e in cell) for cell in row] for row in indices]
-    hover = [["<br>".join(f"expert {int(e)}: weight {w:.2f}" for e, w in zip(ei, wi)) for ei, wi in zip(er, wr)]
-             for er, wr in zip(indices, weights)]
-    fig = go.Figure(go.Heatmap(z=top1.numpy(), x=labels, y=[f"layer {i}" for i in range(len(top1))], text=text,
-                               texttemplate="%{text}", textfont=dict(size=9, color="white"), customdata=hover,
-                               colorscale=_colourscale(E), zmin=-0.5, zmax=E - 0.5, xgap=1, ygap=1,
-                               colorbar=dict(title="1st expert", tickvals=list(range(E))),
-                               hovertemplate="%{y}, token %{x}<br>%{customdata}<extra></extra>"))
-    fig.update_xaxes(tickangle=-60, tickfont=dict(size=10))
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title="Chosen experts per token and layer (colour: first choice; text: all k)",
-                      height=140 + 40 * len(top1), margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    text = [["·".join(str(int(e)) for e in cell) for cell in row] for row in indices.tolist()]
+    hover = [["<br>".join(f"expert {e}: weight {w:.2f}" for e, w in zip(ei, wi)) for ei, wi in zip(er, wr)]
+             for er, wr in zip(indices.tolist(), weights.tolist())]
+    choices = dict(type="heatmap", z=top1.numpy(), x=labels, y=[f"layer {i}" for i in range(len(top1))], text=text,
+                   texttemplate="%{text}", textfont=dict(size=9, color="white"), customdata=hover,
+                   colorscale=_colourscale(E), zmin=-0.5, zmax=E - 0.5, xgap=1, ygap=1,
+                   colorbar=dict(title=dict(text="1st expert"), tickvals=list(range(E))),
+                   hovertemplate="%{y}, token %{x}<br>%{customdata}<extra></extra>")
+    return figure([choices], xaxis=dict(tickangle=-60, tickfont=dict(size=10)), yaxis=dict(autorange="reversed"),
+                  title=dict(text="Chosen experts per token and layer (colour: first choice; text: all k)"),
+                  height=140 + 40 * len(top1), margin=dict(l=10, r=10, t=50, b=10))
 
 
 def text_html(tokens, indices: torch.Tensor, weights: torch.Tensor, layer: int) -> str:
@@ -106,31 +102,28 @@ def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: t
     probs = router_logits.float().softmax(-1)
     E = len(probs)
     chosen = {int(e): float(w) for e, w in zip(indices, weights)}
-    fig = go.Figure(go.Bar(x=[f"expert {e}" for e in range(E)], y=probs.tolist(),
-                           marker_color=[EXPERT_COLOURS[e % len(EXPERT_COLOURS)] if e in chosen else "#d1d5db" for e in range(E)],
-                           text=[f"chosen, weight {chosen[e]:.2f}" if e in chosen else "" for e in range(E)],
-                           textposition="outside", cliponaxis=False,
-                           hovertemplate="%{x}: router probability %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=f"Router at {label}: probabilities (bars) and the top-{len(chosen)} renormalised weights",
-                      yaxis=dict(tickformat=".0%", range=[0, max(1e-9, float(probs.max())) * 1.25]), height=340,
-                      margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    bars = dict(type="bar", x=[f"expert {e}" for e in range(E)], y=probs.tolist(),
+                marker=dict(color=[EXPERT_COLOURS[e % len(EXPERT_COLOURS)] if e in chosen else "#d1d5db" for e in range(E)]),
+                text=[f"chosen, weight {chosen[e]:.2f}" if e in chosen else "" for e in range(E)],
+                textposition="outside", cliponaxis=False,
+                hovertemplate="%{x}: router probability %{y:.3f}<extra></extra>")
+    return figure([bars], title=dict(text=f"Router at {label}: probabilities (bars) and the top-{len(chosen)} renormalised weights"),
+                  yaxis=dict(tickformat=".0%", range=[0, max(1e-9, float(probs.max())) * 1.25]), height=340,
+                  margin=dict(l=10, r=10, t=50, b=10))
 
 
 def load_figure(load_input: torch.Tensor, load_corpus: torch.Tensor) -> go.Figure:
     """(L, E) expert load for the input and for a corpus sample; an even split is 1/E each."""
     L, E = load_input.shape
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
-                        subplot_titles=["this input", f"{SAMPLE_CHARS:,} held-out characters of the corpus"])
-    for col, load in enumerate([load_input, load_corpus], start=1):
-        fig.add_trace(go.Heatmap(z=load.numpy(), x=[f"e{e}" for e in range(E)], y=[f"layer {i}" for i in range(L)],
-                                 text=[[f"{v:.0%}" for v in row] for row in load.tolist()], texttemplate="%{text}",
-                                 colorscale="Blues", zmin=0, zmax=max(0.5, float(load.max())), showscale=False,
-                                 hovertemplate="%{y}, %{x}: %{z:.1%} of routing slots<extra></extra>"), 1, col)
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=f"Expert load: share of routing slots (even = {1 / E:.1%} each)",
-                      height=140 + 36 * L, margin=dict(l=10, r=10, t=70, b=10))
-    return fig
+    layout = grid(2, titles=["this input", f"{SAMPLE_CHARS:,} held-out characters of the corpus"], gap=(0.08, 0),
+                  y=dict(autorange="reversed"))
+    maps = [dict(type="heatmap", z=load.numpy(), x=[f"e{e}" for e in range(E)], y=[f"layer {i}" for i in range(L)],
+                 text=[[f"{v:.0%}" for v in row] for row in load.tolist()], texttemplate="%{text}",
+                 colorscale=scale("Blues"), zmin=0, zmax=max(0.5, float(load.max())), showscale=False, **on(i),
+                 hovertemplate="%{y}, %{x}: %{z:.1%} of routing slots<extra></extra>")
+            for i, load in enumerate([load_input, load_corpus])]
+    return figure(maps, **layout, title=dict(text=f"Expert load: share of routing slots (even = {1 / E:.1%} each)"),
+                  height=140 + 36 * L, margin=dict(l=10, r=10, t=70, b=10))
 
 
 def stats_markdown(model, cache: dict) -> str:

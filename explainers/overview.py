@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from core.device import describe
 from core.model import active_parameters, parameter_groups
-from explainers.common import code_panel, friendly, get_model
+from explainers.common import code_panel, figure, friendly, get_model, shared
 
 TITLE = "Overview"
 INTRO = """A transformer turns text into **tokens**, each token into a vector (**embedding**), and
@@ -37,18 +37,22 @@ def facts_markdown(facts: list[tuple[str, str]]) -> str:
 
 
 def parameters_figure(groups: dict[str, int]) -> go.Figure:
-    fig = go.Figure(go.Bar(x=list(groups.values()), y=list(groups), orientation="h",
-                           text=[f"{v / 1e6:.2f}M" for v in groups.values()], textposition="auto"))
-    fig.update_layout(title="Where the parameters are", xaxis_title="parameters", height=320,
-                      margin=dict(l=10, r=10, t=50, b=40), yaxis=dict(autorange="reversed"))
-    return fig
+    bars = dict(type="bar", x=list(groups.values()), y=list(groups), orientation="h",
+                text=[f"{v / 1e6:.2f}M" for v in groups.values()], textposition="auto")
+    return figure([bars], title=dict(text="Where the parameters are"), xaxis=dict(title=dict(text="parameters")),
+                  height=320, margin=dict(l=10, r=10, t=50, b=40), yaxis=dict(autorange="reversed"))
+
+
+@shared(8)
+def _overview(model_name: str) -> tuple[str, go.Figure]:
+    model = get_model(model_name)
+    return facts_markdown(model_facts(model)), parameters_figure(parameter_groups(model))
 
 
 @friendly
 def update(model_name: str, progress=gr.Progress()):
     progress(0, desc=f"Loading {model_name} (the first load of a model can take a while)")
-    model = get_model(model_name)
-    return facts_markdown(model_facts(model)), parameters_figure(parameter_groups(model))
+    return _overview(model_name)
 
 
 def build(model_picker: gr.Dropdown, on_load) -> None:

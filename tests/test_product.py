@@ -212,3 +212,78 @@ def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
     finally:
         handle.remove()
         set_lecture(session("big"), False)
+
+
+def figures_in(result) -> list:
+    import plotly.graph_objects as go
+    return [r for r in (result if isinstance(result, (tuple, list)) else [result]) if isinstance(r, go.Figure)]
+
+
+def test_every_figure_the_tabs_draw_is_valid_plotly():
+    """Tabs build figures as unchecked dicts (common.figure); Plotly's checked objects must read each one back
+    unchanged: no unknown property, no shorthand only Plotly's objects expand (a title as a bare string), no
+    colour-scale name that plotly.js draws in other colours."""
+    import json
+
+    import plotly.graph_objects as go
+    checked = 0
+    for param in handlers():
+        block_fn = param.values[0]
+        for model in ("tiny-gpt-char", "tiny-bert-word", "tiny-moe"):
+            values = [model if getattr(c, "label", None) == "Model" else c.value for c in block_fn.inputs]
+            try:
+                result = call(block_fn, values)
+            except gr.Error:
+                continue
+            for fig in figures_in(result):
+                drawn = json.loads(fig.to_json())
+                assert json.loads(go.Figure(fig.to_dict()).to_json()) == drawn, (block_fn.name, model)
+                checked += 1
+    assert checked >= 60
+
+
+@pytest.mark.parametrize("rows,cols,gap", [(1, 2, (0.2, 0)), (2, 5, (0.02, 0.04)), (3, 3, (0.05, 0.1))])
+def test_grid_lays_out_plots_where_make_subplots_does(rows, cols, gap):
+    from plotly.subplots import make_subplots
+
+    from explainers.common import grid
+    titles = [f"plot {i}" for i in range(rows * cols)]
+    want = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=gap[0],
+                         vertical_spacing=gap[1]).layout
+    got = grid(cols, rows, titles, gap=gap)
+    for i in range(rows * cols):
+        for letter in "xy":
+            key = f"{letter}axis{i + 1 if i else ''}"
+            assert got[key]["domain"] == pytest.approx(list(want[key].domain))
+            assert got[key]["anchor"] == want[key].anchor
+        assert (got["annotations"][i]["x"], got["annotations"][i]["y"]) == pytest.approx(
+            (want.annotations[i].x, want.annotations[i].y))
+
+
+def test_a_shared_call_runs_once_for_callers_that_arrive_together():
+    import threading
+    import time
+
+    from explainers.common import shared
+    runs = []
+
+    @shared(4)
+    def slow(x):
+        runs.append(x)
+        time.sleep(0.2)
+        if x == "bad":
+            raise ValueError("no")
+        return [x]
+
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(slow("a"))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert runs == ["a"] and len(answers) == 6 and all(a is answers[0] for a in answers)
+    assert slow("b") == ["b"] and runs == ["a", "b"]
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            slow("bad")
+    assert runs.count("bad") == 2  # an error is not kept: the next call tries again
