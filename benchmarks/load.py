@@ -4,8 +4,12 @@
 
 1. Starts the app and sends every request of the mix one at a time: the serial results.
 2. Restarts it (the time to the first served page is the *second start*), loads every offline model,
-   then runs the sessions at once, each sending its requests back to back.
-3. Prints errors, results that differ from the serial ones, p50 / p95 latency, peak RSS of the server.
+   waits until the server's start-up work is done, then runs the sessions at once, each sending its
+   requests back to back.
+3. Runs the same sessions against a Gradio app that only echoes: the reference, what Gradio and
+   gradio_client cost on this machine with no work at all.
+4. Prints errors, results that differ from the serial ones, p50 / p95 latency and their ratio to the
+   reference, peak RSS of the server.
 
 The mix is what learners do in class: a few shared example prompts of 32 tokens, explored with the
 layer, head, temperature and routing settings across the tabs (a setting that only picks what to draw
@@ -75,6 +79,24 @@ def start_server(port: int, log: Path) -> tuple[subprocess.Popen, float]:
             time.sleep(0.1)
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(pid: int, limit: float = 90.0) -> float:
+    """Seconds until the server uses under a quarter of a core over a second (an idle Gradio server polls its
+    queue every millisecond: ~12%): the start-up work it does in the background (UMAP's numba compile, about
+    20 s of CPU) is done, and the sessions meet a server in steady state."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit:
+        before = cpu_seconds(pid)
+        time.sleep(1)
+        if cpu_seconds(pid) - before < 0.25:
+            break
+    return time.perf_counter() - start
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -125,6 +147,75 @@ def run_one(client, index: int, args: tuple):
     return client.predict(*args, fn_index=index)
 
 
+def run_sessions(port: int, plan: dict[int, list]) -> tuple[list, list, list, float]:
+    """Every session's requests back to back, all sessions at once, each with its own gradio_client.
+    Returns (latencies, errors, (session, fn_index, arguments, result, seconds) per answer, wall seconds)."""
+    from gradio_client import Client
+    latencies, errors, results = [], [], []
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(plan))
+
+    def session(s: int) -> None:
+        # ssl_verify=False: the server is plain http; with it on, gradio_client builds a TLS context (loading
+        # every CA certificate) for each request, ~100 ms of the same two cores the server runs on
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
+        barrier.wait()
+        for index, a in plan[s]:
+            t = time.perf_counter()
+            try:
+                result = run_one(client, index, a)
+            except Exception as e:  # noqa: BLE001 - counted and printed
+                with lock:
+                    errors.append(f"session {s}: {type(e).__name__}: {str(e)[:120]}")
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - t)
+                results.append((s, index, a, result, latencies[-1]))  # compared once all sessions are done
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=session, args=(s,)) for s in plan]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return latencies, errors, results, time.perf_counter() - start
+
+
+REFERENCE_APP = """
+import sys, gradio as gr
+with gr.Blocks() as demo:
+    text, out = gr.Textbox(), gr.Textbox()
+    text.submit(lambda t: t, text, out, concurrency_limit=2)
+demo.queue().launch(server_port=int(sys.argv[1]))
+"""
+
+
+def reference(sessions: int, requests: int) -> tuple[float, float, float]:
+    """The same sessions against a Gradio app that only echoes its input: what Gradio and gradio_client
+    themselves cost on this machine. Returns (p50, p95, requests per second)."""
+    port = free_port()
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", REFERENCE_APP, str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None or time.perf_counter() - start > 60:
+                    raise SystemExit("the reference app did not start")
+                time.sleep(0.1)
+        plan = {s: [(0, (PROMPTS[(s + j) % len(PROMPTS)],)) for j in range(requests)] for s in range(sessions)}
+        latencies, errors, _, wall = run_sessions(port, plan)
+        if errors:
+            raise SystemExit(f"the reference app failed: {errors[0]}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return statistics.median(latencies), statistics.quantiles(latencies, n=20)[18], len(latencies) / wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=16)
@@ -145,7 +236,7 @@ def main() -> None:
     port = free_port()
     proc, first_start = start_server(port, logs / "load-serial.log")
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
         serial, serial_s = {}, {}
         for index, a in unique:
             t = time.perf_counter()
@@ -159,46 +250,23 @@ def main() -> None:
 
     proc, second_start = start_server(port, logs / "load-concurrent.log")
     try:
-        warm = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        warm = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
         index, _ = api[("overview", "update")]
         t = time.perf_counter()
         for name, problem in zoo.available().items():
             if problem is None:
                 run_one(warm, index, (name,))
         print(f"second start to first served page: {second_start:.1f} s; loading every offline model: "
-              f"{time.perf_counter() - t:.1f} s")
-        latencies, errors, mismatches, by_kind = [], [], [], {}
-        lock = threading.Lock()
-        barrier = threading.Barrier(args.sessions)
-
-        def session(s: int) -> None:
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            barrier.wait()
-            for index, a in plan[s]:
-                t = time.perf_counter()
-                try:
-                    result = canonical(run_one(client, index, a))
-                except Exception as e:  # noqa: BLE001 - counted and printed
-                    with lock:
-                        errors.append(f"session {s}: {type(e).__name__}: {str(e)[:120]}")
-                    continue
-                with lock:
-                    latencies.append(time.perf_counter() - t)
-                    by_kind.setdefault(names[index], []).append(latencies[-1])
-                    if result != serial[canonical((index, a))]:
-                        mismatches.append((s, index))
-
-        start = time.perf_counter()
-        threads = [threading.Thread(target=session, args=(s,)) for s in range(args.sessions)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        wall = time.perf_counter() - start
+              f"{time.perf_counter() - t:.1f} s; server idle {wait_until_idle(proc.pid):.1f} s later")
+        latencies, errors, results, wall = run_sessions(port, plan)
         rss = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
+    mismatches = [(s, index) for s, index, a, result, _ in results if canonical(result) != serial[canonical((index, a))]]
+    by_kind = {}
+    for _, index, _, _, seconds in results:
+        by_kind.setdefault(names[index], []).append(seconds)
     q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [float("nan")] * 19
     total = args.sessions * args.requests
     print(f"{args.sessions} sessions x {args.requests} requests = {total} in {wall:.1f} s "
@@ -208,6 +276,10 @@ def main() -> None:
         print("  ", e)
     print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms   p95 {q[18] * 1000:.0f} ms   "
           f"max {max(latencies) * 1000:.0f} ms")
+    ref_p50, ref_p95, ref_rate = reference(args.sessions, args.requests)
+    print(f"reference, the same sessions against an app that only echoes (Gradio + gradio_client alone): "
+          f"p50 {ref_p50 * 1000:.0f} ms   p95 {ref_p95 * 1000:.0f} ms   {ref_rate:.1f} requests/s")
+    print(f"this app / reference: p50 {statistics.median(latencies) / ref_p50:.1f}x   p95 {q[18] / ref_p95:.1f}x")
     print("per handler (ms): serial median | concurrent p50, p95")
     for name, times in sorted(by_kind.items()):
         p95 = statistics.quantiles(times, n=20)[18] if len(times) > 1 else times[0]

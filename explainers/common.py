@@ -151,12 +151,8 @@ def shared(maxsize: int = 32, key=lambda args: args):
                 done.set()
 
         wrapper.cache_clear = answers.clear
-        _shared.append(answers)
         return wrapper
     return decorate
-
-
-_shared: list[collections.OrderedDict] = []
 
 
 def _handler_key(args: tuple) -> tuple | None:
@@ -172,13 +168,18 @@ def _handler_key(args: tuple) -> tuple | None:
 def remembered(fn):
     """Keep the last 32 answers of a handler whose answer depends only on its arguments (lecture mode styles
     a copy of the figures)."""
-    return shared(32, key=_handler_key)(fn)
+    keep = shared(32, key=_handler_key)(fn)
+    _remembered.append(keep)
+    return keep
+
+
+_remembered: list = []
 
 
 def forget_answers() -> None:
     """Drop every remembered answer (benchmarks time the work, not the memory)."""
-    for answers in _shared:
-        answers.clear()
+    for handler in _remembered:
+        handler.cache_clear()
 
 
 # Figures are written as plain Plotly dicts. Building them through Plotly's checked objects (go.Heatmap,
