@@ -42,7 +42,7 @@ def hidden_states(model: HookedTransformer, ids: torch.Tensor) -> torch.Tensor:
     """
     names = [f"blocks.{i}.hook_resid_pre" for i in range(model.cfg.n_layers)]
     names.append(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
-    _, cache = model.run_with_cache(ids.reshape(1, -1), names=names)
+    _, cache = model.run_with_cache(ids.reshape(1, -1), names=names, logits=False)
     return torch.stack([cache[n][0] for n in names])
 
 
@@ -81,5 +81,5 @@ def prefix_change(model: HookedTransformer, ids_a: list[int], ids_b: list[int]) 
     T = max(len(ids_a), len(ids_b))
     ids = torch.tensor([list(x) + [x[-1]] * (T - len(x)) for x in (ids_a, ids_b)], device=model.device)
     last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    out = model.run_with_cache(ids, names=[last])[1][last][:, :shared]
+    out = model.run_with_cache(ids, names=[last], logits=False)[1][last][:, :shared]
     return shared, (out[0] - out[1]).abs().max().item()

@@ -90,7 +90,7 @@ def expert_choices(model: HookedTransformer, text: str) -> tuple[torch.Tensor, t
     names = [f"blocks.{i}.moe.hook_expert_indices" for i in range(model.cfg.n_layers)]
     chosen = [[] for _ in names]
     for batch in windows.split(64):
-        _, cache = model.run_with_cache(batch, names=names)
+        _, cache = model.run_with_cache(batch, names=names, logits=False)
         for per_layer, name in zip(chosen, names):
             per_layer.append(cache[name].reshape(-1, model.cfg.top_k))
     return windows.reshape(-1), torch.stack([torch.cat(c) for c in chosen])

@@ -35,7 +35,7 @@ def _forward(model_name: str, ids: tuple[int, ...]) -> dict:
     wanted = ("hook_rot_q", "hook_rot_k") if rope else ("hook_q", "hook_k")
     wanted += ("hook_v", "hook_pattern", "hook_z")
     _, cache = model.run_with_cache(torch.tensor([ids], device=model.device),
-                                         names=lambda n: n.endswith(wanted))
+                                         names=lambda n: n.endswith(wanted), logits=False)
     L = model.cfg.n_layers
     get = lambda hook: torch.stack([cache[f"blocks.{i}.attn.{hook}"][0].cpu() for i in range(L)])
     return {"q": get("hook_rot_q" if rope else "hook_q"), "k": get("hook_rot_k" if rope else "hook_k"),

@@ -40,7 +40,7 @@ def _forward(model_name: str, ids: tuple[int, ...], mask: str, window: int) -> d
         override = mask_of_kind(mask, len(ids), model.cfg.n_heads, window).to(model.device)
         replace = {f"blocks.{i}.attn.hook_mask": (lambda m, hook: override) for i in range(model.cfg.n_layers)}
     with model.hooks(replace):
-        _, cache = model.run_with_cache(x, names=lambda n: n.endswith(wanted))
+        _, cache = model.run_with_cache(x, names=lambda n: n.endswith(wanted), logits=False)
     return {k: v[0].cpu() if not k.endswith("hook_mask") else v.cpu() for k, v in cache.items()}
 
 
@@ -111,7 +111,7 @@ def update_padding(model_name: str, long_text: str, short_text: str, layer, head
         a, b = b, a
     pad = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
     ids, attention_mask = left_pad([a, b], pad)
-    _, cache = model.run_with_cache(ids.to(model.device), names=f"blocks.{layer}.attn.hook_pattern",
+    _, cache = model.run_with_cache(ids.to(model.device), names=f"blocks.{layer}.attn.hook_pattern", logits=False,
                                     attention_mask=attention_mask.to(model.device))
     pattern = cache[f"blocks.{layer}.attn.hook_pattern"][1, head].cpu()
     pattern[: len(a) - len(b)] = float("nan")  # padded queries' outputs are never used: drawn blank

@@ -57,6 +57,16 @@ def test_every_hook_fires_with_its_documented_shape(pair, ids):
         assert tuple(value.shape) == documented_shape(name, model.cfg, *ids.shape), name
 
 
+def test_a_cache_without_logits_skips_only_the_unembedding(pair, ids):
+    _, model, _ = pair
+    logits, full = model.run_with_cache(ids)
+    hidden, cache = model.run_with_cache(ids, logits=False)
+    assert set(full) - set(cache) == {n for n in full if n.startswith("unembed.")} != set()
+    for name, value in cache.items():
+        assert torch.equal(value, full[name]), name
+    assert torch.equal(model.unembed(hidden, model.embed.weight), logits)
+
+
 def identity(x, hook):
     return x
 
