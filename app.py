@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import threading
+from contextlib import suppress
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -26,7 +28,7 @@ import torch  # noqa: E402
 from core import zoo  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
-from explainers import TABS, kv_cache  # noqa: E402
+from explainers import TABS, kv_cache, moe  # noqa: E402
 from explainers.common import LECTURE, LINKS, model_choices, unavailable_note  # noqa: E402
 from explainers.links import OnLoad, make_query, restore  # noqa: E402
 
@@ -117,6 +119,17 @@ def share_the_cores(demo: gr.Blocks) -> gr.Blocks:
     return demo.queue()
 
 
+def warm_up() -> None:
+    """Start-up work in the background, so the first learners do not wait for it: UMAP's numba compile (~12 s of
+    CPU on first use) and tiny-moe's expert load over the held-out corpus (~1 s; every MoE tab update draws it)."""
+    warm_umap()
+
+    def moe_load() -> None:
+        with suppress(Exception):  # a missing checkpoint is reported by the tab itself
+            moe.corpus_load("tiny-moe")
+    threading.Thread(target=moe_load, daemon=True, name="warm-moe").start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
@@ -133,7 +146,7 @@ def main() -> None:
             parser.error(str(e))
     if args.model and args.model not in zoo.SPECS:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
-    warm_umap()  # UMAP compiles for ~12 s on first use: pay that in the background now
+    warm_up()
     demo = build_app(args.model, lecture=args.lecture)
     share_the_cores(demo).launch(server_name=args.host, server_port=args.port, share=args.share, **page_extras())
 

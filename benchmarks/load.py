@@ -1,6 +1,6 @@
 """Load test: many gradio_client sessions at once against a local server, on one shared SmolLM2.
 
-    .venv/bin/python benchmarks/load.py [--sessions 16] [--requests 20]
+    .venv/bin/python benchmarks/load.py [--sessions 16] [--requests 20] [--pause 0]
 
 1. Starts the app and sends every request of the mix one at a time: the serial results.
 2. Restarts it (the time to the first served page is the *second start*), loads every offline model,
@@ -13,13 +13,16 @@
 
 The mix is what learners do in class: a few shared example prompts of 32 tokens, explored with the
 layer, head, temperature and routing settings across the tabs (a setting that only picks what to draw
-reuses the tab's cached forward pass; a new prompt runs the model).
+reuses the tab's cached forward pass; a new prompt runs the model). By default a session sends its next
+request as soon as the last one is answered; --pause S gives each learner a time to read or type before each
+request, drawn uniformly between 0 and 2 S seconds (the same draws in the reference run).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -147,8 +150,9 @@ def run_one(client, index: int, args: tuple):
     return client.predict(*args, fn_index=index)
 
 
-def run_sessions(port: int, plan: dict[int, list]) -> tuple[list, list, list, float]:
-    """Every session's requests back to back, all sessions at once, each with its own gradio_client.
+def run_sessions(port: int, plan: dict[int, list], pause: float = 0.0) -> tuple[list, list, list, float]:
+    """Every session's requests in turn (back to back, or 0 to 2 x pause seconds of reading before each), all
+    sessions at once, each with its own gradio_client.
     Returns (latencies, errors, (session, fn_index, arguments, result, seconds) per answer, wall seconds)."""
     from gradio_client import Client
     latencies, errors, results = [], [], []
@@ -159,8 +163,10 @@ def run_sessions(port: int, plan: dict[int, list]) -> tuple[list, list, list, fl
         # ssl_verify=False: the server is plain http; with it on, gradio_client builds a TLS context (loading
         # every CA certificate) for each request, ~100 ms of the same two cores the server runs on
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
+        reading = random.Random(s)
         barrier.wait()
         for index, a in plan[s]:
+            time.sleep(reading.uniform(0, 2 * pause))
             t = time.perf_counter()
             try:
                 result = run_one(client, index, a)
@@ -190,7 +196,7 @@ demo.queue().launch(server_port=int(sys.argv[1]))
 """
 
 
-def reference(sessions: int, requests: int) -> tuple[float, float, float]:
+def reference(sessions: int, requests: int, pause: float) -> tuple[float, float, float]:
     """The same sessions against a Gradio app that only echoes its input: what Gradio and gradio_client
     themselves cost on this machine. Returns (p50, p95, requests per second)."""
     port = free_port()
@@ -207,7 +213,7 @@ def reference(sessions: int, requests: int) -> tuple[float, float, float]:
                     raise SystemExit("the reference app did not start")
                 time.sleep(0.1)
         plan = {s: [(0, (PROMPTS[(s + j) % len(PROMPTS)],)) for j in range(requests)] for s in range(sessions)}
-        latencies, errors, _, wall = run_sessions(port, plan)
+        latencies, errors, _, wall = run_sessions(port, plan, pause)
         if errors:
             raise SystemExit(f"the reference app failed: {errors[0]}")
     finally:
@@ -220,6 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--pause", type=float, default=0.0, help="mean seconds a learner reads before each request")
     args = parser.parse_args()
     from gradio_client import Client
 
@@ -258,7 +265,7 @@ def main() -> None:
                 run_one(warm, index, (name,))
         print(f"second start to first served page: {second_start:.1f} s; loading every offline model: "
               f"{time.perf_counter() - t:.1f} s; server idle {wait_until_idle(proc.pid):.1f} s later")
-        latencies, errors, results, wall = run_sessions(port, plan)
+        latencies, errors, results, wall = run_sessions(port, plan, args.pause)
         rss = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -270,13 +277,13 @@ def main() -> None:
     q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [float("nan")] * 19
     total = args.sessions * args.requests
     print(f"{args.sessions} sessions x {args.requests} requests = {total} in {wall:.1f} s "
-          f"({total / wall:.1f} requests/s), {os.cpu_count()} cores")
+          f"({total / wall:.1f} requests/s), {os.cpu_count()} cores, reading time 0 to {2 * args.pause:g} s")
     print(f"errors: {len(errors)}   results different from the serial ones: {len(mismatches)}")
     for e in errors[:5]:
         print("  ", e)
     print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms   p95 {q[18] * 1000:.0f} ms   "
           f"max {max(latencies) * 1000:.0f} ms")
-    ref_p50, ref_p95, ref_rate = reference(args.sessions, args.requests)
+    ref_p50, ref_p95, ref_rate = reference(args.sessions, args.requests, args.pause)
     print(f"reference, the same sessions against an app that only echoes (Gradio + gradio_client alone): "
           f"p50 {ref_p50 * 1000:.0f} ms   p95 {ref_p95 * 1000:.0f} ms   {ref_rate:.1f} requests/s")
     print(f"this app / reference: p50 {statistics.median(latencies) / ref_p50:.1f}x   p95 {q[18] / ref_p95:.1f}x")
