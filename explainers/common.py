@@ -66,13 +66,15 @@ def clean_text(text: str | None, max_chars: int = MAX_CHARS) -> tuple[str, str]:
 def _plain_errors(name: str):
     try:
         yield
-    except gr.Error:
+    except gr.Error as e:  # a refusal of bad input, not a failure: no traceback in the server's log
+        e.print_exception = False
         raise
     except (ValueError, KeyError, zoo.MissingSource) as e:
-        raise gr.Error(str(e).strip("'\"")) from None
-    except Exception as e:  # a bug: log it for us, say it plainly to the user
+        raise gr.Error(str(e).strip("'\""), print_exception=False) from None
+    except Exception as e:  # a bug: log it for us (once, with its traceback), say it plainly to the user
         log.exception("handler %s failed", name)
-        raise gr.Error(f"Something went wrong ({type(e).__name__}). Try a shorter input or another model.") from None
+        raise gr.Error(f"Something went wrong ({type(e).__name__}). Try a shorter input or another model.",
+                       print_exception=False) from None
 
 
 def friendly(fn):

@@ -243,10 +243,11 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
     inputs = [model_picker, text, position, temperature, top_k, top_p, seed, n_draws]
     outputs = [stages_plot, notice, lab_plot, lab_note]
     ex.load_input_event.then(update, inputs, outputs).then(update_lens, [model_picker, text], lens_plot)
-    for trigger in (text.submit, temperature.release, top_p.release, top_k.submit, seed.submit, position.release,
-                    n_draws.release):
+    for trigger in (temperature.release, top_p.release, top_k.submit, seed.submit, position.release, n_draws.release):
         trigger(update, inputs, outputs)
-    for trigger in (text.submit, model_picker.input, on_load):
+    # the lens follows a new text once the update has taken it: an empty text gets one message, not two
+    text.submit(update, inputs, outputs).success(update_lens, [model_picker, text], lens_plot)
+    for trigger in (model_picker.input, on_load):
         trigger(update_lens, [model_picker, text], lens_plot)
     for event in (model_picker.input, on_load):
         event(update, inputs, outputs)

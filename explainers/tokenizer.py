@@ -93,10 +93,10 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
         ladder = gr.HTML()
     code_panel(bpe_tokens, train_bpe)
     linked("tokenizer", text=text, tokenizers=chosen, vocab=vocab)
-    for trigger in (text.submit, chosen.change):
-        trigger(update, [text, chosen], out)
-    for trigger in (text.submit, vocab.release):
-        trigger(update_bpe, [text, vocab], [merges, ladder, summary])
+    # the BPE panel follows a new text only once its tokens are shown: an empty text gets one message, not two
+    text.submit(update, [text, chosen], out).success(update_bpe, [text, vocab], [merges, ladder, summary])
+    chosen.change(update, [text, chosen], out)
+    vocab.release(update_bpe, [text, vocab], [merges, ladder, summary])
     example_list.load_input_event.then(update_bpe, [text, vocab], [merges, ladder, summary])
     on_load(update, [text, chosen], out)
     on_load(update_bpe, [text, vocab], [merges, ladder, summary])

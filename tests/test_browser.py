@@ -105,6 +105,22 @@ def test_tab_buttons_run(page, tab, button):
     assert page.console_errors == []
 
 
+@pytest.mark.parametrize("tab, drawn, key", [("tokenizer", "span[title^='id ']", "Shift+Enter"),  # a two-line box
+                                             ("lm_head", ".js-plotly-plot", "Enter")])
+def test_an_empty_text_gets_one_plain_message(fresh, url, tab, drawn, key):
+    fresh.goto(url + f"?tab={tab}&model=tiny-gpt-char")
+    fresh.wait_for_selector(drawn + " >> visible=true", timeout=120_000)
+    settle(fresh)
+    box = fresh.locator("[role=tabpanel]:visible").first.locator("textarea").first
+    box.fill("   ")
+    box.press(key)
+    fresh.locator(".toast-body.error").first.wait_for(timeout=30_000)
+    settle(fresh)
+    toasts = error_toasts(fresh)  # the tokens and the BPE panel both need a text; one message says so
+    assert "".join(toasts).count("Type some text first: the input is empty.") == 1, toasts  # Gradio groups repeats
+    assert fresh.console_errors == []
+
+
 def test_a_cancelled_generation_leaves_the_kv_tab_usable(page):
     page.get_by_role("tab", name="KV cache").click()
     panel = page.locator("[role=tabpanel]:visible").first
