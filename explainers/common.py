@@ -158,8 +158,9 @@ def shared(maxsize: int = 32, key=lambda args: args):
 
 
 def _handler_key(args: tuple) -> tuple | None:
-    """A handler's arguments as a cache key: lists (a multi-select) become tuples; None when one cannot be a key."""
-    key = tuple(tuple(a) if isinstance(a, list) else a for a in args)
+    """A handler's arguments as a cache key: lists (a multi-select) become tuples, a progress bar (new for every
+    call) is left out; None when one cannot be a key."""
+    key = tuple(tuple(a) if isinstance(a, list) else a for a in args if not isinstance(a, gr.Progress))
     try:
         hash(key)
     except TypeError:

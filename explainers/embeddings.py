@@ -61,6 +61,9 @@ def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], tit
 def update_static(model_name: str, presets: list[str], custom: str, method: str, dims: str, neighbours, query: str,
                   progress=gr.Progress()):
     model = get_model(model_name)
+    unknown = [p for p in presets or [] if p not in PRESETS]
+    if unknown:
+        raise gr.Error(f"There is no word group '{unknown[0]}'; choose among {', '.join(PRESETS)}.")
     pairs = parse_groups(presets or [], as_text(custom)[:2000])
     if len(pairs) < 3:
         raise gr.Error("Pick at least one preset group or type three or more comma-separated words.")

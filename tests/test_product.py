@@ -185,7 +185,9 @@ def test_every_handler_answers_bad_input_with_a_plain_message(block_fn, caplog):
                 try:
                     call(block_fn, values)
                 except gr.Error as e:
-                    assert e.message and "Traceback" not in e.message and len(e.message) < 400
+                    # a sentence: not a bare key or value that escaped as a KeyError ('nope')
+                    assert " " in e.message.strip() and "Traceback" not in e.message and len(e.message) < 400, \
+                        (component.label, repr(bad)[:30], e.message)
                 except Exception as e:  # noqa: BLE001 - what escaped is the finding
                     bugs.append((component.label, repr(bad)[:30], repr(e)[:120]))
                 bugs += [(component.label, repr(bad)[:30], repr(r.exc_info[1])[:120]) for r in caplog.records]
@@ -212,6 +214,14 @@ def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
     finally:
         handle.remove()
         set_lecture(session("big"), False)
+
+
+def test_a_handler_with_a_progress_bar_is_remembered_too():
+    from explainers import embeddings
+    args = ("tiny-bert-word", ["numbers"], "apple, pear, plum", "PCA", "2D", 5, "king")
+    first = embeddings.update_static(*args, gr.Progress(), request=session("plain"))
+    again = embeddings.update_static(*args, gr.Progress(), request=session("plain"))
+    assert again[0] is first[0]  # a new progress bar per click is not a new question
 
 
 def figures_in(result) -> list:
