@@ -11,7 +11,7 @@ import torch
 from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
 from core import zoo
 from explainers import attention, causal_mask, embeddings, lm_head, moe, tokenizer
-from explainers.common import forget_answers
+from explainers.common import forget_answers, trace
 
 PROMPT = ("The bank is near the river bank, and every morning the old fisherman walks there "
           "to watch the boats come in before the sun rises over the quiet grey harbour.")
@@ -41,6 +41,7 @@ def main() -> None:
     def fresh(module, fn):
         def run():
             module._forward.cache_clear()
+            trace.cache_clear()  # the forward the attention and LM head tabs share
             return fn()
         return run
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from core.lens import stream, stream_names
 from core.model import HookedTransformer
 from core.positional import apply_rope, rope_cos_sin, rope_inv_freq
 
@@ -40,10 +41,9 @@ def hidden_states(model: HookedTransformer, ids: torch.Tensor) -> torch.Tensor:
 
     Row 0 is the embedding layer (token + position); row i the output of block i.
     """
-    names = [f"blocks.{i}.hook_resid_pre" for i in range(model.cfg.n_layers)]
-    names.append(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
+    names = stream_names(model.cfg.n_layers)
     _, cache = model.run_with_cache(ids.reshape(1, -1), names=names, logits=False)
-    return torch.stack([cache[n][0] for n in names])
+    return stream(cache, model.cfg.n_layers)[:, 0]
 
 
 def cosine_by_layer(states: torch.Tensor, i: int, j: int) -> list[float]:

@@ -15,6 +15,11 @@ def stream_names(n_layers: int) -> list[str]:
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
 
 
+def stream(cache: dict[str, torch.Tensor], n_layers: int) -> torch.Tensor:
+    """(L + 1, ...): the residual stream read from a cache that recorded stream_names(n_layers)."""
+    return torch.stack([cache[name] for name in stream_names(n_layers)])
+
+
 @torch.no_grad()
 def logit_lens(model: HookedTransformer, ids: torch.Tensor, k: int = 1) -> dict[str, torch.Tensor]:
     """ids (T,) -> top-k token ids and probabilities (L+1, T, k) per layer and position, and the

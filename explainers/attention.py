@@ -10,7 +10,8 @@ import torch
 from core.attention import Attention, kv_head_of, pattern_summary, repeat_kv, zero_heads
 from core.kv_cache import cache_bytes
 from explainers.common import (axis, clamp_setting, clean_text, code_panel, compare_figure, figure, friendly, get_model,
-                               grid, join_notes, linked, on, scale, prediction_position, range_sliders, remembered, shared, token_labels)
+                               grid, join_notes, linked, on, scale, prediction_position, range_sliders, remembered, shared,
+                               token_labels, trace)
 
 TITLE = "Attention heads"
 INTRO = r"""### Many heads, each looking at the text its own way
@@ -29,15 +30,11 @@ MAX_TOKENS = 32
 
 @shared(16)
 def _forward(model_name: str, ids: tuple[int, ...]) -> dict:
-    """One forward with every head's Q, K, V, pattern and z cached; sliders and head picks reuse it."""
+    """Every head's Q, K, V, pattern and z by layer, from the forward the tabs share; sliders and head picks reuse it."""
     model = get_model(model_name)
+    _, cache = trace(model_name, ids)
     rope = model.cfg.positions == "rope"
-    wanted = ("hook_rot_q", "hook_rot_k") if rope else ("hook_q", "hook_k")
-    wanted += ("hook_v", "hook_pattern", "hook_z")
-    _, cache = model.run_with_cache(torch.tensor([ids], device=model.device),
-                                         names=lambda n: n.endswith(wanted), logits=False)
-    L = model.cfg.n_layers
-    get = lambda hook: torch.stack([cache[f"blocks.{i}.attn.{hook}"][0].cpu() for i in range(L)])
+    get = lambda hook: torch.stack([cache[f"blocks.{i}.attn.{hook}"] for i in range(model.cfg.n_layers)])
     return {"q": get("hook_rot_q" if rope else "hook_q"), "k": get("hook_rot_k" if rope else "hook_k"),
             "v": get("hook_v"), "z": get("hook_z"),                       # (L, T, H|G, D)
             "pattern": get("hook_pattern")}                                # (L, H, T, T)

@@ -13,8 +13,10 @@ import unicodedata
 import gradio as gr
 import plotly.colors
 import plotly.graph_objects as go
+import torch
 
 from core import zoo
+from core.lens import stream_names
 
 log = logging.getLogger("explainer")
 MAX_CHARS = 2000
@@ -166,6 +168,19 @@ def _handler_key(args: tuple) -> tuple | None:
     except TypeError:
         return None
     return key
+
+
+@shared(4)
+def trace(model_name: str, ids: tuple[int, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward of these token ids for every tab that reads them (attention heads, LM head, embeddings), so a
+    text opened in another tab does not run the model again: the logits (T, V) and the hook values those tabs
+    draw (Q and K as the scores use them, V, patterns, z, the residual stream), batch dimension dropped."""
+    model = get_model(model_name)
+    qk = ("hook_rot_q", "hook_rot_k") if model.cfg.positions == "rope" else ("hook_q", "hook_k")
+    stream = set(stream_names(model.cfg.n_layers))
+    logits, cache = model.run_with_cache(torch.tensor([ids], device=model.device),
+                                         names=lambda n: n.endswith((*qk, "hook_v", "hook_pattern", "hook_z")) or n in stream)
+    return logits[0].float().cpu(), {name: value[0].cpu() for name, value in cache.items()}
 
 
 def remembered(fn):

@@ -7,11 +7,12 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from core.embeddings import cosine_by_layer, hidden_states, nearest_tokens, rope_scores, word_vectors
+from core.embeddings import cosine_by_layer, nearest_tokens, rope_scores, word_vectors
+from core.lens import stream
 from core.positional import sinusoidal_table
 from core.projection import METHODS, project, umap_ready
 from explainers.common import (as_text, clamp_setting, clean_text, code_panel, examples, figure, friendly, get_model,
-                               join_notes, linked, range_sliders, remembered, scale, shared)
+                               join_notes, linked, range_sliders, remembered, scale, shared, trace)
 
 TITLE = "Embeddings"
 INTRO = """### Embeddings: a vector for every token
@@ -122,9 +123,8 @@ def occurrence_tokens(tokens, text: str, word: str) -> tuple[int, int] | None:
 
 @shared(32)
 def _states(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
-    """Cached: moving the layer slider redraws without running the model again."""
-    model = get_model(model_name)
-    return hidden_states(model, torch.tensor(ids, device=model.device)).cpu()
+    """(L + 1, T, C) from the forward the tabs share: moving the layer slider redraws without running the model."""
+    return stream(trace(model_name, ids)[1], get_model(model_name).cfg.n_layers)
 
 
 @friendly
@@ -194,7 +194,7 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
     gr.Markdown("### Where is each token? Positional information")
     with gr.Row():
         sinus, learned, rope = gr.Plot(), gr.Plot(), gr.Plot()
-    code_panel(word_vectors, project, nearest_tokens, hidden_states, cosine_by_layer, sinusoidal_table, rope_scores)
+    code_panel(word_vectors, project, nearest_tokens, stream, cosine_by_layer, sinusoidal_table, rope_scores)
     linked("embeddings", groups=presets, words=custom, projection=method, dims=dims, neighbours=neighbours,
            query=query, text=text, word=word, layer=layer)
     static_inputs = [model_picker, presets, custom, method, dims, neighbours, query]

@@ -11,7 +11,7 @@ from core.lens import logit_lens
 from core.model import Unembed
 from core.sampling import SamplingSettings, draw, sample, stages
 from explainers.common import (clamp_setting, clean_text, code_panel, figure, friendly, get_model, grid, join_notes,
-                               linked, on, piece, prediction_position, remembered, shared)
+                               linked, on, piece, prediction_position, remembered, shared, trace)
 
 TITLE = "LM head & sampling"
 INTRO = r"""### From the last hidden state to the next token
@@ -31,10 +31,8 @@ STAGES = [("logits", "logits z"), ("temperature", "z / T"), ("top_k", "after top
 
 @shared(16)
 def _forward(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
-    """Logits (T, V) of one plain forward: moving a sampling slider re-filters these, never reruns the model."""
-    model = get_model(model_name)
-    with torch.no_grad():
-        return model(torch.tensor([ids], device=model.device))[0].float().cpu()
+    """Logits (T, V) of the forward the tabs share: moving a sampling slider re-filters these, never reruns the model."""
+    return trace(model_name, ids)[0]
 
 
 @shared(8)

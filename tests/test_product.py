@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 
 import gradio as gr
 import pytest
+import torch
 
 from explainers import overview
 from explainers.common import LINKS, lecture_on, set_lecture
@@ -214,6 +215,29 @@ def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
     finally:
         handle.remove()
         set_lecture(session("big"), False)
+
+
+def test_one_text_in_three_tabs_runs_the_model_once():
+    """Attention heads, LM head and embeddings read one shared forward of the same token ids, and it gives what
+    each of them computed on its own (the LM head a plain forward, the embeddings core.hidden_states)."""
+    from core.embeddings import hidden_states
+    from explainers import attention, embeddings, lm_head
+    from explainers.common import get_model
+    name, text = "tiny-gpt-char", "Seen in three tabs at once"
+    model = get_model(name)
+    runs = []
+    handle = model.embed.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        attention.update_head(name, text, 1, 0)
+        lm_head.update(name, text, -1, 1.0, 0, 1.0, 0, 100)
+        embeddings.update_contextual(name, text, 2, "")
+    finally:
+        handle.remove()
+    assert len(runs) == 1
+    ids = tuple(model.tokenizer.encode(text))
+    with torch.no_grad():
+        torch.testing.assert_close(lm_head._forward(name, ids), model(torch.tensor([ids]))[0])
+        torch.testing.assert_close(embeddings._states(name, ids), hidden_states(model, torch.tensor(ids)))
 
 
 def test_a_handler_with_a_progress_bar_is_remembered_too():
