@@ -147,7 +147,7 @@ def update_contextual(model_name: str, text: str, layer, word: str):
 def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0.0) -> go.Figure:
     return figure([dict(type="heatmap", z=z, colorscale=scale(colorscale), zmid=zmid)], title=dict(text=title),
                   xaxis=dict(title=dict(text=x_title)), yaxis=dict(title=dict(text=y_title)), height=380,
-                  margin=dict(l=10, r=10, t=50, b=10))
+                  margin=dict(l=10, r=10, t=70, b=10))
 
 
 @friendly
@@ -155,15 +155,16 @@ def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0
 def update_positional(model_name: str):
     model = get_model(model_name)
     cfg = model.cfg
-    sinus = heatmap(sinusoidal_table(64, 128).T.numpy(), "sinusoidal table: PE[pos, 2i] = sin(pos / 10000^(2i/C))",
+    sinus = heatmap(sinusoidal_table(64, 128).T.numpy(), "sinusoidal table<br>PE[pos, 2i] = sin(pos / 10000^(2i/C))",
                     "position", "dimension")
     if cfg.positions == "learned":
         table = model.pos_embed.weight[: min(cfg.n_ctx, 128)].detach().cpu().T.numpy()
-        learned = heatmap(table, f"{model_name}: learned position table (first {table.shape[1]} positions)", "position", "dimension")
+        learned = heatmap(table, f"{model_name}: learned position table<br>(first {table.shape[1]} positions)", "position", "dimension")
     else:
-        learned = figure([], title=dict(text=f"{model_name} has no learned position table ({cfg.positions})"), height=380)
+        learned = figure([], title=dict(text=f"{model_name} has no learned<br>position table ({cfg.positions})"), height=380,
+                         margin=dict(l=10, r=10, t=70, b=10))
     rope = rope_scores(cfg.d_head if cfg.positions == "rope" else 64, cfg.rope_theta, 32)
-    rope_fig = heatmap(rope.numpy(), "RoPE: q·k of one query at position m and one key at n (constant along diagonals)",
+    rope_fig = heatmap(rope.numpy(), "RoPE: q·k of a query at m and a key at n<br>(constant along each diagonal)",
                        "key position n", "query position m")
     return sinus, learned, rope_fig
 
