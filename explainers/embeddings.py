@@ -1,7 +1,6 @@
 """Embeddings tab: token vectors in 2D/3D, how context changes them, and how positions are encoded."""
 from __future__ import annotations
 
-
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go

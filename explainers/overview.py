@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 
 from core.device import describe
 from core.model import active_parameters, parameter_groups
-from explainers.common import code_panel, figure, friendly, get_model, shared
+from explainers.common import code_panel, figure, friendly, get_model, remembered
 
 TITLE = "Overview"
 INTRO = """A transformer turns text into **tokens**, each token into a vector (**embedding**), and
@@ -43,16 +43,12 @@ def parameters_figure(groups: dict[str, int]) -> go.Figure:
                   height=320, margin=dict(l=10, r=10, t=50, b=40), yaxis=dict(autorange="reversed"))
 
 
-@shared(8)
-def _overview(model_name: str) -> tuple[str, go.Figure]:
-    model = get_model(model_name)
-    return facts_markdown(model_facts(model)), parameters_figure(parameter_groups(model))
-
-
 @friendly
+@remembered
 def update(model_name: str, progress=gr.Progress()):
     progress(0, desc=f"Loading {model_name} (the first load of a model can take a while)")
-    return _overview(model_name)
+    model = get_model(model_name)
+    return facts_markdown(model_facts(model)), parameters_figure(parameter_groups(model))
 
 
 def build(model_picker: gr.Dropdown, on_load) -> None:
