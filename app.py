@@ -5,7 +5,6 @@ import argparse
 import os
 import socket
 import threading
-from contextlib import suppress
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -28,18 +27,25 @@ import torch  # noqa: E402
 from core import zoo  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
-from explainers import TABS, kv_cache, moe  # noqa: E402
-from explainers.common import LECTURE, LINKS, model_choices, unavailable_note  # noqa: E402
-from explainers.links import OnLoad, make_query, restore  # noqa: E402
+from explainers import TABS  # noqa: E402
+from explainers.inputs import model_choices, unavailable_note  # noqa: E402
+from explainers.links import make_query, restore  # noqa: E402
+from explainers.serving import Page  # noqa: E402
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blocks:
+    """The page: a model picker, lecture mode and deep links around one tab per module of explainers.TABS.
+
+    Model events share one queue group, as many at a time as there are cores (each uses all the cores' torch
+    threads; the Python half of one, building figures, runs while another's matrix products do). Generation
+    runs one at a time in its own group, so a long run never holds up the other tabs."""
     choices = model_choices()
     names = [name for _, name in choices]
     default = default_model if default_model in names else ("smollm2-135m" if "smollm2-135m" in names else names[0])
-    LECTURE["default"] = lecture
-    LINKS.clear()
-    on_load = OnLoad()
     with gr.Blocks(title="LLM internals, live") as demo:
         gr.Markdown("# LLM internals, live\nEvery picture is computed now by a real model running on "
                     f"**{describe(pick_device())}**.")
@@ -56,6 +62,7 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
         note = unavailable_note()
         if note:
             gr.Markdown(note)
+        page = Page(model_picker, lecture_box, limits={"model": min(cores(), 4), "generate": 1})
         current_tab = gr.State("overview")
         tab_ids = []
         with gr.Tabs() as tabs:
@@ -63,26 +70,28 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
                 tab_id = module.__name__.rsplit(".", 1)[-1]
                 tab_ids.append(tab_id)
                 with gr.Tab(module.TITLE, id=tab_id) as tab:
-                    module.build(model_picker, on_load)
+                    module.build(page)
                 tab.select(lambda tab_id=tab_id: tab_id, None, current_tab, queue=False)
-        links = dict(LINKS)  # this app's link settings (LINKS is refilled by the next build)
+        links = page.links
         link_inputs = {current_tab, model_picker, lecture_box, *links.values()}
 
         def link_query(values: dict) -> str:
             return make_query(values[current_tab], values[model_picker], values[lecture_box],
-                              {key: values[c] for key, c in links.items()})
+                              {key: values[c] for key, c in links.items()}, lecture)
 
-        def restored(text: str, request: gr.Request = None):
-            return restore(text, links, tab_ids, default, request)
+        def restored(text: str):
+            return restore(text, links, tab_ids, default, lecture)
 
         restoring = demo.load(restored, query, [tabs, current_tab, model_picker, lecture_box, link_note,
-                                                *links.values()], js="() => [window.location.search]")
+                                                *links.values()], js="() => [window.location.search]",
+                              concurrency_limit=None)
         restoring.then(None, lecture_box, None, js="(on) => { document.body.classList.toggle('lecture', on) }")
-        on_load.attach(restoring)
+        page.loaded.attach(restoring)
         link_button.click(link_query, link_inputs, query, queue=False).then(None, query, link_box, js=SHOW_LINK)
         # lecture mode changes every figure: reload this view with it switched
         lecture_box.input(link_query, link_inputs, query, queue=False).then(
             None, query, None, js="(q) => { window.location.search = q }")
+    demo.page = page  # its links and handlers, for tests and benchmarks
     return demo
 
 
@@ -105,29 +114,13 @@ def page_extras() -> dict:
     return dict(css=(WEB / "app.css").read_text(), head=f"<script>{script}</script>", allowed_paths=[str(plotly_js)])
 
 
-def share_the_cores(demo: gr.Blocks) -> gr.Blocks:
-    """Queue every model event in one group, as many at a time as there are cores (each uses all the cores'
-    torch threads; the Python half of a handler, building figures, runs while another's matrix products do).
-    Generation runs one at a time in its own group, so a long run never holds up the other tabs."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(cores)
-    for block_fn in demo.fns.values():
-        if block_fn.fn is not None and block_fn.queue:
-            long_run = block_fn.fn is kv_cache.run
-            block_fn.concurrency_id = "generate" if long_run else "model"
-            block_fn.concurrency_limit = 1 if long_run else min(cores, 4)
-    return demo.queue()
-
-
 def warm_up() -> None:
     """Start-up work in the background, so the first learners do not wait for it: UMAP's numba compile (~12 s of
-    CPU on first use) and tiny-moe's expert load over the held-out corpus (~1 s; every MoE tab update draws it)."""
+    CPU on first use) and each tab's own warm-up."""
     warm_umap()
-
-    def moe_load() -> None:
-        with suppress(Exception):  # a missing checkpoint is reported by the tab itself
-            moe.corpus_load("tiny-moe")
-    threading.Thread(target=moe_load, daemon=True, name="warm-moe").start()
+    for module in TABS:
+        if hasattr(module, "warm_up"):
+            threading.Thread(target=module.warm_up, daemon=True, name=f"warm-{module.__name__}").start()
 
 
 def main() -> None:
@@ -146,9 +139,10 @@ def main() -> None:
             parser.error(str(e))
     if args.model and args.model not in zoo.SPECS:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
+    torch.set_num_threads(cores())
     warm_up()
     demo = build_app(args.model, lecture=args.lecture)
-    share_the_cores(demo).launch(server_name=args.host, server_port=args.port, share=args.share, **page_extras())
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, **page_extras())
 
 
 if __name__ == "__main__":

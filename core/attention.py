@@ -12,13 +12,16 @@ pattern, the same maths runs in PyTorch's fused scaled_dot_product_attention.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.cache import act_name
 from core.config import ModelConfig
 from core.hooks import HookPoint
+from core.inputs import InputError
 from core.positional import alibi_bias, apply_rope
 
 
@@ -127,12 +130,12 @@ def mask_of_kind(kind: str, T: int, H: int, window: int = 3) -> torch.Tensor:
     elif kind == "ALiBi":
         return causal_mask(T, T)[None, None] + alibi_bias(H, T, T)
     else:
-        raise ValueError(f"unknown mask {kind!r}")
+        raise InputError(f"unknown mask {kind!r}")
     return mask[None, None]
 
 
 def head_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, head: int) -> dict:
-    """The stages of one head's attention, recomputed from cached q (T, H, D), k, v (S, G, D), mask.
+    """The stages of one head's attention, recomputed from cached q (T, H, D), k, v (S, G, D), mask (1|H, T, S).
 
     Returns (T, S) matrices qk, scaled, scores (mask added) and pattern, and z (T, D).
     """
@@ -140,7 +143,7 @@ def head_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     kv = head // (H // G)                                      # the K/V head this query head reads
     qk = q[:, head] @ k[:, kv].T                               # (T, S)
     scaled = qk / math.sqrt(D)
-    head_mask = mask[0, head if mask.shape[1] > 1 else 0]      # (T, S)
+    head_mask = mask[head if mask.shape[0] > 1 else 0]         # (T, S)
     scores = scaled + head_mask
     pattern = torch.softmax(scores, dim=-1)
     return {"qk": qk, "scaled": scaled, "mask": head_mask, "scores": scores, "pattern": pattern,
@@ -182,4 +185,27 @@ def zero_heads(heads) -> dict:
             z[:, :, chosen] = 0
             return z
         return fn
-    return {f"blocks.{layer}.attn.hook_z": zero(chosen) for layer, chosen in by_layer.items()}
+    return {act_name("z", layer): zero(chosen) for layer, chosen in by_layer.items()}
+
+
+@dataclass(frozen=True)
+class ZeroHeads:
+    """An intervention: the chosen (layer, head) outputs zeroed, for one call: `with ZeroHeads(((3, 4),)).apply(model)`."""
+    heads: tuple[tuple[int, int], ...]
+
+    def apply(self, model):
+        return model.hooks(zero_heads(self.heads))
+
+
+@dataclass(frozen=True)
+class MaskOverride:
+    """An intervention: every layer's mask replaced by one of another kind (mask_of_kind), for one call."""
+    kind: str
+    window: int = 3
+
+    def apply(self, model):
+        H = model.cfg.n_heads
+
+        def replace(mask, hook):                               # (1|B, 1|H, T, S) -> (1, 1|H, T, T)
+            return mask_of_kind(self.kind, mask.shape[-2], H, self.window).to(mask.device)
+        return model.hooks({act_name("mask", i): replace for i in range(model.cfg.n_layers)})

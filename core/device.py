@@ -6,25 +6,29 @@ import time
 
 import torch
 
+from core.inputs import InputError
+
+
+def available_devices() -> list[str]:
+    """The kinds of device torch can use here: always the CPU, then CUDA and Apple's MPS where present."""
+    mps = getattr(torch.backends, "mps", None)
+    return ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * bool(mps is not None and mps.is_available())
+
 
 def pick_device(name: str | None = None) -> torch.device:
     """The named device, else $EXPLAINER_DEVICE, else CUDA, then Apple MPS, then CPU."""
     name = name or os.environ.get("EXPLAINER_DEVICE") or None
+    found = available_devices()
     if name is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+        return torch.device("cuda" if "cuda" in found else found[-1])
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was asked for but no CUDA GPU is available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("MPS was asked for but this machine has no Apple GPU")
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {name!r}; use cpu, cuda or mps") from None
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or mps")
+        raise InputError(f"unknown device {name!r}; use cpu, cuda or mps")
+    if device.type not in found:
+        raise InputError(f"{device.type.upper()} was asked for but this machine has none; it has: {', '.join(found)}")
     return device
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.lens import stream, stream_names
+from core.cache import act_name, resid_names
+from core.inputs import InputError
 from core.model import HookedTransformer
 from core.positional import apply_rope, rope_cos_sin, rope_inv_freq
 
@@ -20,7 +21,7 @@ def word_vectors(model: HookedTransformer, words: list[str]) -> tuple[torch.Tens
     for word in words:
         ids = [t.id for t in model.tokenizer.tokens(prefix + word) if not t.special]
         if not ids:
-            raise ValueError(f"{word!r} has no tokens in this model's vocabulary")
+            raise InputError(f"{word!r} has no tokens in this model's vocabulary")
         vectors.append(model.embed.weight[ids].mean(0))
         counts.append(len(ids))
     return torch.stack(vectors), counts
@@ -41,9 +42,8 @@ def hidden_states(model: HookedTransformer, ids: torch.Tensor) -> torch.Tensor:
 
     Row 0 is the embedding layer (token + position); row i the output of block i.
     """
-    names = stream_names(model.cfg.n_layers)
-    _, cache = model.run_with_cache(ids.reshape(1, -1), names=names, logits=False)
-    return stream(cache, model.cfg.n_layers)[:, 0]
+    _, cache = model.run_with_cache(ids.reshape(1, -1), names=resid_names(model.cfg.n_layers), logits=False)
+    return cache.remove_batch_dim().accumulated_resid()
 
 
 def cosine_by_layer(states: torch.Tensor, i: int, j: int) -> list[float]:
@@ -74,12 +74,12 @@ def prefix_change(model: HookedTransformer, ids_a: list[int], ids_b: list[int]) 
     """
     shared = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b)) if a != b), min(len(ids_a), len(ids_b)))
     if shared == 0:
-        raise ValueError("the two texts differ from their first token; edit the end instead")
+        raise InputError("The two texts differ from their first token; edit the end instead.")
     # Both texts go through one batched forward, padded to one length after the edit (where a
     # causal model cannot see it): the shared rows then meet the same kernels with the same
     # shapes, so floating-point rounding cannot differ (MoE experts batch tokens by routing).
     T = max(len(ids_a), len(ids_b))
     ids = torch.tensor([list(x) + [x[-1]] * (T - len(x)) for x in (ids_a, ids_b)], device=model.device)
-    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    last = act_name("resid_post", model.cfg.n_layers - 1)
     out = model.run_with_cache(ids, names=[last], logits=False)[1][last][:, :shared]
     return shared, (out[0] - out[1]).abs().max().item()

@@ -12,19 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from core.data import mlm_mask, mlm_windows
+from core.cache import kinds
+from core.generation import generate
 from core.model import HookedTransformer
-from core.sampling import SamplingSettings, sample
+from core.sampling import SamplingSettings
 
 
-@torch.no_grad()
 def sample_text(model: HookedTransformer, prompt: str, n: int, settings: SamplingSettings, seed: int = 0) -> str:
-    """n new tokens, the context cropped to the model's window (the tutorials' generate loop)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.tensor([model.tokenizer.encode(prompt)])
-    for _ in range(n):
-        token = sample(model(ids[:, -model.cfg.n_ctx:])[:, -1], settings, g)
-        ids = torch.cat([ids, token[:, None]], dim=1)
-    return model.tokenizer.decode(ids[0, -n:].tolist())
+    """n new tokens, the model reading the last n_ctx tokens of the text (the tutorials' sampling loop)."""
+    ids = model.tokenizer.encode(prompt)
+    return model.tokenizer.decode(generate(model, ids, n, use_cache=False, settings=settings, seed=seed,
+                                           window=True).new_ids)
 
 
 def distinct_n(tokens: list, n: int) -> float:
@@ -87,13 +85,11 @@ def expert_choices(model: HookedTransformer, text: str) -> tuple[torch.Tensor, t
     data = torch.tensor(model.tokenizer.encode(text))
     T = model.cfg.n_ctx
     windows = data[: len(data) // T * T].view(-1, T) if len(data) >= T else data[None]
-    names = [f"blocks.{i}.moe.hook_expert_indices" for i in range(model.cfg.n_layers)]
-    chosen = [[] for _ in names]
+    chosen = []
     for batch in windows.split(64):
-        _, cache = model.run_with_cache(batch, names=names, logits=False)
-        for per_layer, name in zip(chosen, names):
-            per_layer.append(cache[name].reshape(-1, model.cfg.top_k))
-    return windows.reshape(-1), torch.stack([torch.cat(c) for c in chosen])
+        _, cache = model.run_with_cache(batch, names=kinds("expert_indices"), logits=False)
+        chosen.append(cache.stack("expert_indices").reshape(model.cfg.n_layers, -1, model.cfg.top_k))
+    return windows.reshape(-1), torch.cat(chosen, dim=1)
 
 
 def expert_load(indices: torch.Tensor, n_experts: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core.device import timed
+from core.inputs import InputError
 from core.kv_cache import KVCache
 from core.model import HookedTransformer
 from core.sampling import SamplingSettings, sample
@@ -27,23 +28,26 @@ class Generation:
 @torch.no_grad()
 def generate_steps(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool = True,
                    settings: SamplingSettings = SamplingSettings(temperature=0), seed: int | None = None,
-                   stop_ids: set[int] | None = None):
-    """Yield the growing Generation after every step, so a user interface can draw it live and stop it."""
+                   stop_ids: set[int] | None = None, window: bool = False):
+    """Yield the growing Generation after every step, so a user interface can draw it live and stop it.
+
+    Each step unembeds only the last position, the one it samples from. window=True (without a cache) lets the
+    text grow past the context, the model reading its last n_ctx tokens, as the tutorials' sampling loop does."""
     ids = torch.as_tensor(ids, device=model.device).reshape(1, -1)        # (1, T)
-    if ids.shape[1] + max_new_tokens > model.cfg.n_ctx:
-        raise ValueError(f"{ids.shape[1]} + {max_new_tokens} tokens exceed the context of {model.cfg.n_ctx}")
+    if ids.shape[1] + max_new_tokens > model.cfg.n_ctx and not (window and not use_cache):
+        raise InputError(f"{ids.shape[1]} + {max_new_tokens} tokens exceed the context of {model.cfg.n_ctx}")
     generator = torch.Generator(device=model.device).manual_seed(seed) if seed is not None else None
     out = Generation(prompt_ids=ids[0].tolist())
     cache = KVCache(model.cfg.n_layers) if use_cache else None
-    step_input = ids
+    step_input = ids[:, -model.cfg.n_ctx:]
     for _ in range(max_new_tokens):
-        logits, seconds = timed(lambda: model(step_input, kv_cache=cache)[:, -1], model.device)  # (1, V)
+        logits, seconds = timed(lambda: model(step_input, kv_cache=cache, last_only=True)[:, -1], model.device)  # (1, V)
         token = sample(logits, settings, generator)                      # (1,)
         out.new_ids.append(int(token))
         out.step_seconds.append(seconds)
         out.cache_bytes = cache.nbytes() if cache is not None else 0
         ids = torch.cat([ids, token[:, None]], dim=1)
-        step_input = token[:, None] if use_cache else ids                  # one token vs everything
+        step_input = token[:, None] if use_cache else ids[:, -model.cfg.n_ctx:]  # one token vs everything
         yield out
         if stop_ids and int(token) in stop_ids:
             return
@@ -51,13 +55,13 @@ def generate_steps(model: HookedTransformer, ids, max_new_tokens: int, use_cache
 
 def generate(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool = True,
              settings: SamplingSettings = SamplingSettings(temperature=0), seed: int | None = None,
-             stop_ids: set[int] | None = None, should_stop=None) -> Generation:
+             stop_ids: set[int] | None = None, should_stop=None, window: bool = False) -> Generation:
     """Append up to max_new_tokens tokens to ids (a list or (T,) tensor); greedy by default.
 
     `should_stop()` is polled after every step so a caller can cancel the run.
     """
     out = Generation(prompt_ids=torch.as_tensor(ids).reshape(-1).tolist())
-    for out in generate_steps(model, ids, max_new_tokens, use_cache, settings, seed, stop_ids):
+    for out in generate_steps(model, ids, max_new_tokens, use_cache, settings, seed, stop_ids, window):
         if should_stop is not None and should_stop():
             break
     return out

@@ -12,8 +12,10 @@ from torch import nn
 
 from core import hooks as hooklib
 from core.attention import Attention, build_mask
+from core.cache import ActivationCache
 from core.config import ModelConfig
 from core.hooks import HookPoint
+from core.inputs import InputError
 from core.kv_cache import KVCache
 from core.mlp import ACTIVATIONS, MLP
 from core.moe import MoE
@@ -143,9 +145,16 @@ class HookedTransformer(nn.Module):
         return self.embed.weight.device
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None) -> torch.Tensor:
-        """ids (B, T) -> logits (B, T, V), or final hidden states (B, T, C) for head 'none'."""
+                kv_cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """ids (B, T) -> logits (B, T, V), or final hidden states (B, T, C) for head 'none'.
+
+        last_only=True unembeds the last position only, (B, 1, V), as a generation loop needs: for SmolLM2 each
+        position costs 49,152 rows of the unembedding."""
         x = self.hidden(ids, attention_mask, kv_cache)
+        return self.head(x[:, -1:] if last_only else x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, T, C) -> logits (B, T, V); the states themselves for a model with no head."""
         return x if self.unembed is None else self.unembed(x, self.embed.weight)
 
     def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -156,7 +165,7 @@ class HookedTransformer(nn.Module):
         B, T = ids.shape
         past = len(kv_cache) if kv_cache is not None else 0
         if past + T > self.cfg.n_ctx:
-            raise ValueError(f"{past + T} tokens do not fit this model's context of {self.cfg.n_ctx}")
+            raise InputError(f"{past + T} tokens do not fit this model's context of {self.cfg.n_ctx}.")
         positions = torch.arange(past, past + T, device=ids.device)
         x = self.hook_embed(self.embed(self.hook_tokens(ids)))                   # (B, T, C)
         if self.pos_embed is not None:
@@ -177,8 +186,10 @@ class HookedTransformer(nn.Module):
         return hooklib.hooks(fns)
 
     @torch.no_grad()
-    def run_with_cache(self, ids: torch.Tensor, names=None, logits: bool = True, **kwargs) -> tuple[torch.Tensor, dict]:
-        """Forward pass that also returns {hook name: value} for the chosen hook points.
+    def run_with_cache(self, ids: torch.Tensor, names=None, logits: bool = True,
+                       **kwargs) -> tuple[torch.Tensor, ActivationCache]:
+        """Forward pass that also returns the values of the chosen hook points (all, a predicate such as
+        core.cache.kinds("pattern"), a name or a list of names) as an ActivationCache.
 
         logits=False returns the final hidden states instead (unembed.hook_out does not fire): a caller that reads
         only hook values skips the unembedding, a quarter of SmolLM2's forward on 32 tokens (49,152 rows a position)."""
@@ -189,7 +200,7 @@ class HookedTransformer(nn.Module):
 
         with self.hooks({n: save for n in hooklib.select(list(self.hook_points), names)}):
             out = self(ids, **kwargs) if logits else self.hidden(ids, **kwargs)
-        return out, cache
+        return out, ActivationCache(cache, self.cfg.n_layers)
 
 
 def _init_weights(module: nn.Module) -> None:

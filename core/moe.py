@@ -22,6 +22,7 @@ from torch import nn
 
 from core.config import ModelConfig
 from core.hooks import HookPoint
+from core.inputs import InputError
 from core.mlp import MLP
 
 
@@ -52,16 +53,20 @@ class Routing:
         k = self.top_k or 0
         usable = n_experts - len(self.disabled)
         if not 0 <= k <= n_experts:
-            raise ValueError(f"top-k must be between 1 and {n_experts} experts")
+            raise InputError(f"top-k must be between 1 and {n_experts} experts")
         if any(not 0 <= e < n_experts for e in self.disabled) or not (self.forced is None or 0 <= self.forced < n_experts):
-            raise ValueError(f"experts are numbered 0 to {n_experts - 1}")
+            raise InputError(f"experts are numbered 0 to {n_experts - 1}")
         if self.forced is not None and self.forced in self.disabled:
-            raise ValueError(f"expert {self.forced} cannot be both forced and disabled")
+            raise InputError(f"expert {self.forced} cannot be both forced and disabled")
         if usable < max(k, 1):
-            raise ValueError(f"only {usable} expert(s) left enabled, fewer than the {max(k, 1)} each token needs")
+            raise InputError(f"only {usable} expert(s) left enabled, fewer than the {max(k, 1)} each token needs")
         if not self.noise >= 0:
-            raise ValueError("the router noise must be 0 or more")
+            raise InputError("the router noise must be 0 or more")
         return self
+
+    def apply(self, model):
+        """As an intervention on a model: the `with` block routes this way."""
+        return routing(self)
 
 
 _ROUTING: contextvars.ContextVar[Routing | None] = contextvars.ContextVar("routing", default=None)

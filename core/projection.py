@@ -10,6 +10,8 @@ import threading
 
 import numpy as np
 
+from core.inputs import InputError
+
 METHODS = ("PCA", "t-SNE", "UMAP")
 
 
@@ -18,7 +20,7 @@ def project(X: np.ndarray, method: str = "PCA", dims: int = 2, neighbours: int =
     X = np.asarray(X, dtype=np.float32)
     N = X.shape[0]
     if N < 3:
-        raise ValueError("a projection needs at least 3 points")
+        raise InputError("a projection needs at least 3 points")
     if method == "PCA":
         from sklearn.decomposition import PCA
         return PCA(n_components=min(dims, N, X.shape[1]), random_state=seed).fit_transform(X)
@@ -30,7 +32,7 @@ def project(X: np.ndarray, method: str = "PCA", dims: int = 2, neighbours: int =
         import umap
         return umap.UMAP(n_components=dims, n_neighbors=int(min(max(neighbours, 2), N - 1)),
                          random_state=seed, n_jobs=1).fit_transform(X)
-    raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
+    raise InputError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
 
 
 _umap_ready = threading.Event()

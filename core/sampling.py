@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.inputs import InputError
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -20,11 +22,11 @@ class SamplingSettings:
 
     def check(self) -> "SamplingSettings":
         if not self.temperature >= 0:
-            raise ValueError(f"temperature must be 0 or more, got {self.temperature}")
+            raise InputError(f"temperature must be 0 or more, got {self.temperature}")
         if self.top_k < 0:
-            raise ValueError(f"top-k must be 0 (off) or a positive count, got {self.top_k}")
+            raise InputError(f"top-k must be 0 (off) or a positive count, got {self.top_k}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
+            raise InputError(f"top-p must be in (0, 1], got {self.top_p}")
         return self
 
 

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.device import pick_device
+from core.inputs import InputError
 from core.model import HookedTransformer
 from core.tokenizers import HFTokenizer, load_simple
 
@@ -28,7 +29,7 @@ CONVERT_VERSION = 1  # bump when conversion changes, to invalidate cached conver
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class MissingSource(RuntimeError):
+class MissingSource(InputError):
     """A model's weights are not installed; the message says what to install."""
 
 
@@ -174,8 +175,8 @@ def available() -> dict[str, str | None]:
 
 def load(name: str, device: str | torch.device | None = None) -> HookedTransformer:
     """The named model on the device (default: CUDA, then MPS, then CPU), loaded once and shared."""
-    if name not in SPECS:
-        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(SPECS)}")
+    if not isinstance(name, str) or name not in SPECS:
+        raise InputError(f"There is no model {name!r}; choose one of {', '.join(SPECS)}.")
     device = pick_device(device) if not isinstance(device, torch.device) else device
     key = (name, str(device))
     if key in _loaded:

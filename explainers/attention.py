@@ -7,11 +7,13 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
-from core.attention import Attention, kv_head_of, pattern_summary, repeat_kv, zero_heads
+from core.attention import Attention, ZeroHeads, kv_head_of, pattern_summary, repeat_kv, zero_heads
+from core.inputs import InputError, text_to_tokens
 from core.kv_cache import cache_bytes
-from explainers.common import (axis, clamp_setting, clean_text, code_panel, compare_figure, figure, friendly, get_model,
-                               grid, join_notes, linked, on, scale, prediction_position, range_sliders, remembered, shared,
-                               token_labels, trace)
+from explainers.activations import prediction_position, run
+from explainers.figures import axis, compare_figure, figure, grid, on, scale, token_labels
+from explainers.inputs import clamp_setting, get_model, join_notes
+from explainers.widgets import code_panel
 
 TITLE = "Attention heads"
 INTRO = r"""### Many heads, each looking at the text its own way
@@ -26,26 +28,6 @@ related words. **Grouped-query attention** (SmolLM2) lets several query heads sh
 head, which shrinks the KV cache. **Ablation** zeroes a head's output and shows what the model then predicts."""
 
 MAX_TOKENS = 32
-
-
-@shared(16)
-def _forward(model_name: str, ids: tuple[int, ...]) -> dict:
-    """Every head's Q, K, V, pattern and z by layer, from the forward the tabs share; sliders and head picks reuse it."""
-    model = get_model(model_name)
-    _, cache = trace(model_name, ids)
-    rope = model.cfg.positions == "rope"
-    get = lambda hook: torch.stack([cache[f"blocks.{i}.attn.{hook}"] for i in range(model.cfg.n_layers)])
-    return {"q": get("hook_rot_q" if rope else "hook_q"), "k": get("hook_rot_k" if rope else "hook_k"),
-            "v": get("hook_v"), "z": get("hook_z"),                       # (L, T, H|G, D)
-            "pattern": get("hook_pattern")}                                # (L, H, T, T)
-
-
-@shared(32)
-def _ablated(model_name: str, ids: tuple[int, ...], heads: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    """Logits (T, V) with the chosen heads' outputs zeroed through hook_z."""
-    model = get_model(model_name)
-    with torch.no_grad(), model.hooks(zero_heads(heads)):
-        return model(torch.tensor([ids], device=model.device))[0].cpu()
 
 
 def _grid_shape(n: int) -> tuple[int, int]:
@@ -166,16 +148,9 @@ def gqa_figure(cfg) -> go.Figure:
     return figure([sharing, bytes_bar], **layout, height=max(260, 40 * G + 160), margin=dict(l=10, r=10, t=50, b=10))
 
 
-def _prepare(model_name: str, text: str):
+def _tokens(model_name: str, text: str):
     model = get_model(model_name)
-    text, notice = clean_text(text, max_chars=600)
-    tokens = model.tokenizer.tokens(text)[: model.cfg.n_ctx]
-    if len(tokens) > MAX_TOKENS:
-        notice = join_notes(notice, f"Showing the first {MAX_TOKENS} of {len(tokens)} tokens.")
-        tokens = tokens[:MAX_TOKENS]
-    if not tokens:
-        raise gr.Error("The model's tokenizer found no tokens in this text; try some words.")
-    return model, tokens, notice
+    return (model, *text_to_tokens(model, text, MAX_TOKENS))
 
 
 def _layer_head(model, layer, head):
@@ -184,12 +159,12 @@ def _layer_head(model, layer, head):
     return layer, head, join_notes(note_layer, note_head)
 
 
-def head_choices(model_name: str) -> list[str]:
-    try:
-        cfg = get_model(model_name).cfg
-    except gr.Error:
-        return []
-    return [f"L{layer} H{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
+def fit_widgets(model_name: str, chosen=()):
+    """Layer and head sliders and the heads to zero, fitted to the model (keeping chosen heads it has)."""
+    cfg = get_model(model_name).cfg
+    choices = [f"L{layer} H{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
+    return (gr.Slider(maximum=cfg.n_layers - 1), gr.Slider(maximum=cfg.n_heads - 1),
+            gr.Dropdown(choices=choices, value=[c for c in chosen or () if c in choices]))
 
 
 def parse_heads(chosen, cfg) -> tuple[tuple[int, int], ...]:
@@ -199,42 +174,39 @@ def parse_heads(chosen, cfg) -> tuple[tuple[int, int], ...]:
         try:
             layer, head = (int(part[1:]) for part in str(label).split())
         except ValueError:
-            raise gr.Error(f"'{label}' is not a head; pick heads like 'L0 H1' from the list.") from None
+            raise InputError(f"'{label}' is not a head; pick heads like 'L0 H1' from the list.") from None
         if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
-            raise gr.Error(f"'{label}' is not in this model: it has {cfg.n_layers} layers of {cfg.n_heads} heads.")
+            raise InputError(f"'{label}' is not in this model: it has {cfg.n_layers} layers of {cfg.n_heads} heads.")
         pairs.add((layer, head))
     return tuple(sorted(pairs))
 
 
-@friendly
-@remembered
 def update_head(model_name: str, text: str, layer, head):
-    """Layer overview and head detail: cached forward, no model run when only the sliders move."""
-    model, tokens, notice = _prepare(model_name, text)
+    """One layer's heads, one head's pattern and its Q, K, V and z, read from the shared forward."""
+    model, tokens, notice = _tokens(model_name, text)
     layer, head, note = _layer_head(model, layer, head)
-    cache = _forward(model_name, tuple(t.id for t in tokens))
+    cache = run(model_name, tuple(t.id for t in tokens)).cache
     labels = token_labels(tokens)
     kv = kv_head_of(model.cfg.n_heads, model.cfg.n_kv_heads)[head]
     rope = model.cfg.positions == "rope"
-    return (layer_figure(cache["pattern"][layer], labels, layer),
-            head_figure(cache["pattern"][layer, head], labels, layer, head),
-            qkvz_figure(cache["q"][layer, :, head], cache["k"][layer, :, kv], cache["v"][layer, :, kv],
-                        cache["z"][layer, :, head], labels, head, kv, rope),
+    q, k = cache["rot_q" if rope else "q", layer], cache["rot_k" if rope else "k", layer]    # (T, H|G, D)
+    pattern = cache["pattern", layer]                                                         # (H, T, T)
+    return (layer_figure(pattern, labels, layer), head_figure(pattern[head], labels, layer, head),
+            qkvz_figure(q[:, head], k[:, kv], cache["v", layer][:, kv], cache["z", layer][:, head], labels, head, kv,
+                        rope),
             join_notes(notice, note))
 
 
-@friendly
-@remembered
 def update_ablation(model_name: str, text: str, chosen):
-    model, tokens, _ = _prepare(model_name, text)
+    model, tokens, _ = _tokens(model_name, text)
     if model.unembed is None:
         return None, (f"**{model_name}** has no output head (it gives sentence embeddings), so there are no "
                       "next-token probabilities to compare. Pick a decoder such as smollm2-135m.")
     heads = parse_heads(chosen, model.cfg)
     ids = tuple(t.id for t in tokens)
     position = prediction_position(model, ids)
-    before = _ablated(model_name, ids, ())[position].softmax(-1)           # same code path as "after"
-    after = _ablated(model_name, ids, heads)[position].softmax(-1)
+    before = run(model_name, ids).logits[position].softmax(-1)
+    after = run(model_name, ids, ZeroHeads(heads) if heads else None).logits[position].softmax(-1)
     label = f"position {position} ('{tokens[position].piece}')"
     if not heads:
         note = "No head zeroed: the two sides are identical. Pick heads above to remove them."
@@ -246,17 +218,14 @@ def update_ablation(model_name: str, text: str, chosen):
                           "after zeroing the chosen heads"), note
 
 
-@friendly
-@remembered
 def update_all(model_name: str, text: str, layer, head, chosen):
-    model, tokens, _ = _prepare(model_name, text)
-    cache = _forward(model_name, tuple(t.id for t in tokens))
-    layer_fig, head_fig, qkvz_fig, notice = update_head(model_name, text, layer, head)
-    return (layer_fig, head_fig, qkvz_fig, notice, grid_figure(cache["pattern"]),
-            summary_figure(pattern_summary(cache["pattern"])), gqa_figure(model.cfg), *update_ablation(model_name, text, chosen))
+    model, tokens, _ = _tokens(model_name, text)
+    patterns = run(model_name, tuple(t.id for t in tokens)).cache.stack("pattern")             # (L, H, T, T)
+    return (*update_head(model_name, text, layer, head), grid_figure(patterns),
+            summary_figure(pattern_summary(patterns)), gqa_figure(model.cfg), *update_ablation(model_name, text, chosen))
 
 
-def build(model_picker: gr.Dropdown, on_load) -> None:
+def build(page) -> None:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text", value="The cat sat on the mat because the cat was tired")
     ex = gr.Examples([["The cat sat on the mat because the cat was tired"],
@@ -280,21 +249,13 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
     gr.Markdown("### Grouped-query attention")
     gqa_plot = gr.Plot()
     code_panel(Attention.forward, repeat_kv, pattern_summary, zero_heads, kv_head_of, cache_bytes)
-    linked("attention", text=text, layer=layer, head=head, ablate=chosen)
-    all_inputs = [model_picker, text, layer, head, chosen]
+    page.link("attention", text=text, layer=layer, head=head, ablate=chosen)
+    all_inputs = [page.model, text, layer, head, chosen]
     all_outputs = [layer_plot, head_plot, qkvz_plot, notice, grid_plot, summary_plot, gqa_plot,
                    ablation_plot, ablation_note]
-    ex.load_input_event.then(update_all, all_inputs, all_outputs)
-    text.submit(update_all, all_inputs, all_outputs)
-    for trigger in (layer.release, head.release):
-        trigger(update_head, [model_picker, text, layer, head], [layer_plot, head_plot, qkvz_plot, notice])
-    chosen.input(update_ablation, [model_picker, text, chosen], [ablation_plot, ablation_note])
-
-    def fit_heads(model_name, chosen=()):
-        choices = head_choices(model_name)
-        return gr.Dropdown(choices=choices, value=[c for c in chosen or () if c in choices])
-
-    for event in (model_picker.input, on_load):
-        event(range_sliders, model_picker, [layer, head])
-    model_picker.input(fit_heads, model_picker, chosen).then(update_all, all_inputs, all_outputs)
-    on_load(fit_heads, [model_picker, chosen], chosen).then(update_all, all_inputs, all_outputs)  # keeps a link's
+    page.on([text.submit, ex.load_input_event], update_all, all_inputs, all_outputs)
+    page.on([layer.release, head.release], update_head, [page.model, text, layer, head],
+            [layer_plot, head_plot, qkvz_plot, notice])
+    page.on([chosen.input], update_ablation, [page.model, text, chosen], [ablation_plot, ablation_note])
+    page.on([page.model.input, page.loaded], fit_widgets, [page.model, chosen], [layer, head, chosen],  # keeps a link's
+            remember=False).then(update_all, all_inputs, all_outputs)

@@ -6,10 +6,14 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
-from core.attention import Attention, build_mask, head_steps, left_pad, mask_of_kind
+from core.attention import Attention, MaskOverride, build_mask, head_steps, left_pad, mask_of_kind
+from core.cache import act_name
 from core.embeddings import prefix_change
-from explainers.common import (clamp_setting, clean_text, code_panel, examples, figure, friendly, get_model, grid,
-                               join_notes, linked, on, range_sliders, remembered, scale, shared, token_labels)
+from core.inputs import InputError, clean_text, text_to_tokens
+from explainers.activations import run
+from explainers.figures import figure, grid, on, scale, token_labels
+from explainers.inputs import clamp_setting, get_model, join_notes
+from explainers.widgets import code_panel, fit_sliders
 
 TITLE = "Causal mask"
 INTRO = r"""### Masked self-attention, one step at a time
@@ -27,28 +31,14 @@ MASKS = ["model's own", "causal", "bidirectional", "sliding window", "ALiBi"]
 STEPS = [("qk", "Q·Kᵀ"), ("scaled", "÷ √d_k"), ("scores", "+ mask"), ("pattern", "softmax")]
 
 
-@shared(32)
-def _forward(model_name: str, ids: tuple[int, ...], mask: str, window: int) -> dict:
-    """Cached forward with the hooks this tab reads; a slider that only picks a head reuses it."""
-    model = get_model(model_name)
-    x = torch.tensor([ids], device=model.device)
+MAX_TOKENS = 24
+
+
+def compute_steps(model, cache, layer: int, head: int) -> dict:
+    """One head's stages from a recorded forward (batch dimension removed)."""
     rope = model.cfg.positions == "rope"
-    wanted = ("hook_rot_q", "hook_rot_k") if rope else ("hook_q", "hook_k")
-    wanted += ("hook_v", "hook_mask", "hook_attn_scores", "hook_pattern", "hook_z")
-    replace = {}
-    if mask != "model's own":
-        override = mask_of_kind(mask, len(ids), model.cfg.n_heads, window).to(model.device)
-        replace = {f"blocks.{i}.attn.hook_mask": (lambda m, hook: override) for i in range(model.cfg.n_layers)}
-    with model.hooks(replace):
-        _, cache = model.run_with_cache(x, names=lambda n: n.endswith(wanted), logits=False)
-    return {k: v[0].cpu() if not k.endswith("hook_mask") else v.cpu() for k, v in cache.items()}
-
-
-def compute_steps(model, cache: dict, layer: int, head: int) -> dict:
-    p = f"blocks.{layer}.attn."
-    q = cache[p + ("hook_rot_q" if model.cfg.positions == "rope" else "hook_q")]
-    k = cache[p + ("hook_rot_k" if model.cfg.positions == "rope" else "hook_k")]
-    return head_steps(q, k, cache[p + "hook_v"], cache[p + "hook_mask"], head)
+    q, k = cache["rot_q" if rope else "q", layer], cache["rot_k" if rope else "k", layer]
+    return head_steps(q, k, cache["v", layer], cache["mask", layer], head)
 
 
 def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
@@ -71,21 +61,16 @@ def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
 
 
 
-@friendly
-@remembered
 def update(model_name: str, text: str, layer, head, mask: str, window):
     model = get_model(model_name)
-    text, notice = clean_text(text, max_chars=400)
-    tokens = model.tokenizer.tokens(text)
-    if len(tokens) > 24:
-        notice = (notice + " " if notice else "") + f"Showing the first 24 of {len(tokens)} tokens."
-        tokens = tokens[:24]
+    tokens, notice = text_to_tokens(model, text, MAX_TOKENS)
     layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
     head, note_head = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
     if mask not in MASKS:
-        raise gr.Error(f"Choose a mask among: {', '.join(MASKS)}.")
+        raise InputError(f"Choose a mask among: {', '.join(MASKS)}.")
     window, note_window = clamp_setting("window", window, 1, 64)
-    cache = _forward(model_name, tuple(t.id for t in tokens), mask, window)
+    change = None if mask == "model's own" else MaskOverride(mask, window)
+    cache = run(model_name, tuple(t.id for t in tokens), change).cache
     labels = token_labels(tokens)
     fig = steps_figure(compute_steps(model, cache, layer, head), labels)
     return fig, join_notes(notice, note_layer, note_head, note_window)
@@ -98,24 +83,20 @@ def padding_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.F
                   yaxis=dict(autorange="reversed"))
 
 
-@friendly
-@remembered
 def update_padding(model_name: str, long_text: str, short_text: str, layer, head):
     model = get_model(model_name)
-    long_text, _ = clean_text(long_text, max_chars=300)
-    short_text, _ = clean_text(short_text, max_chars=300)
     layer, _ = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
     head, _ = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
-    a, b = (model.tokenizer.encode(t)[:24] for t in (long_text, short_text))
-    if len(b) > len(a):
-        a, b = b, a
+    longer, shorter = sorted((text_to_tokens(model, t, MAX_TOKENS)[0] for t in (long_text, short_text)), key=len,
+                             reverse=True)
+    a, b = [t.id for t in longer], [t.id for t in shorter]
     pad = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
     ids, attention_mask = left_pad([a, b], pad)
-    _, cache = model.run_with_cache(ids.to(model.device), names=f"blocks.{layer}.attn.hook_pattern", logits=False,
+    _, cache = model.run_with_cache(ids.to(model.device), names=act_name("pattern", layer), logits=False,
                                     attention_mask=attention_mask.to(model.device))
-    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][1, head].cpu()
+    pattern = cache["pattern", layer][1, head].cpu()
     pattern[: len(a) - len(b)] = float("nan")  # padded queries' outputs are never used: drawn blank
-    labels = ["[pad]"] * (len(a) - len(b)) + [p.piece for p in model.tokenizer.tokens(short_text)][: len(b)]
+    labels = ["[pad]"] * (len(a) - len(b)) + [t.piece for t in shorter]
     labels = [f"{i}:{p}" for i, p in enumerate(labels)]
     return padding_figure(pattern, labels, f"the shorter prompt in a batch of two: its {len(a) - len(b)} padded keys get weight 0")
 
@@ -130,17 +111,15 @@ def verdict(diff: float, cfg) -> str:
     return "changed"
 
 
-@friendly
-@remembered
 def update_causality(model_name: str, text: str, edited: str):
-    text, _ = clean_text(text, max_chars=400)
-    edited, _ = clean_text(edited, max_chars=400)
+    text, _ = clean_text(text)
+    edited, _ = clean_text(edited)
     rows = []
     names = [model_name] + [n for n in ("minilm-l6", "smollm2-135m") if n != model_name]
     for name in names:
         try:
             model = get_model(name)
-        except gr.Error:
+        except InputError:  # not installed here
             continue
         tok = model.tokenizer
         shared, diff = prefix_change(model, tok.encode(text)[: model.cfg.n_ctx], tok.encode(edited)[: model.cfg.n_ctx])
@@ -149,7 +128,7 @@ def update_causality(model_name: str, text: str, edited: str):
     return rows
 
 
-def build(model_picker: gr.Dropdown, on_load) -> None:
+def build(page) -> None:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text", value="Your journey starts with one step")
     with gr.Row():
@@ -159,8 +138,7 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
         window = gr.Slider(1, 16, value=3, step=1, label="Sliding window width")
     notice = gr.Markdown()
     steps_plot = gr.Plot()
-    examples([["Your journey starts with one step"], ["The cat sat on the mat"]], [text], update,
-             [model_picker, text, layer, head, mask, window], [steps_plot, notice])
+    ex = gr.Examples([["Your journey starts with one step"], ["The cat sat on the mat"]], [text])
     gr.Markdown("### Padding: two prompts of different length in one batch")
     with gr.Row():
         long_text = gr.Textbox(label="Longer prompt", value="The cat sat on the warm mat by the door")
@@ -174,17 +152,14 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
     causality = gr.Dataframe(headers=["model", "attention", "shared tokens", "max difference", "earlier outputs"],
                              interactive=False)
     code_panel(Attention.forward, build_mask, head_steps, mask_of_kind, left_pad, prefix_change)
-    linked("causal_mask", text=text, layer=layer, head=head, mask=mask, window=window)
-    inputs = [model_picker, text, layer, head, mask, window]
-    for trigger in (text.submit, layer.release, head.release, mask.change, window.release):
-        trigger(update, inputs, [steps_plot, notice])
-    pad_inputs = [model_picker, long_text, short_text, layer, head]
-    for trigger in (long_text.submit, short_text.submit):
-        trigger(update_padding, pad_inputs, padding_plot)
-    for trigger in (original.submit, edited.submit):
-        trigger(update_causality, [model_picker, original, edited], causality)
-    for event in (model_picker.input, on_load):
-        event(range_sliders, model_picker, [layer, head])
-        event(update, inputs, [steps_plot, notice])
-        event(update_padding, pad_inputs, padding_plot)
-        event(update_causality, [model_picker, original, edited], causality)
+    page.link("causal_mask", text=text, layer=layer, head=head, mask=mask, window=window)
+    inputs = [page.model, text, layer, head, mask, window]
+    page.on([text.submit, layer.release, head.release, mask.change, window.release, ex.load_input_event], update,
+            inputs, [steps_plot, notice])
+    pad_inputs = [page.model, long_text, short_text, layer, head]
+    page.on([long_text.submit, short_text.submit, page.model.input, page.loaded], update_padding, pad_inputs,
+            padding_plot)
+    page.on([original.submit, edited.submit, page.model.input, page.loaded], update_causality,
+            [page.model, original, edited], causality)
+    page.on([page.model.input, page.loaded], fit_sliders, page.model, [layer, head], remember=False).then(
+        update, inputs, [steps_plot, notice])

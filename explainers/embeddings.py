@@ -7,11 +7,14 @@ import plotly.graph_objects as go
 import torch
 
 from core.embeddings import cosine_by_layer, nearest_tokens, rope_scores, word_vectors
-from core.lens import stream
+from core.cache import ActivationCache
+from core.inputs import InputError, clean_text, text_to_tokens
 from core.positional import sinusoidal_table
 from core.projection import METHODS, project, umap_ready
-from explainers.common import (as_text, clamp_setting, clean_text, code_panel, examples, figure, friendly, get_model,
-                               join_notes, linked, range_sliders, remembered, scale, shared, trace)
+from explainers.activations import run
+from explainers.figures import figure, scale
+from explainers.inputs import as_text, clamp_setting, get_model, join_notes
+from explainers.widgets import code_panel, fit_sliders
 
 TITLE = "Embeddings"
 INTRO = """### Embeddings: a vector for every token
@@ -56,22 +59,20 @@ def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], tit
                   legend=dict(title=dict(text="group")))
 
 
-@friendly
-@remembered
 def update_static(model_name: str, presets: list[str], custom: str, method: str, dims: str, neighbours, query: str,
                   progress=gr.Progress()):
     model = get_model(model_name)
     unknown = [p for p in presets or [] if p not in PRESETS]
     if unknown:
-        raise gr.Error(f"There is no word group '{unknown[0]}'; choose among {', '.join(PRESETS)}.")
+        raise InputError(f"There is no word group '{unknown[0]}'; choose among {', '.join(PRESETS)}.")
     pairs = parse_groups(presets or [], as_text(custom)[:2000])
     if len(pairs) < 3:
-        raise gr.Error("Pick at least one preset group or type three or more comma-separated words.")
+        raise InputError("Pick at least one preset group or type three or more comma-separated words.")
     neighbours, _ = clamp_setting("neighbours", neighbours, 2, 50)
     if len(pairs) > 300:
-        raise gr.Error("At most 300 words at once, please.")
+        raise InputError("At most 300 words at once, please.")
     if method not in METHODS:
-        raise gr.Error(f"Choose a projection among {', '.join(METHODS)}.")
+        raise InputError(f"Choose a projection among {', '.join(METHODS)}.")
     if method == "UMAP" and not umap_ready():
         progress(0, desc="UMAP is compiling its code the first time it runs (about 15 s)")
     words = [w for w, _ in pairs]
@@ -120,25 +121,16 @@ def occurrence_tokens(tokens, text: str, word: str) -> tuple[int, int] | None:
     return (ends[0], ends[1]) if len(ends) == 2 and ends[0] != ends[1] else None
 
 
-@shared(32)
-def _states(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
-    """(L + 1, T, C) from the forward the tabs share: moving the layer slider redraws without running the model."""
-    return stream(trace(model_name, ids)[1], get_model(model_name).cfg.n_layers)
-
-
-@friendly
-@remembered
 def update_contextual(model_name: str, text: str, layer, word: str):
     model = get_model(model_name)
-    text, notice = clean_text(text, max_chars=600)
-    tokens = model.tokenizer.tokens(text)[: model.cfg.n_ctx]
+    tokens, notice = text_to_tokens(model, text)
     if len(tokens) < 3:
-        raise gr.Error("Type a sentence of at least three tokens.")
-    states = _states(model_name, tuple(t.id for t in tokens))
+        raise InputError("Type a sentence of at least three tokens.")
+    states = run(model_name, tuple(t.id for t in tokens)).cache.accumulated_resid()      # (L + 1, T, C)
     layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers)
     pieces = [t.piece for t in tokens]
     word = as_text(word).strip()
-    pair = occurrence_tokens(tokens, text, word)
+    pair = occurrence_tokens(tokens, clean_text(text)[0], word)  # token offsets are into the cleaned text
     missing = "" if pair or not word else f"'{word}' does not occur twice in the text."
     return (*contextual_figures(states, pieces, layer, pair), join_notes(notice, note_layer, missing))
 
@@ -149,8 +141,6 @@ def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0
                   margin=dict(l=10, r=10, t=70, b=10))
 
 
-@friendly
-@remembered
 def update_positional(model_name: str):
     model = get_model(model_name)
     cfg = model.cfg
@@ -168,7 +158,7 @@ def update_positional(model_name: str):
     return sinus, learned, rope_fig
 
 
-def build(model_picker: gr.Dropdown, on_load) -> None:
+def build(page) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
         presets = gr.CheckboxGroup(list(PRESETS), value=["animals", "numbers", "countries"], label="Word groups")
@@ -189,22 +179,21 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
     context_note = gr.Markdown()
     with gr.Row():
         context_plot, cosine_plot = gr.Plot(), gr.Plot()
-    examples([["The bank is near the river bank.", "bank"], ["Your journey starts with one step, one step at a time.", "step"]],
-             [text, word], update_contextual, [model_picker, text, layer, word], [context_plot, cosine_plot, context_note])
+    ex = gr.Examples([["The bank is near the river bank.", "bank"],
+                      ["Your journey starts with one step, one step at a time.", "step"]], [text, word])
     gr.Markdown("### Where is each token? Positional information")
     with gr.Row():
         sinus, learned, rope = gr.Plot(), gr.Plot(), gr.Plot()
-    code_panel(word_vectors, project, nearest_tokens, stream, cosine_by_layer, sinusoidal_table, rope_scores)
-    linked("embeddings", groups=presets, words=custom, projection=method, dims=dims, neighbours=neighbours,
-           query=query, text=text, word=word, layer=layer)
-    static_inputs = [model_picker, presets, custom, method, dims, neighbours, query]
-    for trigger in (presets.change, method.change, dims.change, neighbours.release, custom.submit, query.submit):
-        trigger(update_static, static_inputs, [static_plot, near])
-    context_inputs = [model_picker, text, layer, word]
-    for trigger in (text.submit, word.submit, layer.release):
-        trigger(update_contextual, context_inputs, [context_plot, cosine_plot, context_note])
-    for event in (model_picker.input, on_load):
-        event(lambda name: range_sliders(name, blocks_plus_one=True)[0], model_picker, layer)
-        event(update_static, static_inputs, [static_plot, near])
-        event(update_contextual, context_inputs, [context_plot, cosine_plot, context_note])
-        event(update_positional, model_picker, [sinus, learned, rope])
+    code_panel(word_vectors, project, nearest_tokens, ActivationCache.accumulated_resid, cosine_by_layer,
+               sinusoidal_table, rope_scores)
+    page.link("embeddings", groups=presets, words=custom, projection=method, dims=dims, neighbours=neighbours,
+              query=query, text=text, word=word, layer=layer)
+    static_inputs = [page.model, presets, custom, method, dims, neighbours, query]
+    context_inputs = [page.model, text, layer, word]
+    page.on([presets.change, method.change, dims.change, neighbours.release, custom.submit, query.submit,
+             page.model.input, page.loaded], update_static, static_inputs, [static_plot, near])
+    page.on([text.submit, word.submit, layer.release, ex.load_input_event], update_contextual, context_inputs,
+            [context_plot, cosine_plot, context_note])
+    page.on([page.model.input, page.loaded], lambda name: fit_sliders(name, blocks_plus_one=True)[0], page.model,
+            layer, remember=False).then(update_contextual, context_inputs, [context_plot, cosine_plot, context_note])
+    page.on([page.model.input, page.loaded], update_positional, page.model, [sinus, learned, rope])

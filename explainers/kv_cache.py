@@ -8,11 +8,13 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
-from core.device import describe, pick_device
+from core.device import available_devices, describe, pick_device
 from core.generation import generate_steps, median_slope
+from core.inputs import InputError, text_to_tokens
 from core.kv_cache import KVCache, cache_bytes
-from explainers.common import (clamp_setting, clean_text, code_panel, figure, friendly, get_model, grid, join_notes,
-                               linked, on, remembered)
+from explainers.figures import figure, grid, on
+from explainers.inputs import clamp_setting, get_model, join_notes
+from explainers.widgets import code_panel
 
 TITLE = "KV cache"
 INTRO = r"""### Why generation keeps a cache of keys and values
@@ -28,21 +30,6 @@ A warm-up forward runs first and is not timed; step 0 includes the prompt and is
 out of the per-token figures. On a GPU every step is synchronised before the clock stops."""
 
 REFRESH_SECONDS = 1.0  # live redraws: each costs the browser ~0.25 s of main thread on 2 busy cores
-_STOPS: dict[str, threading.Event] = {}  # session -> "stop" flag of its running generation
-
-
-def _session(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "local"
-
-
-def devices() -> list[str]:
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        found.append("mps")
-    return found
 
 
 def timing_figure(runs: dict, prompt_len: int) -> go.Figure:
@@ -111,41 +98,41 @@ def summary_markdown(device, runs: dict, tokens_same: bool | None, text: str, n_
 
 
 def _check(model_name: str, text: str, n_new, device_name: str):
-    try:
-        device = pick_device(device_name or "cpu")
-    except ValueError as e:
-        raise gr.Error(f"{e}. This machine has: {', '.join(devices())}.") from None
+    device = pick_device(device_name or "cpu")
     model = get_model(model_name, str(device))
     if not model.cfg.causal or model.unembed is None:
-        raise gr.Error(f"{model_name} does not generate text (it is an encoder). Pick a decoder such as smollm2-135m.")
-    text, notice = clean_text(text, max_chars=2000)
-    prompt = model.tokenizer.encode(text)
-    if not prompt:
-        raise gr.Error("The model's tokenizer found no tokens in this prompt; try some words.")
+        raise InputError(f"{model_name} does not generate text (it is an encoder). Pick a decoder such as smollm2-135m.")
+    tokens, notice = text_to_tokens(model, text)
+    prompt = [t.id for t in tokens]
     room = model.cfg.n_ctx - len(prompt)
     if room < 1:
-        raise gr.Error(f"The prompt has {len(prompt)} tokens and fills this model's context of {model.cfg.n_ctx}; "
-                       "shorten it.")
+        raise InputError(f"The prompt has {len(prompt)} tokens and fills this model's context of {model.cfg.n_ctx}; "
+                         "shorten it.")
     try:
         wanted = int(float(n_new))
     except (TypeError, ValueError, OverflowError):
-        raise gr.Error("The number of new tokens must be a whole number.") from None
+        raise InputError("The number of new tokens must be a whole number.") from None
     if wanted < 1:
-        raise gr.Error("Generate at least 1 new token.")
+        raise InputError("Generate at least 1 new token.")
     if wanted > room:
-        raise gr.Error(f"The prompt has {len(prompt)} tokens and the context holds {model.cfg.n_ctx}, "
-                       f"so at most {room} new tokens fit; asked for {wanted}.")
+        raise InputError(f"The prompt has {len(prompt)} tokens and the context holds {model.cfg.n_ctx}, "
+                         f"so at most {room} new tokens fit; asked for {wanted}.")
     n_new, _ = clamp_setting("number of new tokens", wanted, 1, 512)
     return model, device, prompt, n_new, join_notes(notice, "" if wanted <= 512 else "At most 512 new tokens.")
 
 
-@friendly
-def run(model_name: str, text: str, n_new, device_name: str, request: gr.Request = None):
+def new_stop_flag() -> threading.Event:
+    """This session's flag for the run about to start: Cancel sets it, and so does Gradio when it drops the
+    session's state (the page was closed)."""
+    return threading.Event()
+
+
+def run(model_name: str, text: str, n_new, device_name: str, stop: threading.Event | None = None):
     """A generator: yields (timing plot, memory plot, summary) every REFRESH_SECONDS, so the page updates live
     (the summary line is the progress report; a progress bar per step would cost the browser more than the plot).
-    Cancel sets this session's stop flag; the loop checks it after every step and reports what it measured."""
+    The loop checks this session's stop flag after every step and reports what it measured."""
     model, device, prompt, n_new, notice = _check(model_name, text, n_new, device_name)
-    stop = _STOPS[_session(request)] = threading.Event()
+    stop = stop if isinstance(stop, threading.Event) else threading.Event()
     with torch.no_grad():  # warm-up: first calls allocate and pick kernels; keep that out of the timings
         model(torch.tensor([prompt], device=model.device))
     runs, last = {}, 0.0
@@ -169,35 +156,34 @@ def run(model_name: str, text: str, n_new, device_name: str, request: gr.Request
            join_notes(notice, summary_markdown(device, runs, same, generated, len(prompt))))
 
 
-def cancel(request: gr.Request = None) -> None:
-    if (stop := _STOPS.get(_session(request))) is not None:
+def cancel(stop) -> None:
+    if isinstance(stop, threading.Event):
         stop.set()
 
 
-@friendly
-@remembered
 def memory_only(model_name: str):
     model = get_model(model_name)
     return memory_figure(model.cfg, 0, 0)
 
 
-def build(model_picker: gr.Dropdown, on_load) -> None:
+def build(page) -> None:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Prompt", value="The history of the printing press begins")
     with gr.Row():
         n_new = gr.Slider(1, 512, value=64, step=1, label="New tokens N")
-        device = gr.Dropdown(devices(), value=str(pick_device().type), label="Device")
+        device = gr.Dropdown(available_devices(), value=str(pick_device().type), label="Device")
         start = gr.Button("Generate both ways", variant="primary")
         stop = gr.Button("Cancel")
     summary = gr.Markdown()
     timing_plot = gr.Plot()
     memory_plot = gr.Plot()
     code_panel(generate_steps, KVCache.append, cache_bytes, median_slope)
-    linked("kv_cache", text=text, n=n_new, device=device)
+    page.link("kv_cache", text=text, n=n_new, device=device)
     gr.Examples([["The history of the printing press begins", 32], ["Once upon a time", 128]], [text, n_new])
-    start.click(run, [model_picker, text, n_new, device], [timing_plot, memory_plot, summary])
+    stop_flag = gr.State(None, delete_callback=cancel)  # per session; Gradio drops it some time after the page closes
+    start.click(new_stop_flag, None, stop_flag, queue=False).then(
+        **page.event(run, [page.model, text, n_new, device, stop_flag], [timing_plot, memory_plot, summary],
+                     remember=False, group="generate"))
     # not Gradio's cancels=: a yield already in flight could then overwrite the message; the run reports it
-    stop.click(cancel, None, None, queue=False)
-    for trigger in (model_picker.input, on_load):
-        trigger(memory_only, model_picker, memory_plot)
-
+    stop.click(cancel, stop_flag, None, queue=False)
+    page.on([page.model.input, page.loaded], memory_only, page.model, memory_plot)

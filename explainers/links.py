@@ -1,7 +1,7 @@
 """Deep links: the page's query string restores the tab, the model, lecture mode and the tab's settings.
 
 A link looks like `?tab=attention&model=smollm2-135m&text=The+cat&layer=3&head=2`. Each tab registers
-the settings a link carries with `common.linked(tab, key=component)`; a setting that does not fit its
+the settings a link carries with `page.link(tab, key=component)`; a setting that does not fit its
 widget is left at its default and named in a note, never an error.
 """
 from __future__ import annotations
@@ -11,28 +11,8 @@ from urllib.parse import parse_qs, urlencode
 
 import gradio as gr
 
-from explainers.common import LECTURE, MAX_CHARS, model_choices, set_lecture, strip_controls
-
-
-class OnLoad:
-    """What a tab's build() gets to run handlers at page load: they run once the link has been restored.
-
-    Tabs are built before the restore event exists (it needs their widgets as outputs), so calls are
-    recorded, `.then` chains included, and attached to that event afterwards."""
-
-    def __init__(self):
-        self.steps: list[tuple] = []
-
-    def __call__(self, fn, inputs=None, outputs=None) -> OnLoad:
-        child = OnLoad()
-        self.steps.append((fn, inputs, outputs, child))
-        return child
-
-    then = __call__
-
-    def attach(self, event) -> None:
-        for fn, inputs, outputs, child in self.steps:
-            child.attach(event.then(fn, inputs, outputs))
+from core.inputs import MAX_CHARS, strip_controls
+from explainers.inputs import model_choices
 
 
 def _choices(component) -> list:
@@ -78,8 +58,7 @@ def link_text(value) -> str:
     return "" if value is None else str(value)
 
 
-def restore(query: str, links: dict, tab_ids: list[str], default_model: str,
-            request: gr.Request | None = None) -> tuple:
+def restore(query: str, links: dict, tab_ids: list[str], default_model: str, lecture_default: bool = False) -> tuple:
     """Updates for (tabs, current tab, model picker, lecture box, note, *links) from a query string."""
     params = {k: v[-1] for k, v in parse_qs(str(query or "").lstrip("?"), keep_blank_values=True).items()}
     problems = []
@@ -92,14 +71,13 @@ def restore(query: str, links: dict, tab_ids: list[str], default_model: str,
     if model is not None and model not in names:
         problems.append(f"model {model!r} is not available here (choose one of {', '.join(names)})")
         model = None
-    lecture = LECTURE["default"]
+    lecture = lecture_default
     if "lecture" in params:
         raw = params.pop("lecture")
         if raw in ("0", "1"):
             lecture = raw == "1"
         else:
             problems.append("lecture must be 0 or 1")
-    set_lecture(request, lecture)
     values = {}
     for key, raw in params.items():
         component = links.get(f"{tab}.{key}")
@@ -122,10 +100,10 @@ def as_update(component, value):
     return value
 
 
-def make_query(tab: str, model: str, lecture: bool, values: dict[str, object]) -> str:
+def make_query(tab: str, model: str, lecture: bool, values: dict[str, object], lecture_default: bool = False) -> str:
     """The query string of a link to this view: the tab, the model and that tab's settings."""
     params = {"tab": tab, "model": model}
-    if bool(lecture) != LECTURE["default"]:
+    if bool(lecture) != lecture_default:
         params["lecture"] = "1" if lecture else "0"
     prefix = f"{tab}."
     params.update({k[len(prefix):]: link_text(v) for k, v in values.items() if k.startswith(prefix)})

@@ -7,11 +7,14 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
+from core.inputs import InputError, text_to_tokens
 from core.lens import logit_lens
 from core.model import Unembed
 from core.sampling import SamplingSettings, draw, sample, stages
-from explainers.common import (clamp_setting, clean_text, code_panel, figure, friendly, get_model, grid, join_notes,
-                               linked, on, piece, prediction_position, remembered, shared, trace)
+from explainers.activations import prediction_position, run
+from explainers.figures import figure, grid, on, piece
+from explainers.inputs import clamp_setting, get_model, join_notes
+from explainers.widgets import code_panel
 
 TITLE = "LM head & sampling"
 INTRO = r"""### From the last hidden state to the next token
@@ -29,30 +32,18 @@ LENS_TOKENS = 32  # the lens reads the last 32 tokens at most: wider heatmaps st
 STAGES = [("logits", "logits z"), ("temperature", "z / T"), ("top_k", "after top-k"), ("top_p", "after top-p")]
 
 
-@shared(16)
-def _forward(model_name: str, ids: tuple[int, ...]) -> torch.Tensor:
-    """Logits (T, V) of the forward the tabs share: moving a sampling slider re-filters these, never reruns the model."""
-    return trace(model_name, ids)[0]
-
-
-@shared(8)
-def _lens(model_name: str, ids: tuple[int, ...]) -> dict:
-    model = get_model(model_name)
-    return logit_lens(model, torch.tensor(ids))
-
-
 def check_settings(model, temperature, top_k, top_p, seed) -> tuple[SamplingSettings, int, str]:
     """Plain-sentence refusals for settings no sampler accepts; top-k above the vocabulary is clamped."""
     try:
         temperature, top_p = float(temperature), float(top_p)
     except (TypeError, ValueError):
-        raise gr.Error("Temperature and top-p must be numbers.") from None
+        raise InputError("Temperature and top-p must be numbers.") from None
     if not math.isfinite(temperature) or temperature < 0:
-        raise gr.Error("Temperature must be 0 (always the most likely token) or more; negative values have no meaning.")
+        raise InputError("Temperature must be 0 (always the most likely token) or more; negative values have no meaning.")
     if temperature > 10:
-        raise gr.Error("Temperature above 10 makes every token about equally likely; use 0 to 10.")
+        raise InputError("Temperature above 10 makes every token about equally likely; use 0 to 10.")
     if not (0 < top_p <= 1):
-        raise gr.Error("Top-p must be above 0 and at most 1: with p = 0 no token could be drawn. Use 1 to switch it off.")
+        raise InputError("Top-p must be above 0 and at most 1: with p = 0 no token could be drawn. Use 1 to switch it off.")
     V = model.cfg.vocab_size
     top_k, note = clamp_setting("top-k", top_k, 0, V)
     if note:
@@ -126,18 +117,13 @@ def lens_figure(lens: dict, tokenizer, labels: list[str]) -> go.Figure:
 
 
 def _prepare(model_name: str, text: str):
+    """The model, the text's token ids (the last ones, where the prediction is read) and a notice."""
     model = get_model(model_name)
     if model.unembed is None:
-        raise gr.Error(f"{model_name} has no output head (it gives sentence embeddings), so it predicts no "
-                       "tokens. Pick a decoder such as smollm2-135m, or tiny-bert-word to fill in [MASK].")
-    text, notice = clean_text(text, max_chars=600)
-    ids = model.tokenizer.encode(text)
-    if not ids:
-        raise gr.Error("The model's tokenizer found no tokens in this text; try some words.")
-    if len(ids) > model.cfg.n_ctx:
-        notice = join_notes(notice, f"Used the last {model.cfg.n_ctx} of {len(ids)} tokens (the model's context).")
-        ids = ids[-model.cfg.n_ctx:]
-    return model, ids, notice
+        raise InputError(f"{model_name} has no output head (it gives sentence embeddings), so it predicts no "
+                         "tokens. Pick a decoder such as smollm2-135m, or tiny-bert-word to fill in [MASK].")
+    tokens, notice = text_to_tokens(model, text, keep="last")
+    return model, [t.id for t in tokens], notice
 
 
 def _position(model, ids, position) -> tuple[int, str]:
@@ -146,14 +132,12 @@ def _position(model, ids, position) -> tuple[int, str]:
     return (prediction_position(model, ids), "") if position == -1 else (position, "")
 
 
-@friendly
-@remembered
 def update(model_name: str, text: str, position, temperature, top_k, top_p, seed, n_draws):
     model, ids, notice = _prepare(model_name, text)
     settings, seed, note = check_settings(model, temperature, top_k, top_p, seed)
     n_draws, note_n = clamp_setting("number of draws", n_draws, 1, 100_000)
     pos, _ = _position(model, ids, position)
-    st = stages(_forward(model_name, tuple(ids))[pos], settings)
+    st = stages(run(model_name, tuple(ids)).logits[pos], settings)
     counts = draw(st["probs"], n_draws, seed)
     tv = 0.5 * (counts.float() / n_draws - st["probs"]).abs().sum().item()
     current = model.tokenizer.readable(ids[pos])
@@ -165,16 +149,15 @@ def update(model_name: str, text: str, position, temperature, top_k, top_p, seed
             lab_figure(st["probs"], counts, model.tokenizer), lab_note)
 
 
-@friendly
-@remembered
 def update_lens(model_name: str, text: str):
-    model, ids, notice = _prepare(model_name, text)
-    ids = ids[-LENS_TOKENS:]
-    labels = [f"{i}:{piece(model.tokenizer, t)}" for i, t in enumerate(ids)]
-    return lens_figure(_lens(model_name, tuple(ids)), model.tokenizer, labels)
+    """The logit lens over the last LENS_TOKENS positions of the forward the LM head reads."""
+    model, ids, _ = _prepare(model_name, text)
+    stream = run(model_name, tuple(ids)).cache.accumulated_resid()[:, -LENS_TOKENS:]    # (L+1, T, C)
+    first = len(ids) - stream.shape[1]
+    labels = [f"{first + i}:{piece(model.tokenizer, t)}" for i, t in enumerate(ids[first:])]
+    return lens_figure(logit_lens(model, stream), model.tokenizer, labels)
 
 
-@friendly
 def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, state):
     """Draw one token with the current settings and append it (or fill the [MASK] for a masked LM)."""
     model, ids, notice = _prepare(model_name, text)
@@ -184,14 +167,14 @@ def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, stat
     ids = list(state["ids"])
     if model.cfg.causal:
         if len(ids) >= model.cfg.n_ctx:
-            raise gr.Error(f"The context is full ({model.cfg.n_ctx} tokens); shorten the text to go on.")
+            raise InputError(f"The context is full ({model.cfg.n_ctx} tokens); shorten the text to go on.")
         pos = len(ids) - 1
     else:
         mask_id = getattr(model.tokenizer, "mask_id", None)
         if mask_id not in ids:
-            raise gr.Error("A masked language model fills in blanks: type [MASK] where a word should go.")
+            raise InputError("A masked language model fills in blanks: type [MASK] where a word should go.")
         pos = ids.index(mask_id)
-    logits = _forward(model_name, tuple(ids))[pos]
+    logits = run(model_name, tuple(ids)).logits[pos]
     st = stages(logits, settings)
     step = len(state["rows"])
     token = int(sample(logits, settings, torch.Generator().manual_seed(seed + step)))  # seed + step: reproducible
@@ -208,7 +191,7 @@ def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, stat
     return new_text, rows, {"model": model_name, "text": new_text, "ids": ids, "rows": rows}
 
 
-def build(model_picker: gr.Dropdown, on_load) -> None:
+def build(page) -> None:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text", value="The cat sat on the")
     with gr.Row():
@@ -236,20 +219,16 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
                 "unembedding, as if the model stopped there. The last row is the model's own prediction.")
     lens_plot = gr.Plot()
     code_panel(Unembed.forward, stages, sample, draw, logit_lens)
-    linked("lm_head", text=text, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, position=position,
-           draws=n_draws)
-    inputs = [model_picker, text, position, temperature, top_k, top_p, seed, n_draws]
+    page.link("lm_head", text=text, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, position=position,
+              draws=n_draws)
+    inputs = [page.model, text, position, temperature, top_k, top_p, seed, n_draws]
     outputs = [stages_plot, notice, lab_plot, lab_note]
-    ex.load_input_event.then(update, inputs, outputs).then(update_lens, [model_picker, text], lens_plot)
-    for trigger in (temperature.release, top_p.release, top_k.submit, seed.submit, position.release, n_draws.release):
-        trigger(update, inputs, outputs)
+    page.on([temperature.release, top_p.release, top_k.submit, seed.submit, position.release, n_draws.release],
+            update, inputs, outputs)
     # the lens follows a new text once the update has taken it: an empty text gets one message, not two
-    text.submit(update, inputs, outputs).success(update_lens, [model_picker, text], lens_plot)
-    for trigger in (model_picker.input, on_load):
-        trigger(update_lens, [model_picker, text], lens_plot)
-    for event in (model_picker.input, on_load):
-        event(update, inputs, outputs)
-    step_button.click(next_token, [model_picker, text, temperature, top_k, top_p, seed, state],
-                      [text, steps, state]).then(update, inputs, outputs).then(update_lens, [model_picker, text],
-                                                                               lens_plot)
-    reset_button.click(lambda: (None, None), None, [steps, state])
+    page.on([text.submit, ex.load_input_event, page.model.input, page.loaded], update, inputs, outputs).success(
+        update_lens, [page.model, text], lens_plot)
+    page.on([step_button.click], next_token, [page.model, text, temperature, top_k, top_p, seed, state],
+            [text, steps, state], remember=False).then(update, inputs, outputs).then(update_lens, [page.model, text],
+                                                                                    lens_plot)
+    reset_button.click(lambda: (None, None), None, [steps, state], queue=False)

@@ -1,18 +1,21 @@
 """MoE routing tab: which experts each token uses, the router's choice in detail, load, and live re-routing."""
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import gradio as gr
 import plotly.graph_objects as go
 import torch
 
+from core import zoo
 from core.data import corpus_split
 from core.evaluation import expert_choices, expert_load
+from core.inputs import InputError, text_to_tokens
 from core.model import active_parameters
 from core.moe import MoE, Routing, load_balancing_loss, route, routing
-from explainers.common import (SAFE_COLOURS, chips_html, clamp_setting, clean_text, code_panel, compare_figure, figure,
-                               friendly, get_model, grid, join_notes, linked, on, remembered, scale, shared, token_labels)
+from explainers.activations import run
+from explainers.figures import SAFE_COLOURS, chips_html, compare_figure, figure, grid, on, scale, token_labels
+from explainers.inputs import clamp_setting, get_model, join_notes
+from explainers.serving import shared
+from explainers.widgets import code_panel
 
 TITLE = "MoE routing"
 INTRO = r"""### Mixture of experts: a router picks a few FFNs per token
@@ -39,25 +42,26 @@ def moe_model(model_name: str):
     return get_model("tiny-moe"), "tiny-moe", f"{model_name} has no experts, so this tab shows **tiny-moe**."
 
 
-@shared(32)
-def _forward(name: str, ids: tuple[int, ...], change: Routing | None) -> dict:
-    """Router logits, chosen experts and weights of every layer (L, T, ...), and the last position's logits."""
-    model = get_model(name)
-    wanted = ("hook_router_logits", "hook_expert_weights", "hook_expert_indices")
-    with routing(change) if change else nullcontext():
-        logits, cache = model.run_with_cache(torch.tensor([ids], device=model.device),
-                                             names=lambda n: n.endswith(wanted))
-    get = lambda hook: torch.stack([cache[f"blocks.{i}.moe.{hook}"][0].cpu() for i in range(model.cfg.n_layers)])
-    return {"router_logits": get("hook_router_logits"), "weights": get("hook_expert_weights"),
-            "indices": get("hook_expert_indices"), "next": logits[0, -1].float().cpu()}
+def routing_of(model_name: str, ids: tuple[int, ...], change: Routing | None) -> dict:
+    """Router logits, chosen experts and weights of every layer (L, T, ...), and the last position's logits,
+    from the shared forward with this routing."""
+    recorded = run(model_name, ids, change)
+    return {"router_logits": recorded.cache.stack("router_logits"), "weights": recorded.cache.stack("expert_weights"),
+            "indices": recorded.cache.stack("expert_indices"), "next": recorded.logits[-1]}
 
 
-@shared(4)
+@shared(4)  # a property of the model, computed once
 def corpus_load(name: str) -> torch.Tensor:
     """(L, E) share of routing slots per expert on the first 20,000 held-out characters."""
     model = get_model(name)
     _, indices = expert_choices(model, corpus_split()[1][:SAMPLE_CHARS])
     return expert_load(indices, model.cfg.n_experts)
+
+
+def warm_up() -> None:
+    """Start-up work: tiny-moe's expert load over the corpus (every update of this tab draws it)."""
+    if zoo.available()["tiny-moe"] is None:
+        corpus_load("tiny-moe")
 
 
 def _colourscale(E: int) -> list:
@@ -145,40 +149,33 @@ def parse_routing(cfg, top_k, noise, seed, disabled, forced) -> tuple[Routing | 
     try:
         noise = float(noise)
     except (TypeError, ValueError):
-        raise gr.Error("The router noise must be a number (0 switches it off).") from None
+        raise InputError("The router noise must be a number (0 switches it off).") from None
     if not 0 <= noise <= 10:
-        raise gr.Error("The router noise must be between 0 (off) and 10.")
+        raise InputError("The router noise must be between 0 (off) and 10.")
     try:
         off = frozenset(int(str(e).lstrip("e")) for e in disabled or [])
         force = None if forced in (None, "", "none") else int(str(forced).lstrip("e"))
     except ValueError:
-        raise gr.Error("Pick experts from the lists (e0, e1, ...).") from None
+        raise InputError("Pick experts from the lists (e0, e1, ...).") from None
     change = Routing(top_k=top_k, noise=noise, seed=seed, disabled=off, forced=force)
     if change == Routing(top_k=cfg.top_k, seed=seed):
         return None, join_notes(note_k, note_seed)
     try:
         return change.check(cfg.n_experts), join_notes(note_k, note_seed)
-    except ValueError as e:
-        raise gr.Error(f"This routing cannot run: {e}.") from None
+    except InputError as e:
+        raise InputError(f"This routing cannot run: {e}.") from None
 
 
-@friendly
-@remembered
 def update(model_name: str, text: str, layer, position, top_k, noise, seed, disabled, forced):
     model, name, note_model = moe_model(model_name)
     cfg = model.cfg
-    text, notice = clean_text(text, max_chars=400)
-    tokens = model.tokenizer.tokens(text)[: min(MAX_TOKENS, cfg.n_ctx)]
-    if len(model.tokenizer.tokens(text)) > len(tokens):
-        notice = join_notes(notice, f"Showing the first {len(tokens)} tokens.")
-    if not tokens:
-        raise gr.Error("The model's tokenizer found no tokens in this text; try some words.")
+    tokens, notice = text_to_tokens(model, text, MAX_TOKENS)
     layer, note_layer = clamp_setting("layer", layer, 0, cfg.n_layers - 1)
     position, note_pos = clamp_setting("position", position, -1, len(tokens) - 1)
     position = len(tokens) - 1 if position == -1 else position
     change, note_routing = parse_routing(cfg, top_k, noise, seed, disabled, forced)
     ids = tuple(t.id for t in tokens)
-    own, cache = _forward(name, ids, None), _forward(name, ids, change)
+    own, cache = routing_of(name, ids, None), routing_of(name, ids, change)
     labels = token_labels(tokens)
     router = router_figure(cache["router_logits"][layer, position], cache["indices"][layer, position],
                            cache["weights"][layer, position], f"layer {layer}, token {labels[position]}")
@@ -202,11 +199,7 @@ def update(model_name: str, text: str, layer, position, top_k, noise, seed, disa
 
 def expert_widgets(model_name: str, disabled=(), forced="none", top_k=None):
     """Expert pickers and sliders fitted to the model the tab shows, keeping the given choices that fit it."""
-    try:
-        model, _, _ = moe_model(model_name)
-    except gr.Error:
-        return gr.CheckboxGroup(), gr.Dropdown(), gr.Slider(), gr.Slider()
-    cfg = model.cfg
+    cfg = moe_model(model_name)[0].cfg
     names = [f"e{e}" for e in range(cfg.n_experts)]
     top_k = top_k if isinstance(top_k, (int, float)) and 1 <= top_k <= cfg.n_experts else cfg.top_k
     return (gr.CheckboxGroup(choices=names, value=[e for e in disabled or () if e in names]),
@@ -214,7 +207,7 @@ def expert_widgets(model_name: str, disabled=(), forced="none", top_k=None):
             gr.Slider(maximum=cfg.n_experts, value=top_k), gr.Slider(maximum=cfg.n_layers - 1))
 
 
-def build(model_picker: gr.Dropdown, on_load) -> None:
+def build(page) -> None:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text", value="ROMEO:\nBut, soft! what light through yonder window breaks?")
     ex = gr.Examples([["ROMEO:\nBut, soft! what light through yonder window breaks?"],
@@ -240,15 +233,11 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
     effect_note = gr.Markdown()
     effect_plot = gr.Plot()
     code_panel(MoE.forward, route, load_balancing_loss, expert_load, routing)
-    linked("moe", text=text, layer=layer, position=position, top_k=top_k, noise=noise, seed=seed, disable=disabled,
-           force=forced)
-    inputs = [model_picker, text, layer, position, top_k, noise, seed, disabled, forced]
+    page.link("moe", text=text, layer=layer, position=position, top_k=top_k, noise=noise, seed=seed, disable=disabled,
+              force=forced)
+    inputs = [page.model, text, layer, position, top_k, noise, seed, disabled, forced]
     outputs = [choices_plot, coloured, router_plot, load_plot, stats, effect_plot, effect_note, notice]
-    ex.load_input_event.then(update, inputs, outputs)
-    for trigger in (text.submit, layer.release, position.release, top_k.release, noise.release, seed.submit,
-                    disabled.input, forced.input):
-        trigger(update, inputs, outputs)
-    widgets = [disabled, forced, top_k, layer]
-    model_picker.input(expert_widgets, model_picker, widgets).then(update, inputs, outputs)
-    on_load(expert_widgets, [model_picker, disabled, forced, top_k], widgets).then(update, inputs, outputs)  # keeps a link's
-
+    page.on([text.submit, layer.release, position.release, top_k.release, noise.release, seed.submit, disabled.input,
+             forced.input, ex.load_input_event], update, inputs, outputs)
+    page.on([page.model.input, page.loaded], expert_widgets, [page.model, disabled, forced, top_k],  # keeps a link's
+            [disabled, forced, top_k, layer], remember=False).then(update, inputs, outputs)

@@ -6,7 +6,9 @@ import plotly.graph_objects as go
 
 from core.device import describe
 from core.model import active_parameters, parameter_groups
-from explainers.common import code_panel, figure, friendly, get_model, remembered
+from explainers.figures import figure
+from explainers.inputs import get_model
+from explainers.widgets import code_panel
 
 TITLE = "Overview"
 INTRO = """A transformer turns text into **tokens**, each token into a vector (**embedding**), and
@@ -43,19 +45,16 @@ def parameters_figure(groups: dict[str, int]) -> go.Figure:
                   height=320, margin=dict(l=10, r=10, t=50, b=40), yaxis=dict(autorange="reversed"))
 
 
-@friendly
-@remembered
 def update(model_name: str, progress=gr.Progress()):
     progress(0, desc=f"Loading {model_name} (the first load of a model can take a while)")
     model = get_model(model_name)
     return facts_markdown(model_facts(model)), parameters_figure(parameter_groups(model))
 
 
-def build(model_picker: gr.Dropdown, on_load) -> None:
+def build(page) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
         facts = gr.Markdown()
         plot = gr.Plot()
     code_panel(parameter_groups, active_parameters)
-    model_picker.input(update, model_picker, [facts, plot])
-    on_load(update, model_picker, [facts, plot])
+    page.on([page.model.input, page.loaded], update, page.model, [facts, plot])

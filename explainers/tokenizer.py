@@ -6,9 +6,11 @@ import html
 import gradio as gr
 
 from core.data import CORPUS
+from core.inputs import InputError, clean_text
 from core.tokenizers import bpe_tokens, train_bpe
-from explainers.common import (chips_html, clamp_setting, clean_text, code_panel, examples, friendly, get_model, linked,
-                               model_choices, remembered)
+from explainers.figures import chips_html
+from explainers.inputs import clamp_setting, get_model, model_choices
+from explainers.widgets import code_panel
 
 TITLE = "Tokenizer"
 INTRO = """### Tokens: the units a model reads
@@ -23,6 +25,7 @@ EXAMPLES = [["The cat sat on the mat."], ["summarization"], ["rand_xyz"], ["Your
             ["naïve café 👩‍👩‍👧 日本語 مرحبا"], ["def add(a, b):\n    return a + b"]]
 BPE_TEXT_CHARS = 200_000   # BPE trains on the first 200k characters of the corpus (under a second)
 BPE_LADDER = [256, 300, 500, 1000, 2000]
+BPE_INPUT_CHARS = 500      # the ladder shows the text once per vocabulary size
 
 
 def compute_tokenization(tokenizer, text: str) -> dict:
@@ -42,12 +45,10 @@ def tokenization_html(name: str, result: dict) -> str:
             + chips_html(result["tokens"]))
 
 
-@friendly
-@remembered
 def update(text: str, names: list[str]):
     text, notice = clean_text(text)
     if not names:
-        raise gr.Error("Tick at least one tokenizer.")
+        raise InputError("Tick at least one tokenizer.")
     parts = [tokenization_html(name, compute_tokenization(get_model(name).tokenizer, text)) for name in names]
     return (f"<p><i>{html.escape(notice)}</i></p>" if notice else "") + "".join(parts)
 
@@ -60,13 +61,11 @@ def compute_bpe(text: str, vocab_size: int) -> dict:
     return {"merges": merges, "segmentations": {n: bpe_tokens(train_bpe(corpus, n)[0], text) for n in ladder}}
 
 
-@friendly
-@remembered
 def update_bpe(text: str, vocab_size):
-    text, notice = clean_text(text, max_chars=500)
+    text, notice = clean_text(text, max_chars=BPE_INPUT_CHARS)
     vocab_size, moved = clamp_setting("vocabulary size", vocab_size, 256, 5000)
     if moved:  # training a different size than asked would mislead
-        raise gr.Error("The vocabulary size must be between 256 (bytes only) and 5000.")
+        raise InputError("The vocabulary size must be between 256 (bytes only) and 5000.")
     result = compute_bpe(text, vocab_size)
     rows = [[i + 1, a.replace("Ġ", "␣"), b.replace("Ġ", "␣"), (a + b).replace("Ġ", "␣")]
             for i, (a, b) in enumerate(result["merges"][:40])]
@@ -76,14 +75,14 @@ def update_bpe(text: str, vocab_size):
     return rows, ladder, summary
 
 
-def build(model_picker: gr.Dropdown, on_load) -> None:
+def build(page) -> None:
     names = [name for _, name in model_choices()]
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text", value=EXAMPLES[0][0], lines=2,
                       info="Shift+Enter runs it; Enter starts a new line.")
     chosen = gr.CheckboxGroup(names, value=names, label="Tokenizers")
     out = gr.HTML()
-    example_list = examples(EXAMPLES, [text], update, [text, chosen], out)
+    ex = gr.Examples(EXAMPLES, [text])
     gr.Markdown("### How BPE learns its vocabulary\nTrained live on Shakespeare (the first 200,000 characters) "
                 "with the `tokenizers` library. Slide the vocabulary size and watch words fuse into tokens.")
     vocab = gr.Slider(256, 5000, value=500, step=1, label="BPE vocabulary size (256 bytes + merges)")
@@ -92,11 +91,10 @@ def build(model_picker: gr.Dropdown, on_load) -> None:
         merges = gr.Dataframe(headers=["#", "left", "right", "merged"], label="First merges", interactive=False)
         ladder = gr.HTML()
     code_panel(bpe_tokens, train_bpe)
-    linked("tokenizer", text=text, tokenizers=chosen, vocab=vocab)
+    page.link("tokenizer", text=text, tokenizers=chosen, vocab=vocab)
+    bpe_outputs = [merges, ladder, summary]
     # the BPE panel follows a new text only once its tokens are shown: an empty text gets one message, not two
-    text.submit(update, [text, chosen], out).success(update_bpe, [text, vocab], [merges, ladder, summary])
-    chosen.change(update, [text, chosen], out)
-    vocab.release(update_bpe, [text, vocab], [merges, ladder, summary])
-    example_list.load_input_event.then(update_bpe, [text, vocab], [merges, ladder, summary])
-    on_load(update, [text, chosen], out)
-    on_load(update_bpe, [text, vocab], [merges, ladder, summary])
+    page.on([text.submit, ex.load_input_event], update, [text, chosen], out).success(update_bpe, [text, vocab],
+                                                                                     bpe_outputs)
+    page.on([chosen.change, page.loaded], update, [text, chosen], out)
+    page.on([vocab.release, page.loaded], update_bpe, [text, vocab], bpe_outputs)

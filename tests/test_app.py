@@ -2,8 +2,9 @@
 import gradio as gr
 import pytest
 
+from core.inputs import InputError, clean_text
 from explainers import overview
-from explainers.common import clean_text, get_model
+from explainers.inputs import get_model
 
 
 def test_app_builds_offline_with_a_model_picker():
@@ -23,13 +24,13 @@ def test_overview_describes_the_loaded_model(smollm2):
 
 @pytest.mark.parametrize("name", ["", "gpt5"])
 def test_bad_model_names_give_a_message(name):
-    with pytest.raises(gr.Error):
+    with pytest.raises(InputError):
         get_model(name)
 
 
 @pytest.mark.parametrize("text", [None, "", "   \n", "\x00\x01"])
 def test_empty_or_control_only_text_is_refused_plainly(text):
-    with pytest.raises(gr.Error):
+    with pytest.raises(InputError):
         clean_text(text)
 
 

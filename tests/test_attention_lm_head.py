@@ -1,14 +1,15 @@
 """The attention-heads and LM-head tabs on real models: heads, GQA, ablation, sampling stages, lens."""
-import gradio as gr
 import pytest
 import torch
 from scipy.stats import chisquare
 
 from core import zoo
-from core.attention import kv_head_of, pattern_summary, zero_heads
+from core.attention import ZeroHeads, kv_head_of, pattern_summary, zero_heads
+from core.inputs import InputError
 from core.lens import logit_lens
 from core.sampling import SamplingSettings, draw, stages
 from explainers import attention, lm_head
+from explainers.activations import run
 
 MODELS = ["smollm2-135m", "tiny-gpt-char", "tiny-moe", "tiny-bert-word", "minilm-l6"]
 DECODERS = ["smollm2-135m", "tiny-gpt-char", "tiny-moe"]
@@ -54,8 +55,9 @@ def test_ablating_none_is_bit_identical_and_a_head_changes_the_prediction(name):
     ids = ids_of(name)
     with torch.no_grad():
         plain = model(torch.tensor([ids]))[0]
-    assert torch.equal(attention._ablated(name, ids, ()), plain)
-    changed = attention._ablated(name, ids, ((0, 0), (model.cfg.n_layers - 1, 1)))
+    assert torch.equal(run(name, ids, ZeroHeads(())).logits, run(name, ids).logits)
+    torch.testing.assert_close(run(name, ids).logits, plain, rtol=0, atol=1e-4)  # explicit attention vs SDPA
+    changed = run(name, ids, ZeroHeads(((0, 0), (model.cfg.n_layers - 1, 1)))).logits
     assert (changed[-1].softmax(-1) - plain[-1].softmax(-1)).abs().sum() > 1e-3
     fig, note = attention.update_ablation(name, CAT, [])
     assert "identical" in note and [b.x for b in fig.data[:1]] == [b.x for b in fig.data[1:]]
@@ -91,15 +93,15 @@ def test_pattern_summary_on_hand_made_patterns():
 
 
 def test_attention_bad_input_gets_plain_messages():
-    with pytest.raises(gr.Error, match="empty"):
+    with pytest.raises(InputError, match="empty"):
         attention.update_all("tiny-gpt-char", "  ", 0, 0, [])
     *_, note = attention.update_head("tiny-gpt-char", "x" * 10_000, 99, -3)
     assert "first 32" in note and "layer was 99" in note and "head was -3" in note
     for text in ["👩‍👩‍👧 family", "مرحبا بالعالم", "a\x00b"]:
         assert attention.update_all("smollm2-135m", text, 0, 0, [])[0].data
-    with pytest.raises(gr.Error, match="not in this model"):
+    with pytest.raises(InputError, match="not in this model"):
         attention.update_ablation("tiny-gpt-char", CAT, ["L9 H0"])
-    with pytest.raises(gr.Error, match="not a head"):
+    with pytest.raises(InputError, match="not a head"):
         attention.update_ablation("tiny-gpt-char", CAT, ["head three"])
     fig, note = attention.update_ablation("minilm-l6", CAT, [])
     assert fig is None and "no output head" in note
@@ -112,7 +114,7 @@ def test_every_stage_shown_equals_core_sampling(settings):
     T, k, p = settings
     name = "smollm2-135m"
     fig, note, lab, _ = lm_head.update(name, CAT, -1, T, k, p, 0, 200)
-    logits = lm_head._forward(name, ids_of(name))[-1]
+    logits = run(name, ids_of(name)).logits[-1]
     st = stages(logits, SamplingSettings(T, k, p))
     order = logits.topk(lm_head.SHOWN).indices
     for panel, (key, _) in enumerate(lm_head.STAGES):
@@ -126,7 +128,7 @@ def test_every_stage_shown_equals_core_sampling(settings):
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_temperature_zero_always_picks_the_argmax(name):
-    argmax = int(lm_head._forward(name, ids_of(name))[-1].argmax())
+    argmax = int(run(name, ids_of(name)).logits[-1].argmax())
     for seed in range(5):
         text, rows, state = lm_head.next_token(name, CAT, 0, 50, 0.9, seed, None)
         assert state["ids"] == list(ids_of(name)) + [argmax] and rows[0][2] == "100.0%"
@@ -142,14 +144,14 @@ def test_next_token_appends_step_by_step_and_fills_masks():
     assert again[2]["ids"] == state["ids"][:-1]                      # seeded: the same first draw
     text, rows, _ = lm_head.next_token("tiny-bert-word", "to be or not to [MASK]", 0, 0, 1.0, 0, None)
     assert "[mask]" not in text.lower() and text.startswith("to be or not to ")
-    with pytest.raises(gr.Error, match="MASK"):
+    with pytest.raises(InputError, match="MASK"):
         lm_head.next_token("tiny-bert-word", "to be or not to be", 1, 0, 1.0, 0, None)
-    with pytest.raises(gr.Error, match="no output head"):
+    with pytest.raises(InputError, match="no output head"):
         lm_head.next_token("minilm-l6", CAT, 1, 0, 1.0, 0, None)
 
 
 def test_sampling_lab_frequencies_converge_to_the_distribution():
-    logits = lm_head._forward("smollm2-135m", ids_of("smollm2-135m"))[-1]
+    logits = run("smollm2-135m", ids_of("smollm2-135m")).logits[-1]
     probs = stages(logits, SamplingSettings(1.0, 12, 1.0))["probs"]
     kept = probs > 0
     counts = draw(probs, 100_000, seed=1)
@@ -164,7 +166,7 @@ def test_sampling_lab_frequencies_converge_to_the_distribution():
 def test_logit_lens_last_layer_is_the_models_prediction(name):
     model = zoo.load(name, "cpu")
     ids = torch.tensor(ids_of(name, "to be or not to be, that is"))
-    lens = logit_lens(model, ids, k=3)
+    lens = logit_lens(model, run(name, tuple(ids.tolist())).cache.accumulated_resid(), k=3)
     with torch.no_grad():
         probs = model(ids[None])[0].softmax(-1)
     assert lens["top_ids"].shape == (model.cfg.n_layers + 1, len(ids), 3)
@@ -193,11 +195,11 @@ def test_a_sampling_slider_reuses_the_forward_pass():
 @pytest.mark.parametrize("text", ["", "   ", "x" * 10_000, "👩‍👩‍👧 family", "مرحبا بالعالم", "a\x00b\x07c", "日本語"])
 def test_lm_head_answers_odd_text_plainly(text):
     if not text.strip():
-        with pytest.raises(gr.Error, match="empty"):
+        with pytest.raises(InputError, match="empty"):
             lm_head.update("smollm2-135m", text, -1, 1, 50, 0.9, 0, 200)
         return
     fig, note, *_ = lm_head.update("smollm2-135m", text, -1, 1, 50, 0.9, 0, 200)
-    assert fig.data and ("first 600" in note) == (len(text) > 600)
+    assert fig.data and ("first 2000" in note) == (len(text) > 2000)
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -207,7 +209,7 @@ def test_lm_head_answers_odd_text_plainly(text):
 def test_lm_head_settings_out_of_range(settings, message):
     T, k, p = settings
     if message:
-        with pytest.raises(gr.Error, match=message):
+        with pytest.raises(InputError, match=message):
             lm_head.update("tiny-gpt-char", "to be", -1, T, k, p, 0, 200)
         return
     _, note, *_ = lm_head.update("tiny-gpt-char", "to be", -1, T, k, p, 0, 200)

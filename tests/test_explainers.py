@@ -1,10 +1,12 @@
 """The tokenizer, embeddings and causal-mask tabs on real models: figures, numbers and bad input."""
-import gradio as gr
 import pytest
 import torch
 
 from core import zoo
+from core.attention import MaskOverride
+from core.inputs import InputError
 from explainers import causal_mask, embeddings, tokenizer
+from explainers.activations import run
 
 ODD = ["", "   ", "x" * 10_000, "👩‍👩‍👧 family", "مرحبا بالعالم", "a\x00b\x07c", "日本語のテキスト"]
 REAL = ["smollm2-135m", "minilm-l6"]
@@ -33,7 +35,7 @@ def test_tokenizer_tab_shows_every_chosen_tokenizer():
 @pytest.mark.parametrize("text", ODD)
 def test_tokenizer_tab_answers_odd_text_plainly(text):
     if not text.strip():
-        with pytest.raises(gr.Error, match="empty"):
+        with pytest.raises(InputError, match="empty"):
             tokenizer.update(text, REAL)
         return
     html = tokenizer.update(text, REAL)
@@ -52,7 +54,7 @@ def test_bpe_merge_list_grows_with_the_vocabulary():
 
 @pytest.mark.parametrize("size", [100, 10**6, "many"])
 def test_bpe_refuses_out_of_range_sizes(size):
-    with pytest.raises(gr.Error):
+    with pytest.raises(InputError):
         tokenizer.update_bpe("hello", size)
 
 
@@ -87,16 +89,16 @@ def test_positional_figures():
 @pytest.mark.parametrize("text", ODD)
 def test_contextual_handler_answers_odd_text_plainly(text):
     if len(text.strip()) < 6:  # empty, or "abc" once the control characters go: too short to compare
-        with pytest.raises(gr.Error, match="empty|three tokens"):
+        with pytest.raises(InputError, match="empty|three tokens"):
             embeddings.update_contextual("smollm2-135m", text, 1, "bank")
         return
     _, _, note = embeddings.update_contextual("smollm2-135m", text, 1, "")
-    if len(text) > 600:
-        assert "first 600" in note
+    if len(text) > 2000:
+        assert "first 2000" in note
 
 
 def test_embeddings_refuse_too_few_words_and_clamp_settings():
-    with pytest.raises(gr.Error, match="three or more"):
+    with pytest.raises(InputError, match="three or more"):
         embeddings.update_static("smollm2-135m", [], "a, b", "PCA", "2D", 5, "")
     _, _, note = embeddings.update_contextual("smollm2-135m", "one two three four", 999, "")
     assert "allows 0 to 30" in note
@@ -108,12 +110,13 @@ def test_embeddings_refuse_too_few_words_and_clamp_settings():
 def test_head_steps_equal_the_model_hooks(name):
     model = zoo.load(name, "cpu")
     ids = tuple(model.tokenizer.encode("Your journey starts with one step"))
-    cache = causal_mask._forward(name, ids, "model's own", 3)
+    cache = run(name, ids).cache
+    _, scores = model.run_with_cache(torch.tensor([ids]), names="blocks.2.attn.hook_attn_scores")
     for head in (0, model.cfg.n_heads - 1):
         steps = causal_mask.compute_steps(model, cache, 2, head)
-        torch.testing.assert_close(steps["scores"], cache["blocks.2.attn.hook_attn_scores"][head])
+        torch.testing.assert_close(steps["scores"], scores["attn_scores", 2][0, head])
         torch.testing.assert_close(steps["pattern"], cache["blocks.2.attn.hook_pattern"][head])
-        torch.testing.assert_close(steps["z"], cache["blocks.2.attn.hook_z"][:, head])
+        torch.testing.assert_close(steps["z"], cache["z", 2][:, head])
 
 
 def test_steps_figure_is_labelled_with_tokens():
@@ -128,7 +131,7 @@ def test_steps_figure_is_labelled_with_tokens():
 def test_masks_applied_live(mask):
     name = "smollm2-135m"
     ids = tuple(zoo.load(name, "cpu").tokenizer.encode("one two three four five six seven eight"))
-    p = causal_mask._forward(name, ids, mask, 3)["blocks.5.attn.hook_pattern"]   # (H, T, T)
+    p = run(name, ids, MaskOverride(mask, 3)).cache["pattern", 5]                 # (H, T, T)
     T = len(ids)
     t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
     if mask == "bidirectional":
@@ -157,7 +160,7 @@ def test_causality_check_is_zero_for_decoders_and_not_for_encoders():
 @pytest.mark.parametrize("text", ODD)
 def test_causal_mask_handler_answers_odd_text_plainly(text):
     if not text.strip():
-        with pytest.raises(gr.Error):
+        with pytest.raises(InputError):
             causal_mask.update("smollm2-135m", text, 0, 0, "causal", 3)
         return
     fig, note = causal_mask.update("smollm2-135m", text, 0, 0, "causal", 3)
@@ -170,7 +173,7 @@ def test_causal_mask_settings_out_of_range(layer, head, mask, window):
     try:
         _, note = causal_mask.update("smollm2-135m", "a b c", layer, head, mask, window)
         assert "allows" in note
-    except gr.Error as e:
+    except InputError as e:
         assert str(e)
 
 

@@ -1,12 +1,11 @@
 """The MoE-routing and KV-cache tabs: routing shown = hooks, live re-routing, timings and cache memory."""
-from types import SimpleNamespace
 
-import gradio as gr
 import pytest
 import torch
 
 from core import zoo
 from core.generation import generate, generate_steps, median_slope
+from core.inputs import InputError
 from core.kv_cache import cache_bytes
 from core.moe import Routing, route, routing
 from explainers import kv_cache, moe
@@ -81,12 +80,12 @@ def test_moe_tab_load_stats_and_fallback_for_dense_models():
     (dict(disabled=[f"e{e}" for e in range(8)]), "cannot run"), (dict(disabled=["e2"], forced="e2"), "cannot run"),
     (dict(noise=-1), "noise"), (dict(noise="loud"), "noise"), (dict(forced="e99"), "cannot run")])
 def test_moe_bad_settings_get_plain_messages(change, message):
-    with pytest.raises(gr.Error, match=message):
+    with pytest.raises(InputError, match=message):
         moe_update(**change)
 
 
 def test_moe_bad_text_and_clamped_sliders():
-    with pytest.raises(gr.Error, match="empty"):
+    with pytest.raises(InputError, match="empty"):
         moe_update(text=" ")
     *_, notice = moe_update(text="x" * 5000, layer=40, position=999, top_k=12)
     assert "first 64" in notice and "layer was 40" in notice and "top-k was 12" in notice
@@ -136,12 +135,12 @@ def test_kv_tab_runs_live_and_ends_with_the_proof():
     (("ROMEO:", "ten", "cpu"), "whole number"), (("ROMEO:", 10, "tpu"), "unknown device"),
     (("x" * 200, 10, "cpu"), "fills this model's context")])
 def test_kv_tab_bad_input(args, message):
-    with pytest.raises(gr.Error, match=message):
+    with pytest.raises(InputError, match=message):
         list(kv_cache.run("tiny-gpt-char", *args))
 
 
 def test_kv_tab_refuses_encoders_and_can_be_stopped_early():
-    with pytest.raises(gr.Error, match="encoder"):
+    with pytest.raises(InputError, match="encoder"):
         list(kv_cache.run("minilm-l6", "hello", 5, "cpu"))
     model = zoo.load("tiny-gpt-char", "cpu")
     steps = generate_steps(model, model.tokenizer.encode("ROMEO:"), 50)
@@ -153,7 +152,7 @@ def test_kv_tab_refuses_encoders_and_can_be_stopped_early():
 
 def test_cancel_stops_the_run_of_its_own_session_and_reports_what_ran(monkeypatch):
     monkeypatch.setattr(kv_cache, "REFRESH_SECONDS", 0.0)           # yield after every step
-    ours, other = SimpleNamespace(session_hash="a"), SimpleNamespace(session_hash="b")
+    ours, other = kv_cache.new_stop_flag(), kv_cache.new_stop_flag()  # each session's gr.State
     mine = kv_cache.run("tiny-gpt-char", "ROMEO:", 100, "cpu", ours)
     theirs = kv_cache.run("tiny-gpt-char", "ROMEO:", 20, "cpu", other)
     next(mine), next(theirs), next(mine)

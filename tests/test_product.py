@@ -3,16 +3,14 @@ import inspect
 import logging
 import math
 import textwrap
-from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 import gradio as gr
 import pytest
 import torch
 
-from explainers import overview
-from explainers.common import LINKS, lecture_on, set_lecture
 from explainers.links import make_query, parse_value, restore
+from explainers.serving import handler
 
 
 @pytest.fixture(scope="module")
@@ -21,19 +19,20 @@ def demo():
     return app.build_app()
 
 
-def session(name: str):
-    return SimpleNamespace(session_hash=name)
+@pytest.fixture(scope="module")
+def LINKS(demo):
+    return demo.page.links
 
 
-def test_every_tab_registers_link_settings_for_its_widgets(demo):
+def test_every_tab_registers_link_settings_for_its_widgets(demo, LINKS):
     tabs = {key.split(".")[0] for key in LINKS}
     assert tabs == {"tokenizer", "embeddings", "causal_mask", "attention", "lm_head", "moe", "kv_cache"}
     assert all(c in demo.blocks.values() for c in LINKS.values())
 
 
-def test_a_link_restores_tab_model_and_settings(demo):
+def test_a_link_restores_tab_model_and_settings(LINKS):
     out = restore("?tab=causal_mask&model=tiny-gpt-char&text=ROMEO%3A+hi&layer=2&head=1&mask=bidirectional&window=5",
-                  LINKS, ["overview", "causal_mask"], "smollm2-135m", session("a"))
+                  LINKS, ["overview", "causal_mask"], "smollm2-135m")
     tabs, current, model, lecture, note, *values = out
     assert tabs.selected == "causal_mask" and current == "causal_mask" and model == "tiny-gpt-char"
     assert lecture is False and note == ""
@@ -44,18 +43,19 @@ def test_a_link_restores_tab_model_and_settings(demo):
     assert all(v == gr.skip() for v in untouched)
 
 
-def test_a_link_made_from_a_view_restores_that_view(demo):
+def test_a_link_made_from_a_view_restores_that_view(LINKS):
     values = {k: c.value for k, c in LINKS.items()}
     values.update({"moe.layer": 3, "moe.noise": 0.25, "moe.disable": ["e1", "e6"], "moe.text": "To be & not, = ?"})
     query = make_query("moe", "tiny-moe", True, values)
     assert parse_qs(query[1:])["disable"] == ["e1,e6"]
-    _, current, model, lecture, note, *restored = restore(query, LINKS, ["moe"], "smollm2-135m", session("b"))
+    _, current, model, lecture, note, *restored = restore(query, LINKS, ["moe"], "smollm2-135m")
     got = dict(zip(LINKS, restored))
     assert (current, model, lecture, note) == ("moe", "tiny-moe", True, "")
     for key in LINKS:
         if key.startswith("moe."):
             assert got[key] == values[key], key
-    assert lecture_on(session("b")) and not lecture_on(session("c"))
+    assert restore("?tab=moe", LINKS, ["moe"], "smollm2-135m", lecture_default=True)[3] is True  # `--lecture`
+    assert restore("?tab=moe&lecture=0", LINKS, ["moe"], "smollm2-135m", lecture_default=True)[3] is False
 
 
 @pytest.mark.parametrize("query, problem", [
@@ -71,9 +71,9 @@ def test_a_link_made_from_a_view_restores_that_view(demo):
     ("?layer=2", "unknown setting 'layer' (no tab given)"),
     ("?lecture=maybe", "lecture must be 0 or 1"),
 ])
-def test_a_bad_link_shows_defaults_and_says_which_settings_it_dropped(demo, query, problem):
+def test_a_bad_link_shows_defaults_and_says_which_settings_it_dropped(LINKS, query, problem):
     tab_ids = ["attention", "lm_head", "causal_mask", "moe", "kv_cache"]
-    tabs, current, model, _, note, *values = restore(query, LINKS, tab_ids, "smollm2-135m", session("d"))
+    tabs, current, model, _, note, *values = restore(query, LINKS, tab_ids, "smollm2-135m")
     assert problem in note and model == "smollm2-135m"
     assert all(v == gr.skip() for v in values)
 
@@ -87,15 +87,28 @@ def test_link_values_are_checked_against_the_widget():
     assert parse_value(gr.Textbox(render=False), "a\x00b\nc") == "ab\nc"
 
 
-def test_lecture_mode_restyles_the_figures_of_that_session_only():
-    plain = overview.update("tiny-gpt-char", request=session("plain"))[1]
-    set_lecture(session("lecturer"), True)
-    big = overview.update("tiny-gpt-char", request=session("lecturer"))[1]
-    assert plain.layout.font.size is None and big.layout.font.size >= 17
-    assert big.layout.height == pytest.approx(plain.layout.height * 1.25, abs=1)
-    assert big.layout.yaxis.tickfont.size > 12 and big.data[0].x == plain.data[0].x  # same numbers, larger type
-    set_lecture(session("lecturer"), False)
-    assert overview.update("tiny-gpt-char", request=session("lecturer"))[1].layout.font.size is None
+def event_of(demo, fn):
+    """The first event of the app that runs fn."""
+    return next(b for b in demo.fns.values() if getattr(b.fn, "__wrapped__", None) is fn)
+
+
+def test_lecture_mode_styles_the_figures_of_a_session_in_lecture_mode_once():
+    """`--lecture` makes the box start ticked; each session's box is the handler's last input, so a session that
+    untick it gets plain figures, and figures are styled once (the attention update calls two other updates)."""
+    import app
+    from explainers import attention
+    demo = app.build_app(lecture=True)
+    assert demo.page.lecture.value is True
+    event = event_of(demo, attention.update_all)
+    assert event.inputs[-1] is demo.page.lecture
+    args = ["tiny-gpt-char", "To be or not", 1, 2, ["L0 H1"]]
+    plain, big = event.fn(*args, False), event.fn(*args, True)
+    figures = [(p, b) for p, b in zip(plain, big) if hasattr(p, "layout")]
+    assert len(figures) == 7
+    for p, b in figures:
+        assert b.layout.height == pytest.approx(int((p.layout.height or 450) * 1.25), abs=1)
+        assert p.layout.font.size is None and b.layout.font.size >= 17
+    assert big[1].data[0].z.tolist() == plain[1].data[0].z.tolist()  # same numbers, larger type
 
 
 def resolve(dotted: str):
@@ -198,23 +211,22 @@ def test_every_handler_answers_bad_input_with_a_plain_message(block_fn, caplog):
 
 def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
     from explainers import causal_mask
-    from explainers.common import get_model
+    from explainers.inputs import get_model
+    update = handler(causal_mask.update)
     model = get_model("tiny-gpt-char")
     runs = []
-    handle = model.embed.register_forward_hook(lambda *_: runs.append(1))
+    hook = model.embed.register_forward_hook(lambda *_: runs.append(1))
     try:
         args = ("tiny-gpt-char", "A text remembered once", 1, 2, "causal", 3)
-        first = causal_mask.update(*args, request=session("plain"))
-        again = causal_mask.update(*args, request=session("plain"))
+        first = update(*args, False)
+        again = update(*args, False)
         assert again[0] is first[0] and len(runs) == 1  # the second click did not run the model
-        set_lecture(session("big"), True)
-        big = causal_mask.update(*args, request=session("big"))[0]
+        big = update(*args, True)[0]
         assert big is not first[0] and big.layout.font.size and first[0].layout.font.size is None
-        other_layer = causal_mask.update(*args[:2], 2, *args[3:], request=session("plain"))[0]
-        assert other_layer is not first[0] and len(runs) == 1  # a new drawing from the tab's cached forward
+        other_layer = update(*args[:2], 2, *args[3:], False)[0]
+        assert other_layer is not first[0] and len(runs) == 1  # a new drawing from the shared forward
     finally:
-        handle.remove()
-        set_lecture(session("big"), False)
+        hook.remove()
 
 
 def test_one_text_in_three_tabs_runs_the_model_once():
@@ -222,30 +234,52 @@ def test_one_text_in_three_tabs_runs_the_model_once():
     each of them computed on its own (the LM head a plain forward, the embeddings core.hidden_states)."""
     from core.embeddings import hidden_states
     from explainers import attention, embeddings, lm_head
-    from explainers.common import get_model
+    from explainers.activations import run
+    from explainers.inputs import get_model
     name, text = "tiny-gpt-char", "Seen in three tabs at once"
     model = get_model(name)
     runs = []
-    handle = model.embed.register_forward_hook(lambda *_: runs.append(1))
+    hook = model.embed.register_forward_hook(lambda *_: runs.append(1))
     try:
         attention.update_head(name, text, 1, 0)
         lm_head.update(name, text, -1, 1.0, 0, 1.0, 0, 100)
         embeddings.update_contextual(name, text, 2, "")
     finally:
-        handle.remove()
+        hook.remove()
     assert len(runs) == 1
     ids = tuple(model.tokenizer.encode(text))
     with torch.no_grad():
-        torch.testing.assert_close(lm_head._forward(name, ids), model(torch.tensor([ids]))[0])
-        torch.testing.assert_close(embeddings._states(name, ids), hidden_states(model, torch.tensor(ids)))
+        torch.testing.assert_close(run(name, ids).logits, model(torch.tensor([ids]))[0])
+        torch.testing.assert_close(run(name, ids).cache.accumulated_resid(), hidden_states(model, torch.tensor(ids)))
 
 
 def test_a_handler_with_a_progress_bar_is_remembered_too():
     from explainers import embeddings
-    args = ("tiny-bert-word", ["numbers"], "apple, pear, plum", "PCA", "2D", 5, "king")
-    first = embeddings.update_static(*args, gr.Progress(), request=session("plain"))
-    again = embeddings.update_static(*args, gr.Progress(), request=session("plain"))
+    update = handler(embeddings.update_static)
+    args = ("tiny-bert-word", ["numbers"], "apple, pear, plum", "PCA", "2D", 5, "king", False)
+    first = update(*args, gr.Progress())
+    again = update(*args, gr.Progress())
     assert again[0] is first[0]  # a new progress bar per click is not a new question
+
+
+def test_a_bug_in_a_handler_is_logged_with_its_traceback_and_told_plainly(caplog):
+    from core.inputs import InputError
+
+    def broken(text):
+        return {}[text]  # a programming error, not bad input
+
+    def refuses(text):
+        raise InputError("Type a shorter text.")
+
+    with caplog.at_level(logging.ERROR, logger="explainer"):
+        with pytest.raises(gr.Error, match="Something went wrong \\(KeyError\\)"):
+            handler(broken, remember=False)("x", False)
+        assert len(caplog.records) == 1 and caplog.records[0].exc_info[0] is KeyError
+        assert "broken" in caplog.text and "Traceback" in caplog.text
+        caplog.clear()
+        with pytest.raises(gr.Error, match="Type a shorter text."):
+            handler(refuses, remember=False)("x", False)
+        assert caplog.records == []
 
 
 def figures_in(result) -> list:
@@ -254,7 +288,7 @@ def figures_in(result) -> list:
 
 
 def test_every_figure_the_tabs_draw_is_valid_plotly():
-    """Tabs build figures as unchecked dicts (common.figure); Plotly's checked objects must read each one back
+    """Tabs build figures as unchecked dicts (figures.figure); Plotly's checked objects must read each one back
     unchanged: no unknown property, no shorthand only Plotly's objects expand (a title as a bare string), no
     colour-scale name that plotly.js draws in other colours."""
     import json
@@ -280,7 +314,7 @@ def test_every_figure_the_tabs_draw_is_valid_plotly():
 def test_grid_lays_out_plots_where_make_subplots_does(rows, cols, gap):
     from plotly.subplots import make_subplots
 
-    from explainers.common import grid
+    from explainers.figures import grid
     titles = [f"plot {i}" for i in range(rows * cols)]
     want = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=gap[0],
                          vertical_spacing=gap[1]).layout
@@ -298,7 +332,7 @@ def test_a_shared_call_runs_once_for_callers_that_arrive_together():
     import threading
     import time
 
-    from explainers.common import shared
+    from explainers.serving import shared
     runs = []
 
     @shared(4)

@@ -4,11 +4,12 @@ import torch
 
 from core import zoo
 from core.device import pick_device
+from core.inputs import InputError
 from core.tokenizers import CharTokenizer, WordTokenizer
 
 
 def test_unknown_model_is_named_in_the_error():
-    with pytest.raises(KeyError, match="unknown model 'gpt5'"):
+    with pytest.raises(InputError, match="no model 'gpt5'"):
         zoo.load("gpt5")
 
 

@@ -1,0 +1,59 @@
+"""One recorded forward per (model, token ids, intervention), shared by every tab that reads it.
+
+The attention, causal-mask, LM-head, embeddings and MoE tabs all draw from `run(...)`: the same text
+opened in another tab, or a slider that only changes the drawing, does not run the model again.
+"""
+from __future__ import annotations
+
+import functools
+from contextlib import nullcontext
+
+import torch
+
+from core.cache import ActivationCache, kinds, resid_names
+from explainers.inputs import get_model
+from explainers.serving import shared
+
+ATTENTION_TOKENS = 64  # Q, K, V, masks and patterns are kept for sequences up to this long: the tabs draw 32 at most
+_ATTENTION = kinds("q", "k", "v", "rot_q", "rot_k", "mask", "pattern", "z")
+_ROUTING = kinds("router_logits", "expert_weights", "expert_indices")
+
+
+class Run:
+    """A forward of one sequence: its hook values (batch dimension removed, on the CPU), its final hidden
+    states, and its logits, unembedded on first use (a tab that reads only hook values never pays for them)."""
+
+    def __init__(self, model, cache: ActivationCache, hidden: torch.Tensor):
+        self.model, self.cache, self.hidden = model, cache, hidden                # hidden (T, C)
+
+    @functools.cached_property
+    def logits(self) -> torch.Tensor:
+        """(T, V) on the CPU."""
+        with torch.no_grad():
+            return self.model.head(self.hidden[None])[0].float().cpu()
+
+
+@shared(8)
+def run(model_name: str, ids: tuple[int, ...], change=None) -> Run:
+    """The recorded forward of these token ids, with an intervention (core.attention.ZeroHeads, MaskOverride,
+    core.moe.Routing: anything with .apply(model)) or none. Records the residual stream, expert routing, and
+    attention's Q, K, V, mask, pattern and z when the sequence is short enough to draw them."""
+    model = get_model(model_name)
+    stream = set(resid_names(model.cfg.n_layers))
+    wanted = lambda n: n in stream or _ROUTING(n) or (len(ids) <= ATTENTION_TOKENS and _ATTENTION(n))
+    with change.apply(model) if change is not None else nullcontext():
+        hidden, cache = model.run_with_cache(torch.tensor([ids], device=model.device), names=wanted, logits=False)
+    return Run(model, cache.remove_batch_dim().to("cpu"), hidden[0])
+
+
+def forget_runs() -> None:
+    """Drop every recorded forward (benchmarks time a new text)."""
+    run.cache_clear()
+
+
+def prediction_position(model, ids) -> int:
+    """Where a tab reads the model's prediction: the first [MASK] for a masked LM, else the last token."""
+    mask_id = getattr(model.tokenizer, "mask_id", None)
+    if model.cfg.head == "mlm" and mask_id in ids:
+        return list(ids).index(mask_id)
+    return len(ids) - 1

@@ -1,0 +1,219 @@
+"""How Gradio calls the tabs: plain functions in the tabs, one wrapper where Gradio calls in.
+
+A tab's handlers are plain functions: they check their input (raising core's InputError with a
+sentence), compute and draw. `Page.on` wires one to its triggers and wraps it once:
+- the answer cache: a handler whose answer depends only on its inputs answers a repeated
+  question from memory (the last ANSWERS_KEPT answers of all handlers);
+- lecture style: the session's lecture-mode box is the last input, and figures are restyled
+  (a copy: a remembered answer is shared) when it is on;
+- errors: an InputError becomes a message for the user; anything else is a bug, logged with its
+  traceback and shown as "something went wrong";
+- the queue: model events share one concurrency group, generation has its own.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import inspect
+import logging
+import threading
+
+import gradio as gr
+import plotly.graph_objects as go
+from gradio.events import Dependency
+
+from core.inputs import InputError
+from explainers.figures import lecture_style
+
+log = logging.getLogger("explainer")
+ANSWERS_KEPT = 256
+
+
+def shared(maxsize: int = 32, key=lambda args: args):
+    """Like functools.lru_cache, and a call that arrives while the same call is running waits for that answer
+    instead of computing it again: a class pressing the same example at once runs the model once.
+    Answers are shared, so nothing may change them afterwards. Errors are not kept; a call whose key is
+    None is not kept either."""
+    def decorate(fn):
+        answers: collections.OrderedDict = collections.OrderedDict()
+        running: dict[tuple, threading.Event] = {}
+        lock = threading.Lock()
+
+        @functools.wraps(fn)
+        def wrapper(*args):
+            k = key(args)
+            if k is None:
+                return fn(*args)
+            with lock:
+                if k in answers:
+                    answers.move_to_end(k)
+                    return answers[k]
+                first = k not in running
+                done = running.setdefault(k, threading.Event())
+            if not first:
+                done.wait()
+                return wrapper(*args)  # remembered now, or the first call failed and this one tries
+            try:
+                answer = fn(*args)
+                with lock:
+                    answers[k] = answer
+                    if len(answers) > maxsize:
+                        answers.popitem(last=False)
+                return answer
+            finally:
+                with lock:
+                    del running[k]
+                done.set()
+
+        wrapper.cache_clear = answers.clear
+        return wrapper
+    return decorate
+
+
+def _answer_key(fn, values) -> tuple | None:
+    """(handler, its inputs) as a cache key: lists (a multi-select) become tuples; None when one cannot be a key."""
+    key = (fn, *(tuple(v) if isinstance(v, list) else v for v in values))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+@shared(ANSWERS_KEPT, key=lambda args: _answer_key(args[0], args[2]))
+def _answer(fn, special: dict, values: list):
+    """fn's answer to these inputs; Gradio's own arguments (a progress bar, new for every call) are handed on
+    but are not part of the question."""
+    return fn(*values, **special)
+
+
+def forget_answers() -> None:
+    """Drop every remembered answer (benchmarks time the work, not the memory)."""
+    _answer.cache_clear()
+
+
+@contextlib.contextmanager
+def plain_errors(name: str):
+    """Bad input becomes the user's message; anything else is a bug: logged once with its traceback, and
+    the user told plainly (Gradio shows its own exceptions as a bare "Error")."""
+    try:
+        yield
+    except InputError as e:  # a refusal, not a failure: no traceback in the server's log
+        raise gr.Error(str(e), print_exception=False) from None
+    except Exception as e:
+        log.exception("handler %s failed", name)
+        raise gr.Error(f"Something went wrong ({type(e).__name__}). Try a shorter input or another model.",
+                       print_exception=False) from None
+
+
+def styled(result, lecture: bool):
+    """The figures of an answer in lecture style (copies), or the answer itself."""
+    if not lecture:
+        return result
+    if isinstance(result, go.Figure):
+        return lecture_style(go.Figure(result))
+    if isinstance(result, tuple):
+        return tuple(lecture_style(go.Figure(r)) if isinstance(r, go.Figure) else r for r in result)
+    return result
+
+
+def _special(p: inspect.Parameter) -> bool:
+    """A parameter Gradio fills itself: a progress bar or the request."""
+    return isinstance(p.default, gr.Progress) or p.annotation in (gr.Request, "gr.Request")
+
+
+def handler(fn, remember: bool = True):
+    """fn as Gradio calls it, with the session's lecture flag as one more input after fn's own."""
+    params = list(inspect.signature(fn).parameters.values())
+    inputs = [p for p in params if not _special(p)]
+    lecture = inspect.Parameter("lecture", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False)
+    signature = inspect.Signature(inputs + [lecture] + [p for p in params if _special(p)])
+
+    def split(args, kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        on = bool(bound.arguments.pop("lecture"))
+        special = {p.name: bound.arguments[p.name] for p in params if _special(p)}
+        values = [bound.arguments[p.name] for p in inputs]
+        return values, special, on
+
+    def answers(args, kwargs):
+        """fn's answer, or each answer a generator yields, styled; failures turned into messages."""
+        values, special, on = split(args, kwargs)
+        with plain_errors(fn.__name__):
+            if inspect.isgeneratorfunction(fn):
+                for result in fn(*values, **special):
+                    yield styled(result, on)
+            else:
+                yield styled(_answer(fn, special, values) if remember else fn(*values, **special), on)
+
+    if inspect.isgeneratorfunction(fn):  # Gradio streams the answers of a generator function
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            yield from answers(args, kwargs)
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return next(answers(args, kwargs))
+    wrapper.__signature__ = signature
+    return wrapper
+
+
+class Chain:
+    """The events one handler is wired to, and what follows them: `.then` / `.success` wire the next handler
+    to every one of them, now or, for the page load, once the page's link has been restored."""
+
+    def __init__(self, page: Page):
+        self.page, self.events, self.followers = page, [], []
+
+    def attach(self, event) -> None:
+        self.events.append(event)
+        for how, kwargs, child in self.followers:
+            child.attach(getattr(event, how)(**kwargs))
+
+    def follow(self, how: str, kwargs: dict, child: Chain) -> Chain:
+        self.followers.append((how, kwargs, child))
+        for event in self.events:
+            child.attach(getattr(event, how)(**kwargs))
+        return child
+
+    def then(self, fn, inputs, outputs, **options) -> Chain:
+        return self.follow("then", self.page.event(fn, inputs, outputs, **options), Chain(self.page))
+
+    def success(self, fn, inputs, outputs, **options) -> Chain:
+        """Runs only when the step before it succeeded (an empty text gets one message, not two)."""
+        return self.follow("success", self.page.event(fn, inputs, outputs, **options), Chain(self.page))
+
+
+class Page:
+    """What every tab's build() receives: the shared widgets, and `on` to wire its handlers."""
+
+    def __init__(self, model: gr.Dropdown, lecture: gr.Checkbox, limits: dict[str, int]):
+        self.model, self.lecture, self.limits = model, lecture, limits  # limits: concurrency group -> events at once
+        self.links: dict[str, gr.components.Component] = {}
+        self.loaded = Chain(self)  # attached to the page-load event once the link has been restored
+
+    def link(self, tab: str, **components) -> None:
+        """The settings a deep link to this tab carries, as key -> widget."""
+        self.links.update({f"{tab}.{key}": component for key, component in components.items()})
+
+    def event(self, fn, inputs, outputs, remember: bool = True, group: str = "model") -> dict:
+        """Gradio's arguments for an event running fn as a handler (see `handler`)."""
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs] if inputs is not None else []
+        return dict(fn=handler(fn, remember), inputs=[*inputs, self.lecture], outputs=outputs,
+                    concurrency_id=group, concurrency_limit=self.limits[group])
+
+    def on(self, triggers: list, fn, inputs, outputs, remember: bool = True, group: str = "model") -> Chain:
+        """Run fn on each trigger: a widget event (text.submit), an event to follow (an example's
+        load_input_event) or page.loaded. Widget events share one endpoint (gr.on)."""
+        kwargs, chain = self.event(fn, inputs, outputs, remember, group), Chain(self)
+        listeners = [t for t in triggers if t is not self.loaded and not isinstance(t, Dependency)]
+        if listeners:
+            chain.attach(gr.on(listeners, **kwargs))
+        for trigger in triggers:
+            if trigger is self.loaded:
+                self.loaded.follow("then", kwargs, chain)
+            elif isinstance(trigger, Dependency):
+                chain.attach(trigger.then(**kwargs))
+        return chain
