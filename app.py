@@ -115,8 +115,8 @@ def page_extras() -> dict:
 
 
 def warm_up() -> None:
-    """Start-up work in the background, so the first learners do not wait for it: UMAP's numba compile (~12 s of
-    CPU on first use) and each tab's own warm-up."""
+    """Start-up work in the background, so the first learners do not wait for it: UMAP's numba compile (CPU seconds
+    on first use, see the README) and each tab's own warm-up."""
     warm_umap()
     for module in TABS:
         if hasattr(module, "warm_up"):

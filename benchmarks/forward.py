@@ -3,7 +3,6 @@
 Targets: hooks off <= 1.10x transformers; every hook cached <= 1.5x.
 """
 import torch
-
 from common import interleaved_medians, smollm2_pair
 
 

@@ -3,8 +3,8 @@
 Target: core <= 1.20x transformers' generate. Also checks that both produce the same tokens.
 """
 import torch
-
 from common import interleaved_medians, smollm2_pair
+
 from core.generation import generate
 
 

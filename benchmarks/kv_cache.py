@@ -7,8 +7,8 @@ A warm-up generation runs first; on a GPU every step is synchronised (core.devic
 import argparse
 
 import torch
-
 from common import zoo
+
 from core.device import describe, pick_device
 from core.generation import generate, median_slope
 

@@ -78,7 +78,7 @@ def start_server(port: int, log: Path) -> tuple[subprocess.Popen, float]:
             return proc, time.perf_counter() - start
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(log.read_text())
+                raise SystemExit(log.read_text()) from None
             time.sleep(0.1)
 
 
@@ -210,7 +210,7 @@ def reference(sessions: int, requests: int, pause: float) -> tuple[float, float,
                 break
             except OSError:
                 if proc.poll() is not None or time.perf_counter() - start > 60:
-                    raise SystemExit("the reference app did not start")
+                    raise SystemExit("the reference app did not start") from None
                 time.sleep(0.1)
         plan = {s: [(0, (PROMPTS[(s + j) % len(PROMPTS)],)) for j in range(requests)] for s in range(sessions)}
         latencies, errors, _, wall = run_sessions(port, plan, pause)

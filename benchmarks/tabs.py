@@ -8,8 +8,8 @@ import statistics
 import time
 
 import torch
-
 from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
+
 from core import zoo
 from explainers import attention, causal_mask, embeddings, lm_head, moe, tokenizer
 from explainers.activations import forget_runs

@@ -11,8 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from core.data import mlm_mask, mlm_windows
 from core.cache import kinds
+from core.data import mlm_mask, mlm_windows
 from core.generation import generate
 from core.model import HookedTransformer
 from core.sampling import SamplingSettings

@@ -7,6 +7,7 @@ token, attending to the stored keys and values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -41,8 +42,8 @@ def generate_steps(model: HookedTransformer, ids, max_new_tokens: int, use_cache
     cache = KVCache(model.cfg.n_layers) if use_cache else None
     step_input = ids[:, -model.cfg.n_ctx:]
     for _ in range(max_new_tokens):
-        logits, seconds = timed(lambda: model(step_input, kv_cache=cache, last_only=True)[:, -1], model.device)  # (1, V)
-        token = sample(logits, settings, generator)                      # (1,)
+        logits, seconds = timed(partial(model, step_input, kv_cache=cache, last_only=True), model.device)  # (1, 1, V)
+        token = sample(logits[:, -1], settings, generator)               # (1,)
         out.new_ids.append(int(token))
         out.step_seconds.append(seconds)
         out.cache_bytes = cache.nbytes() if cache is not None else 0
@@ -61,10 +62,10 @@ def generate(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool
     `should_stop()` is polled after every step so a caller can cancel the run.
     """
     out = Generation(prompt_ids=torch.as_tensor(ids).reshape(-1).tolist())
-    for out in generate_steps(model, ids, max_new_tokens, use_cache, settings, seed, stop_ids, window):
+    for out in generate_steps(model, ids, max_new_tokens, use_cache, settings, seed, stop_ids, window):  # noqa: B007
         if should_stop is not None and should_stop():
             break
-    return out
+    return out  # the last step's Generation
 
 
 def median_slope(positions: list[int], seconds: list[float], bins: int = 4) -> float:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 import torch
 from torch import nn
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], torch.Tensor | None]
-_ACTIVE: contextvars.ContextVar[dict[str, tuple[HookFn, ...]]] = contextvars.ContextVar("hooks", default={})
+# the hooks of the current call; never changed in place: hooks() sets a new mapping and resets it after
+_ACTIVE: contextvars.ContextVar[Mapping[str, tuple[HookFn, ...]]] = contextvars.ContextVar(
+    "hooks", default=MappingProxyType({}))
 
 
 class HookPoint(nn.Module):

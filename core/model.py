@@ -192,7 +192,7 @@ class HookedTransformer(nn.Module):
         core.cache.kinds("pattern"), a name or a list of names) as an ActivationCache.
 
         logits=False returns the final hidden states instead (unembed.hook_out does not fire): a caller that reads
-        only hook values skips the unembedding, a quarter of SmolLM2's forward on 32 tokens (49,152 rows a position)."""
+        only hook values skips the unembedding (SmolLM2's has 49,152 rows for each position)."""
         cache: dict[str, torch.Tensor] = {}
 
         def save(x, hook):

@@ -49,7 +49,7 @@ class Routing:
     disabled: frozenset[int] = frozenset()  # experts no token may use
     forced: int | None = None               # an expert every token must use
 
-    def check(self, n_experts: int) -> "Routing":
+    def check(self, n_experts: int) -> Routing:
         k = self.top_k or 0
         usable = n_experts - len(self.disabled)
         if not 0 <= k <= n_experts:

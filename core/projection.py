@@ -39,7 +39,7 @@ _umap_ready = threading.Event()
 
 
 def warm_umap() -> None:
-    """UMAP's first fit compiles numba code (~12 s); do it once in the background at start."""
+    """UMAP's first fit compiles numba code (seconds of CPU, see the README); do it once in the background at start."""
     def run():
         try:
             project(np.random.default_rng(0).normal(size=(40, 8)), "UMAP")

@@ -20,7 +20,7 @@ class SamplingSettings:
     top_k: int = 0             # keep the k most likely tokens; 0 keeps all
     top_p: float = 1.0         # keep the smallest set whose probability reaches p; 1 keeps all
 
-    def check(self) -> "SamplingSettings":
+    def check(self) -> SamplingSettings:
         if not self.temperature >= 0:
             raise InputError(f"temperature must be 0 or more, got {self.temperature}")
         if self.top_k < 0:

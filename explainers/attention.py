@@ -72,7 +72,7 @@ def grid_figure(patterns: torch.Tensor) -> go.Figure:
 def arcs(pattern: torch.Tensor, labels: list[str], threshold: float = 0.05) -> list[dict]:
     """BertViz-style lines from each query (right) to the keys it reads (left), darker = more weight."""
     T, S = pattern.shape
-    weights = pattern.tolist()  # plain floats: indexing a tensor element by element is ~100x slower
+    weights = pattern.tolist()  # plain floats: indexing a tensor element by element is far slower
     traces = []
     for lo, hi in [(0.05, 0.2), (0.2, 0.4), (0.4, 0.7), (0.7, 1.01)]:
         xs, ys = [], []
@@ -143,7 +143,8 @@ def gqa_figure(cfg) -> go.Figure:
     sharing = dict(type="heatmap", z=share.numpy(), x=[f"Q{h}" for h in range(H)], y=[f"KV{g}" for g in range(G)],
                    colorscale=[[0, "#f3f4f6"], [1, "#2563eb"]], showscale=False, xgap=2, ygap=2,
                    hovertemplate="%{x} reads %{y}: %{z}<extra></extra>")
-    bytes_bar = dict(type="bar", x=list(variants), y=kib, showlegend=False, marker=dict(color=["#9ca3af", "#2563eb", "#9ca3af"]),
+    bytes_bar = dict(type="bar", x=list(variants), y=kib, showlegend=False,
+                     marker=dict(color=["#9ca3af", "#2563eb", "#9ca3af"]),
                      text=[f"{b:.1f} KiB" for b in kib], textposition="outside", **on(1))
     return figure([sharing, bytes_bar], **layout, height=max(260, 40 * G + 160), margin=dict(l=10, r=10, t=50, b=10))
 

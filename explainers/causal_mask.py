@@ -1,7 +1,6 @@
 """Causal mask tab: masked self-attention step by step, other masks tried live, causality proven."""
 from __future__ import annotations
 
-
 import gradio as gr
 import plotly.graph_objects as go
 import torch
@@ -98,7 +97,8 @@ def update_padding(model_name: str, long_text: str, short_text: str, layer, head
     pattern[: len(a) - len(b)] = float("nan")  # padded queries' outputs are never used: drawn blank
     labels = ["[pad]"] * (len(a) - len(b)) + [t.piece for t in shorter]
     labels = [f"{i}:{p}" for i, p in enumerate(labels)]
-    return padding_figure(pattern, labels, f"the shorter prompt in a batch of two: its {len(a) - len(b)} padded keys get weight 0")
+    title = f"the shorter prompt in a batch of two: its {len(a) - len(b)} padded keys get weight 0"
+    return padding_figure(pattern, labels, title)
 
 
 def verdict(diff: float, cfg) -> str:

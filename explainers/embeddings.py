@@ -6,8 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from core.embeddings import cosine_by_layer, nearest_tokens, rope_scores, word_vectors
 from core.cache import ActivationCache
+from core.embeddings import cosine_by_layer, nearest_tokens, rope_scores, word_vectors
 from core.inputs import InputError, clean_text, text_to_tokens
 from core.positional import sinusoidal_table
 from core.projection import METHODS, project, umap_ready
@@ -148,7 +148,8 @@ def update_positional(model_name: str):
                     "position", "dimension")
     if cfg.positions == "learned":
         table = model.pos_embed.weight[: min(cfg.n_ctx, 128)].detach().cpu().T.numpy()
-        learned = heatmap(table, f"{model_name}: learned position table<br>(first {table.shape[1]} positions)", "position", "dimension")
+        learned = heatmap(table, f"{model_name}: learned position table<br>(first {table.shape[1]} positions)",
+                          "position", "dimension")
     else:
         learned = figure([], title=dict(text=f"{model_name} has no learned<br>position table ({cfg.positions})"), height=380,
                          margin=dict(l=10, r=10, t=70, b=10))

@@ -7,9 +7,10 @@ import html
 import plotly.colors
 import plotly.graph_objects as go
 
+
 # Figures are written as plain Plotly dicts. Building them through Plotly's checked objects (go.Heatmap,
-# make_subplots, update_xaxes) costs 10-40 times more than drawing them (a layer's 9 heatmaps: 160 ms checked,
-# 8 ms as dicts), which a class of 16 on a 2-core Space feels; the tests check every figure against Plotly's schema.
+# make_subplots, update_xaxes) costs many times more than drawing them (README: Benchmarks), which a class on a
+# 2-core Space feels; the tests check every figure against Plotly's schema.
 def figure(data: list[dict], **layout) -> go.Figure:
     """A figure from trace dicts (each with its "type") and layout keywords, left unchecked."""
     return go.Figure({"data": data, "layout": layout}, _validate=False)

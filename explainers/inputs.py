@@ -28,7 +28,9 @@ def clamp_setting(name: str, value, low: int, high: int) -> tuple[int, str]:
     except (TypeError, ValueError, OverflowError):  # None, text, NaN, infinity
         raise InputError(f"The {name} must be a number between {low} and {high}.") from None
     clamped = min(max(number, low), high)
-    return clamped, "" if clamped == number else f"The {name} was {number}; this model allows {low} to {high}, so {clamped} is shown."
+    if clamped == number:
+        return clamped, ""
+    return clamped, f"The {name} was {number}; this model allows {low} to {high}, so {clamped} is shown."
 
 
 def as_text(value) -> str:

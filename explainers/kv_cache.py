@@ -23,13 +23,14 @@ t tokens again, so each step costs more than the last. **With a KV cache**, the 
 (the *prefill*) and every later step feeds only the newest token: its query attends to keys and
 values stored from earlier steps. The price is memory:
 
-$$\text{bytes} = 2 \times \text{layers} \times \text{KV heads} \times d_{\text{head}} \times \text{positions} \times \text{bytes per value}$$
+$$\text{bytes} = 2 \times \text{layers} \times \text{KV heads} \times d_{\text{head}}
+  \times \text{positions} \times \text{bytes per value}$$
 
 Both runs below are greedy, so they must produce the same tokens; only the time differs.
 A warm-up forward runs first and is not timed; step 0 includes the prompt and is drawn but left
 out of the per-token figures. On a GPU every step is synchronised before the clock stops."""
 
-REFRESH_SECONDS = 1.0  # live redraws: each costs the browser ~0.25 s of main thread on 2 busy cores
+REFRESH_SECONDS = 1.0  # live redraws: each one costs the browser's main thread a noticeable moment
 
 
 def timing_figure(runs: dict, prompt_len: int) -> go.Figure:
@@ -90,7 +91,8 @@ def summary_markdown(device, runs: dict, tokens_same: bool | None, text: str, n_
     out = "\n".join(rows)
     if len(runs) == 2:
         cached, plain = (sum(g.step_seconds) for g in runs.values())
-        out += f"\n\n**Speedup from the cache: {plain / cached:.2f}×** over {len(next(iter(runs.values())).step_seconds)} tokens."
+        steps = len(next(iter(runs.values())).step_seconds)
+        out += f"\n\n**Speedup from the cache: {plain / cached:.2f}×** over {steps} tokens."
     if tokens_same is not None:
         out += ("\n\n**Identical tokens in both runs: yes.**" if tokens_same else
                 "\n\n**The runs differ** (ties between two equally likely tokens can break either way in float arithmetic).")

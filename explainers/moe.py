@@ -22,7 +22,8 @@ INTRO = r"""### Mixture of experts: a router picks a few FFNs per token
 In an MoE layer the feed-forward network is replaced by E **experts**. A small **router** scores
 them for each token, keeps the top k and mixes their outputs with renormalised weights:
 
-$$p = \text{softmax}(x W_r), \qquad y = \sum_{e \in \text{top-}k(p)} \frac{p_e}{\sum_{j \in \text{top-}k} p_j}\, \text{FFN}_e(x)$$
+$$p = \text{softmax}(x W_r), \qquad
+  y = \sum_{e \in \text{top-}k(p)} \frac{p_e}{\sum_{j \in \text{top-}k} p_j}\, \text{FFN}_e(x)$$
 
 So the model holds E experts' parameters but each token pays for only k of them. The
 **load-balancing loss** E · Σₑ fₑ Pₑ (fₑ: share of tokens sent to expert e, Pₑ: its mean router
@@ -95,7 +96,8 @@ def text_html(tokens, indices: torch.Tensor, weights: torch.Tensor, layer: int) 
     titles = [", ".join(f"expert {int(e)} ({w:.2f})" for e, w in zip(ei, wi))
               for ei, wi in zip(indices[layer], weights[layer])]
     E = int(indices.max()) + 1
-    legend = " ".join(f"<span style='background:{EXPERT_COLOURS[e % len(EXPERT_COLOURS)]}55;padding:1px 6px;border-radius:4px'>"
+    legend = " ".join(f"<span style='background:{EXPERT_COLOURS[e % len(EXPERT_COLOURS)]}55;"
+                      "padding:1px 6px;border-radius:4px'>"
                       f"expert {e}</span>" for e in range(E))
     return (f"<div><b>Layer {layer}</b>, each token in its first expert's colour (hover for the weights): "
             f"{legend}</div>" + chips_html(tokens, show_ids=False, colours=colours, titles=titles))
@@ -111,7 +113,8 @@ def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: t
                 text=[f"chosen, weight {chosen[e]:.2f}" if e in chosen else "" for e in range(E)],
                 textposition="outside", cliponaxis=False,
                 hovertemplate="%{x}: router probability %{y:.3f}<extra></extra>")
-    return figure([bars], title=dict(text=f"Router at {label}: probabilities (bars) and the top-{len(chosen)} renormalised weights"),
+    title = f"Router at {label}: probabilities (bars) and the top-{len(chosen)} renormalised weights"
+    return figure([bars], title=dict(text=title),
                   yaxis=dict(tickformat=".0%", range=[0, max(1e-9, float(probs.max())) * 1.25]), height=340,
                   margin=dict(l=10, r=10, t=50, b=10))
 

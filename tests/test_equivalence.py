@@ -2,8 +2,8 @@
 import importlib.util
 
 import torch
-
 from conftest import assert_close
+
 from core import zoo
 
 

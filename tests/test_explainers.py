@@ -49,7 +49,7 @@ def test_bpe_merge_list_grows_with_the_vocabulary():
     assert len(small["merges"]) == 300 - 256 and len(large["merges"]) == 1200 - 256
     assert large["merges"][: len(small["merges"])] == small["merges"]       # later merges extend earlier ones
     counts = [len(toks) for _, toks in sorted(large["segmentations"].items())]
-    assert counts == sorted(counts, reverse=True) and counts[0] == len("summarization".encode())
+    assert counts == sorted(counts, reverse=True) and counts[0] == len(b"summarization")
 
 
 @pytest.mark.parametrize("size", [100, 10**6, "many"])
@@ -193,7 +193,8 @@ def test_tabs_work_on_the_tiny_models(name):
     assert len(line.data[0].y) == model.cfg.n_layers + 1
     sinus, learned, rope = embeddings.update_positional(name)
     assert bool(learned.data) == (model.cfg.positions == "learned")
-    steps, _ = causal_mask.update(name, "to be or not to be", model.cfg.n_layers - 1, model.cfg.n_heads - 1, "model's own", 3)
+    last_layer, last_head = model.cfg.n_layers - 1, model.cfg.n_heads - 1
+    steps, _ = causal_mask.update(name, "to be or not to be", last_layer, last_head, "model's own", 3)
     assert len(steps.data) == 5
     rows = causal_mask.update_causality(name, "to be or not to be", "to be or not to go")
     ours = rows[0]

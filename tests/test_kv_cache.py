@@ -1,8 +1,8 @@
 """KV cache: the same numbers as a full forward, the same tokens as transformers."""
 import pytest
 import torch
-
 from conftest import assert_close
+
 from core import HookedTransformer, ModelConfig
 from core.generation import generate
 from core.kv_cache import KVCache, cache_bytes

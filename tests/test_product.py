@@ -177,10 +177,7 @@ def handlers():
 def call(block_fn, values):
     args = [{c: v for c, v in zip(block_fn.inputs, values)}] if block_fn.inputs_as_dict else list(values)
     result = block_fn.fn(*args)
-    if inspect.isgenerator(result):
-        for result in result:
-            pass
-    return result
+    return list(result)[-1] if inspect.isgenerator(result) else result
 
 
 @pytest.mark.parametrize("block_fn", handlers())

@@ -8,8 +8,8 @@ import torch
 from core import zoo
 from core.data import corpus_split, mlm_mask
 from core.evaluation import evaluate
-from core.training import RECIPES, SLICE_CHARS, train
 from core.tokenizers import WordTokenizer
+from core.training import RECIPES, SLICE_CHARS, train
 
 TEXT = "To be, or not to be, that is the question.\n" * 40
 
