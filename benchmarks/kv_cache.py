@@ -3,11 +3,15 @@
 For each length, the same greedy generation runs with the cache and without it (each step
 rerunning the whole sequence); the cached run is the reference, so the ratio is the speedup.
 A warm-up generation runs first; on a GPU every step is synchronised (core.device.timed).
+Each step unembeds only the position it samples from; the last line times one uncached step
+of each length both ways (only the last position, every position), interleaved in one run:
+what unembedding every position used to add to the run without a cache.
 """
 import argparse
+from functools import partial
 
 import torch
-from common import zoo
+from common import interleaved_medians, zoo
 
 from core.device import describe, pick_device
 from core.generation import generate, median_slope
@@ -36,6 +40,12 @@ def main() -> None:
         c, u = sum(cached.step_seconds), sum(plain.step_seconds)
         print(f"{n:>10} {c:9.2f} {u:11.2f} {u / c:7.2f}x {str(cached.new_ids == plain.new_ids):>5} "
               f"{slopes[0]:+14.4f} {slopes[1]:+16.4f}", flush=True)
+    for n in args.tokens:
+        ids = torch.tensor([(prompt * n)[: len(prompt) + n]], device=device)
+        with torch.no_grad():
+            t = interleaved_medians({"last": partial(model, ids, last_only=True), "all": partial(model, ids)}, 7)
+        print(f"one uncached step at {ids.shape[1]} positions: last position only {t['last'] * 1000:.1f} ms, "
+              f"every position {t['all'] * 1000:.1f} ms ({t['all'] / t['last']:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":

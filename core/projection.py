@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 
 from core.inputs import InputError
 
@@ -22,24 +24,26 @@ def project(X: np.ndarray, method: str = "PCA", dims: int = 2, neighbours: int =
     if N < 3:
         raise InputError("a projection needs at least 3 points")
     if method == "PCA":
-        from sklearn.decomposition import PCA
         return PCA(n_components=min(dims, N, X.shape[1]), random_state=seed).fit_transform(X)
     if method == "t-SNE":
-        from sklearn.manifold import TSNE
         return TSNE(n_components=dims, perplexity=float(min(neighbours, N - 1)), init="pca",
                     random_state=seed).fit_transform(X)
     if method == "UMAP":
+        if _umap_warming.is_set() and threading.current_thread().name != "warm-umap":
+            _umap_ready.wait()  # one thread imports umap (and numba): two importing at once can deadlock
         import umap
         return umap.UMAP(n_components=dims, n_neighbors=int(min(max(neighbours, 2), N - 1)),
                          random_state=seed, n_jobs=1).fit_transform(X)
     raise InputError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
 
 
-_umap_ready = threading.Event()
+_umap_warming, _umap_ready = threading.Event(), threading.Event()
 
 
 def warm_umap() -> None:
     """UMAP's first fit compiles numba code (seconds of CPU, see the README); do it once in the background at start."""
+    _umap_warming.set()
+
     def run():
         try:
             project(np.random.default_rng(0).normal(size=(40, 8)), "UMAP")

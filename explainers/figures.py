@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import functools
 import html
+import importlib
+import pkgutil
 
 import plotly.colors
 import plotly.graph_objects as go
@@ -18,8 +20,13 @@ def figure(data: list[dict], **layout) -> go.Figure:
 
 # Plotly imports its figure and trace classes and its JSON writer lazily, on first use. Two handler threads
 # making that first import at once can deadlock in Python's import locks (it happened under load), so the
-# first figure is drawn here, at start, in the importing thread.
-figure([dict(type=kind) for kind in ("bar", "heatmap", "scatter", "scatter3d")]).to_json()
+# classes of every kind of trace the tabs draw (and that lecture style's checked copies build) are imported
+# here, and the first figure drawn, at start, in the importing thread.
+TRACE_KINDS = ("bar", "heatmap", "scatter", "scatter3d")
+for package in [importlib.import_module(f"plotly.graph_objs.{kind}") for kind in (*TRACE_KINDS, "layout")]:
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+figure([dict(type=kind) for kind in TRACE_KINDS]).to_json()
 
 
 @functools.cache
