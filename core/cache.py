@@ -15,7 +15,7 @@ import torch
 BLOCK_KINDS = {
     "resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
     "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
-    "ln1": "ln1.hook_normalized", "ln2": "ln2.hook_normalized",
+    "ln1": "ln1.hook_normalized", "ln2": "ln2.hook_normalized", "ln1_scale": "ln1.hook_scale", "ln2_scale": "ln2.hook_scale",
     "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v", "rot_q": "attn.hook_rot_q", "rot_k": "attn.hook_rot_k",
     "mask": "attn.hook_mask", "attn_scores": "attn.hook_attn_scores", "pattern": "attn.hook_pattern",
     "z": "attn.hook_z", "pre": "mlp.hook_pre", "post": "mlp.hook_post",
@@ -24,7 +24,7 @@ BLOCK_KINDS = {
 }
 # kind -> full name, outside the blocks
 MODEL_KINDS = {"tokens": "hook_tokens", "embed": "hook_embed", "pos_embed": "hook_pos_embed",
-               "ln_final": "ln_final.hook_normalized", "logits": "unembed.hook_out"}
+               "ln_final": "ln_final.hook_normalized", "ln_final_scale": "ln_final.hook_scale", "logits": "unembed.hook_out"}
 
 
 def act_name(kind: str, layer: int | None = None) -> str:

@@ -23,22 +23,36 @@ from core.positional import rope_cos_sin, rope_inv_freq, sinusoidal_table
 
 
 class Norm(nn.Module):
-    """LayerNorm (centre, scale, shift) or RMSNorm (scale only), then a hook on the output."""
+    """LayerNorm (centre, scale, shift) or RMSNorm (scale only), with TransformerLens' two hooks:
+
+        hook_scale       the divisor, sqrt(mean(x^2) + eps) of the (centred) vector    (B, T, 1)
+        hook_normalized  the vector divided by it, before the gain and bias           (B, T, C)
+
+    When no one hooks them, the fused kernels run (F.layer_norm, or Llama's fp32 RMSNorm)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.rms, self.eps = cfg.norm == "rmsnorm", cfg.norm_eps
         self.weight = nn.Parameter(torch.ones(cfg.d_model))
         self.bias = None if self.rms else nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_normalized = HookPoint()
+        self.hook_scale, self.hook_normalized = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hook_scale.active() or self.hook_normalized.active():
+            return self.steps(x)
         if self.rms:  # x / sqrt(mean(x^2) + eps), computed in fp32 as Llama does
             x32 = x.float()
-            y = self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-        else:
-            y = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
-        return self.hook_normalized(y)
+            return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+
+    def steps(self, x: torch.Tensor) -> torch.Tensor:
+        """The same norm written out step by step, through the hooks."""
+        x32 = x.float()
+        if not self.rms:
+            x32 = x32 - x32.mean(-1, keepdim=True)                               # LayerNorm centres first
+        scale = self.hook_scale((x32.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        y = self.hook_normalized(x32 / scale).to(x.dtype)
+        return y * self.weight if self.rms else y * self.weight + self.bias
 
 
 class Block(nn.Module):

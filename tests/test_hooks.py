@@ -3,15 +3,16 @@ import threading
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from core import HookedTransformer, ModelConfig
 
 # The DESIGN's hook names for one block of a Llama-style model, in firing order's module order.
 PINNED_LLAMA_BLOCK = [
-    "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
-    "attn.hook_mask", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "ln2.hook_normalized",
-    "mlp.hook_pre", "mlp.hook_post", "hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out",
-    "hook_resid_post",
+    "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q",
+    "attn.hook_rot_k", "attn.hook_mask", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
+    "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_resid_pre", "hook_attn_out",
+    "hook_resid_mid", "hook_mlp_out", "hook_resid_post",
 ]
 
 
@@ -29,9 +30,9 @@ def test_hook_names_are_pinned(decoder_pair):
         expected.insert(expected.index("moe.hook_expert_weights") + 1, "moe.hook_expert_indices")
     assert block0 == expected
     top = [n for n in names if not n.startswith("blocks.")]
-    assert top == {"gpt2": ["hook_tokens", "hook_embed", "hook_pos_embed", "ln_final.hook_normalized", "unembed.hook_out"],
-                   "llama": ["hook_tokens", "hook_embed", "ln_final.hook_normalized", "unembed.hook_out"],
-                   "mixtral": ["hook_tokens", "hook_embed", "ln_final.hook_normalized", "unembed.hook_out"]}[family]
+    final = ["ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_out"]
+    assert top == {"gpt2": ["hook_tokens", "hook_embed", "hook_pos_embed", *final],
+                   "llama": ["hook_tokens", "hook_embed", *final], "mixtral": ["hook_tokens", "hook_embed", *final]}[family]
 
 
 def documented_shape(name: str, cfg: ModelConfig, B: int, T: int) -> tuple:
@@ -40,6 +41,7 @@ def documented_shape(name: str, cfg: ModelConfig, B: int, T: int) -> tuple:
     leaf = name.split(".")[-1]
     table = {
         "hook_tokens": (B, T), "hook_embed": (B, T, C), "hook_pos_embed": (1, T, C), "hook_normalized": (B, T, C),
+        "hook_scale": (B, T, 1),
         "hook_q": (B, T, H, D), "hook_k": (B, T, G, D), "hook_v": (B, T, G, D),
         "hook_rot_q": (B, T, H, D), "hook_rot_k": (B, T, G, D), "hook_mask": (1, 1, T, T),
         "hook_attn_scores": (B, H, T, T), "hook_pattern": (B, H, T, T), "hook_z": (B, T, H, D),
@@ -73,7 +75,8 @@ def identity(x, hook):
 
 def test_identity_hook_leaves_logits_bit_identical(pair, ids):
     _, model, _ = pair
-    explicit = ("hook_attn_scores", "hook_pattern")  # hooking these switches SDPA to the explicit path
+    # hooking these switches SDPA, or the fused norm, to the explicit path (equal within float error, tested apart)
+    explicit = ("hook_attn_scores", "hook_pattern", "hook_scale", "hook_normalized")
     with torch.no_grad():
         plain = model(ids)
         with model.hooks({n: identity for n in model.hook_points if not n.endswith(explicit)}):
@@ -83,6 +86,35 @@ def test_identity_hook_leaves_logits_bit_identical(pair, ids):
         with model.hooks({n: identity for n in model.hook_points}):
             hooked_everywhere = model(ids)
         assert torch.equal(looked, hooked_everywhere)
+
+
+def norm_inputs(model, cache, i: int) -> dict[str, torch.Tensor]:
+    """What each norm of block i (and the final norm) reads: the stream (pre-norm) or stream + sublayer (BERT)."""
+    if model.cfg.pre_norm:
+        ins = {f"blocks.{i}.ln1": cache["resid_pre", i], f"blocks.{i}.ln2": cache["resid_mid", i]}
+        return {**ins, "ln_final": cache["resid_post", model.cfg.n_layers - 1]}
+    return {f"blocks.{i}.ln1": cache["resid_pre", i] + cache["attn_out", i],
+            f"blocks.{i}.ln2": cache["resid_mid", i] + cache["mlp_out", i]}
+
+
+def test_norm_hooks_mean_what_transformer_lens_means(pair, ids):
+    """hook_scale is the divisor sqrt(mean(x^2) + eps) of the (centred) vector; hook_normalized is x / scale, before
+    the gain and bias; the norm's output (gain and bias applied) is what F.layer_norm / F.rms_norm give."""
+    _, model, _ = pair
+    _, cache = model.run_with_cache(ids)
+    for prefix, x in norm_inputs(model, cache, 1).items():
+        norm = model.get_submodule(prefix)
+        C = x.shape[-1]
+        centred = x if norm.rms else x - x.mean(-1, keepdim=True)
+        torch.testing.assert_close(cache[f"{prefix}.hook_scale"], (centred.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt())
+        normalized = cache[f"{prefix}.hook_normalized"]
+        bare = F.rms_norm(x, (C,), eps=norm.eps) if norm.rms else F.layer_norm(x, (C,), eps=norm.eps)
+        torch.testing.assert_close(normalized, bare, rtol=1e-5, atol=1e-5)
+        full = F.rms_norm(x, (C,), norm.weight, norm.eps) if norm.rms else F.layer_norm(x, (C,), norm.weight,
+                                                                                         norm.bias, norm.eps)
+        gained = normalized * norm.weight + (0 if norm.rms else norm.bias)
+        torch.testing.assert_close(gained, full, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(norm(x), full, rtol=1e-5, atol=1e-5)  # the fused path, when no one is looking
 
 
 def zero_head(head: int):
