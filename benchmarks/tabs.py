@@ -1,8 +1,10 @@
 """Seconds per tab update on a 32-token prompt with SmolLM2: `python benchmarks/tabs.py`.
 
 Each handler (the plain function, without the answer cache Gradio calls it through) runs once to
-warm up, then prints the median of 5 runs, next to a plain forward of the same prompt as the
-reference measured in the same run. "new text" drops the recorded forwards first.
+warm up, then prints the median of 5 runs and its ratio to a plain forward of the same prompt, the
+reference measured in the same run. "new text" drops the recorded forwards first. Targets: a new
+text in the flow, Block or Residual stream view costs at most 1.5 forwards; another layer or position
+reuses the recorded forward.
 """
 import statistics
 import time
@@ -11,7 +13,7 @@ import torch
 from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
 
 from core import zoo
-from explainers import attention, causal_mask, embeddings, lm_head, moe, tokenizer
+from explainers import attention, block, causal_mask, embeddings, lm_head, moe, overview, residual, tokenizer
 from explainers.activations import forget_runs
 
 PROMPT = ("The bank is near the river bank, and every morning the old fisherman walks there "
@@ -57,11 +59,19 @@ def main() -> None:
         "LM head: logit lens (cached forward)": lambda: lm_head.update_lens(name, PROMPT),
         "LM head: next token (cached)": lambda: lm_head.next_token(name, PROMPT, 1.0, 50, 0.9, 0, None),
         "MoE tab (tiny-moe): new routing": fresh(lambda: moe.update("tiny-moe", PROMPT, 1, -1, 1, 0, 0, [], "none")),
+        "overview flow: new text": fresh(lambda: overview.update_flow(name, PROMPT)),
+        "block: new text": fresh(lambda: block.update(name, PROMPT, 3, -1, block.NORMS[1])),
+        "block: other layer and position (cached)": lambda: block.update(name, PROMPT, 20, 5, block.NORMS[0]),
+        "residual stream: new text": fresh(lambda: residual.update(name, PROMPT, -1, "")),
+        "residual stream: other position (cached)": lambda: residual.update(name, PROMPT, 7, ""),
     }
     print(f"SmolLM2-135M, {ids.shape[1]}-token prompt, {torch.get_num_threads()} threads, median of 5")
+    reference = None
     for label, fn in cases.items():
         with torch.no_grad():
-            print(f"  {label:36s} {median_seconds(fn) * 1000:8.1f} ms")
+            seconds = median_seconds(fn)
+        reference = reference or seconds
+        print(f"  {label:42s} {seconds * 1000:8.1f} ms  {seconds / reference:5.2f} x forward")
 
 
 if __name__ == "__main__":

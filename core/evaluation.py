@@ -32,8 +32,8 @@ def distinct_n(tokens: list, n: int) -> float:
 
 
 @torch.no_grad()
-def evaluate_clm(model: HookedTransformer, text: str, sample_prompt: str = "ROMEO:\n") -> dict:
-    """CE (nats/token), PPL, next-token accuracy, BPC and distinct-1/2 of a seeded sample."""
+def evaluate_clm(model: HookedTransformer, text: str, sample_prompt: str = "ROMEO:\n", sample_tokens: int = 400) -> dict:
+    """CE (nats/token), PPL, next-token accuracy, BPC and distinct-1/2 of a seeded sample of sample_tokens (0: none)."""
     data = torch.tensor(model.tokenizer.encode(text))
     T = min(model.cfg.n_ctx, len(data) - 1)
     starts = range(0, len(data) - T - 1 + 1, T)  # non-overlapping windows
@@ -46,11 +46,13 @@ def evaluate_clm(model: HookedTransformer, text: str, sample_prompt: str = "ROME
         correct += (logits.argmax(-1) == y).sum().item()
         count += y.numel()
     ce = total / count
-    generated = sample_text(model, sample_prompt, 400, SamplingSettings(0.8, 50, 1.0))
-    tokens = model.tokenizer.encode(generated)
-    return {"cross_entropy": ce, "perplexity": math.exp(ce), "accuracy": correct / count,
-            "bpc": ce / math.log(2), "distinct_1": distinct_n(tokens, 1), "distinct_2": distinct_n(tokens, 2),
-            "tokens": count, "sample": generated}
+    metrics = {"cross_entropy": ce, "perplexity": math.exp(ce), "accuracy": correct / count, "bpc": ce / math.log(2),
+               "tokens": count}
+    if sample_tokens:
+        generated = sample_text(model, sample_prompt, sample_tokens, SamplingSettings(0.8, 50, 1.0))
+        tokens = model.tokenizer.encode(generated)
+        metrics.update(distinct_1=distinct_n(tokens, 1), distinct_2=distinct_n(tokens, 2), sample=generated)
+    return metrics
 
 
 @torch.no_grad()
@@ -75,8 +77,10 @@ def evaluate_mlm(model: HookedTransformer, text: str, seed: int = 1234) -> dict:
             "baseline_accuracy": most_frequent, "masked_tokens": len(targets)}
 
 
-def evaluate(model: HookedTransformer, text: str, sample_prompt: str = "ROMEO:\n") -> dict:
-    return evaluate_mlm(model, text) if model.cfg.head == "mlm" else evaluate_clm(model, text, sample_prompt)
+def evaluate(model: HookedTransformer, text: str, sample_prompt: str = "ROMEO:\n", sample_tokens: int = 400) -> dict:
+    if model.cfg.head == "mlm":
+        return evaluate_mlm(model, text)
+    return evaluate_clm(model, text, sample_prompt, sample_tokens)
 
 
 @torch.no_grad()

@@ -14,8 +14,9 @@ from core.cache import ActivationCache, kinds, resid_names
 from explainers.inputs import get_model
 from explainers.serving import shared
 
-ATTENTION_TOKENS = 64  # Q, K, V, masks and patterns are kept for sequences up to this long: the tabs draw 32 at most
-_ATTENTION = kinds("q", "k", "v", "rot_q", "rot_k", "mask", "pattern", "z")
+ATTENTION_TOKENS = 64  # Q, K, V, masks, patterns and each sublayer's output are kept for sequences up to this long
+_ATTENTION = kinds("q", "k", "v", "rot_q", "rot_k", "mask", "pattern", "z", "embed", "pos_embed", "resid_mid",
+                   "attn_out", "mlp_out")
 _ROUTING = kinds("router_logits", "expert_weights", "expert_indices")
 
 
@@ -36,8 +37,9 @@ class Run:
 @shared(8)
 def run(model_name: str, ids: tuple[int, ...], change=None) -> Run:
     """The recorded forward of these token ids, with an intervention (core.attention.ZeroHeads, MaskOverride,
-    core.moe.Routing: anything with .apply(model)) or none. Records the residual stream, expert routing, and
-    attention's Q, K, V, mask, pattern and z when the sequence is short enough to draw them."""
+    core.moe.Routing: anything with .apply(model)) or none. Records the residual stream and expert routing, and,
+    when the sequence is short enough to draw them, attention's Q, K, V, mask, pattern and z, the embeddings and
+    what each sublayer adds to the stream (attn_out, resid_mid, mlp_out)."""
     model = get_model(model_name)
     stream = set(resid_names(model.cfg.n_layers))
     wanted = lambda n: n in stream or _ROUTING(n) or (len(ids) <= ATTENTION_TOKENS and _ATTENTION(n))

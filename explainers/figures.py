@@ -51,7 +51,7 @@ def grid(cols: int, rows: int = 1, titles=(), gap: tuple[float, float] = (0.04, 
         top = 1 - r * (height + gap[1])
         place = on(i)
         layout[axis("x", i)] = {**(x or {}), "domain": x_domain, "anchor": place["yaxis"]}
-        layout[axis("y", i)] = {**(y or {}), "domain": [top - height, top], "anchor": place["xaxis"]}
+        layout[axis("y", i)] = {**(y or {}), "domain": [max(0.0, top - height), top], "anchor": place["xaxis"]}
         if i < len(titles):
             notes.append({"text": titles[i], "x": sum(x_domain) / 2, "y": top, "xref": "paper", "yref": "paper",
                           "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16}})

@@ -108,3 +108,9 @@ def make_query(tab: str, model: str, lecture: bool, values: dict[str, object], l
     prefix = f"{tab}."
     params.update({k[len(prefix):]: link_text(v) for k, v in values.items() if k.startswith(prefix)})
     return "?" + urlencode(params)
+
+
+def view_link(tab: str, model: str, **settings) -> str:
+    """The query string of a link to a tab with these settings: what a figure's clickable parts open
+    (the page's script follows it, adding the lecture setting on screen)."""
+    return "?" + urlencode({"tab": tab, "model": model, **{k: link_text(v) for k, v in settings.items()}})

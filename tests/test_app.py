@@ -18,7 +18,7 @@ def test_overview_describes_the_loaded_model(smollm2):
     facts = dict(overview.model_facts(smollm2))
     assert facts["Layers"] == "30" and facts["Key/value heads (G)"] == "3 — GQA" and facts["Width (C)"] == "576"
     assert facts["Parameters"] == f"{sum(p.numel() for p in smollm2.parameters()):,}"
-    markdown, fig = overview.update("smollm2-135m")
+    markdown, fig = overview.update_facts("smollm2-135m")
     assert "| Layers | 30 |" in markdown and fig.data[0].type == "bar"
 
 

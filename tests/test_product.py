@@ -26,7 +26,8 @@ def LINKS(demo):
 
 def test_every_tab_registers_link_settings_for_its_widgets(demo, LINKS):
     tabs = {key.split(".")[0] for key in LINKS}
-    assert tabs == {"tokenizer", "embeddings", "causal_mask", "attention", "lm_head", "moe", "kv_cache"}
+    assert tabs == {"overview", "tokenizer", "embeddings", "causal_mask", "attention", "block", "moe", "residual",
+                    "lm_head", "kv_cache"}
     assert all(c in demo.blocks.values() for c in LINKS.values())
 
 

@@ -22,7 +22,8 @@ def test_a_few_optimisation_steps_lower_the_loss(name):
     before = train(name, replace(recipe, steps=0), text=TEXT, progress=False)
     after = train(name, recipe, text=TEXT, progress=False)
     _, heldout = corpus_split(TEXT)
-    assert evaluate(after, heldout)["cross_entropy"] < 0.9 * evaluate(before, heldout)["cross_entropy"]
+    ce = lambda model: evaluate(model, heldout, sample_tokens=0)["cross_entropy"]
+    assert ce(after) < 0.9 * ce(before)
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -63,6 +64,6 @@ def test_shipped_checkpoint_loads_and_matches_its_metrics(name):
     model = zoo.load(name, "cpu")
     recorded = json.loads((zoo.ASSETS / name / "metrics.json").read_text())["heldout_slice"]
     _, heldout = corpus_split()
-    got = evaluate(model, heldout[:SLICE_CHARS])
+    got = evaluate(model, heldout[:SLICE_CHARS], sample_tokens=0)  # the sample's 400 steps are not compared
     for key in ["cross_entropy", "accuracy"]:
         assert got[key] == pytest.approx(recorded[key], rel=0.02), key

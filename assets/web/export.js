@@ -77,8 +77,33 @@
       gd.insertAdjacentElement("afterend", bar);
     });
   }
+  // Links into other tabs: a stage of the model (an <a data-view>) or a cell or bar of a figure whose customdata is a
+  // query string "?tab=..." opens that view, keeping lecture mode as it is on screen.
+  const open = (query) => {
+    const lecture = document.body.classList.contains("lecture") ? "1" : "0";
+    window.location.search = query + "&lecture=" + lecture;
+  };
+  const follow = (event) => {
+    const query = event?.points?.[0]?.customdata;
+    if (typeof query === "string" && query.startsWith("?tab=")) open(query);
+  };
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest?.("a[data-view]");
+    if (link && !event.ctrlKey && !event.metaKey && !event.shiftKey && event.button === 0) {
+      event.preventDefault();
+      open(link.getAttribute("href"));
+    }
+  });
+  function addLinks() {
+    document.querySelectorAll(".js-plotly-plot").forEach((gd) => {
+      if (!gd.on) return;
+      gd.removeListener?.("plotly_click", follow);  // a redrawn figure keeps its listeners: never add one twice
+      gd.on("plotly_click", follow);
+    });
+  }
+
   let queued = false;
   new MutationObserver(() => {
-    if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; addBars(); }); }
+    if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; addBars(); addLinks(); }); }
   }).observe(document.documentElement, {childList: true, subtree: true});
 })();
