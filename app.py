@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from core import zoo  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
-from explainers import TABS  # noqa: E402
+from explainers import CHAPTERS, TABS, tab_id  # noqa: E402
 from explainers.inputs import model_choices, unavailable_note  # noqa: E402
 from explainers.links import make_query, restore  # noqa: E402
 from explainers.serving import Page  # noqa: E402
@@ -38,7 +38,8 @@ def cores() -> int:
 
 
 def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blocks:
-    """The page: a model picker, lecture mode and deep links around one tab per module of explainers.TABS.
+    """The page: a model picker, lecture mode and deep links around a row of chapters (explainers.CHAPTERS),
+    each a row of tabs, one per module.
 
     Model events share one queue group, as many at a time as there are cores (each uses all the cores' torch
     threads; the Python half of one, building figures, runs while another's matrix products do). Generation
@@ -63,26 +64,34 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
         if note:
             gr.Markdown(note)
         page = Page(model_picker, lecture_box, limits={"model": min(cores(), 4), "generate": 1})
-        current_tab = gr.State("overview")
-        tab_ids = []
-        with gr.Tabs() as tabs:
-            for module in TABS:
-                tab_id = module.__name__.rsplit(".", 1)[-1]
-                tab_ids.append(tab_id)
-                with gr.Tab(module.TITLE, id=tab_id) as tab:
-                    module.build(page)
-                tab.select(lambda tab_id=tab_id: tab_id, None, current_tab, queue=False)
+        # What is on screen, for links: the chapter, and the tab each chapter's row shows (Gradio keeps it while
+        # another chapter is open). A Tab's select fires whenever its row selects it, by a click or by restore().
+        chapter_on_screen = gr.State("chapter-1")
+        rows, shown, tab_ids = {}, {}, {}  # chapter id -> its row of tabs, the State of the tab it shows, its tabs' ids
+        with gr.Tabs(elem_classes="chapters") as chapter_row:
+            for number, (title, modules) in enumerate([c for c in CHAPTERS if c[1]], 1):  # an empty one is not drawn
+                chapter_id = f"chapter-{number}"
+                tab_ids[chapter_id] = [tab_id(module) for module in modules]
+                with gr.Tab(f"{number} · {title}", id=chapter_id) as chapter:
+                    shown[chapter_id] = gr.State(tab_ids[chapter_id][0])
+                    with gr.Tabs(elem_classes="chapter-tabs") as rows[chapter_id]:
+                        for module, name in zip(modules, tab_ids[chapter_id]):
+                            with gr.Tab(module.TITLE, id=name, elem_id=f"tab-{name}") as tab:
+                                module.build(page)
+                            tab.select(lambda name=name: name, None, shown[chapter_id], queue=False)
+                chapter.select(lambda chapter_id=chapter_id: chapter_id, None, chapter_on_screen, queue=False)
         links = page.links
-        link_inputs = {current_tab, model_picker, lecture_box, *links.values()}
+        link_inputs = {chapter_on_screen, *shown.values(), model_picker, lecture_box, *links.values()}
 
         def link_query(values: dict) -> str:
-            return make_query(values[current_tab], values[model_picker], values[lecture_box],
+            tab = next((values[tab] for chapter, tab in shown.items() if chapter == values[chapter_on_screen]), None)
+            return make_query(tab, values[model_picker], values[lecture_box],
                               {key: values[c] for key, c in links.items()}, lecture)
 
         def restored(text: str):
             return restore(text, links, tab_ids, default, lecture)
 
-        restoring = demo.load(restored, query, [tabs, current_tab, model_picker, lecture_box, link_note,
+        restoring = demo.load(restored, query, [chapter_row, *rows.values(), model_picker, lecture_box, link_note,
                                                 *links.values()], js="() => [window.location.search]",
                               concurrency_limit=None)
         restoring.then(None, lecture_box, None, js="(on) => { document.body.classList.toggle('lecture', on) }")

@@ -1,4 +1,16 @@
-"""One module per tab; TABS is the order they appear in."""
+"""One module per tab, grouped into chapters; CHAPTERS is the order they appear in, TABS the same tabs in one list."""
 from explainers import attention, block, causal_mask, embeddings, kv_cache, lm_head, moe, overview, residual, tokenizer
 
-TABS = [overview, tokenizer, embeddings, causal_mask, attention, block, moe, residual, lm_head, kv_cache]
+CHAPTERS = [  # (title, its tabs); a chapter with no tabs is not drawn
+    ("The whole model", [overview]),
+    ("Text to tokens", [tokenizer, embeddings]),
+    ("Inside a block", [causal_mask, attention, block, moe, residual]),
+    ("Out to text", [lm_head]),
+    ("Beyond", [kv_cache]),
+]
+TABS = [module for _, modules in CHAPTERS for module in modules]
+
+
+def tab_id(module) -> str:
+    """A tab's id, in deep links and in the page: its module's name (`?tab=attention`)."""
+    return module.__name__.rsplit(".", 1)[-1]

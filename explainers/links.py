@@ -58,12 +58,17 @@ def link_text(value) -> str:
     return "" if value is None else str(value)
 
 
-def restore(query: str, links: dict, tab_ids: list[str], default_model: str, lecture_default: bool = False) -> tuple:
-    """Updates for (tabs, current tab, model picker, lecture box, note, *links) from a query string."""
+def restore(query: str, links: dict, chapters: dict[str, list[str]], default_model: str,
+            lecture_default: bool = False) -> tuple:
+    """Updates for (chapter row, each chapter's tab row, model picker, lecture box, note, *links) from a query string.
+
+    `chapters` maps each chapter's id to its tabs' ids, in the page's order. The linked tab is selected in its
+    chapter's row and that chapter in the chapter row."""
     params = {k: v[-1] for k, v in parse_qs(str(query or "").lstrip("?"), keep_blank_values=True).items()}
     problems = []
     tab = params.pop("tab", None)
-    if tab is not None and tab not in tab_ids:
+    chapter_of = {t: chapter for chapter, tab_ids in chapters.items() for t in tab_ids}
+    if tab is not None and tab not in chapter_of:
         problems.append(f"no tab {tab!r}")
         tab = None
     model = params.pop("model", None)
@@ -90,8 +95,10 @@ def restore(query: str, links: dict, tab_ids: list[str], default_model: str, lec
             problems.append(f"{key}={raw[:40]!r} does not fit {getattr(component, 'label', key)!r}")
     note = ("This link had settings that could not be used, so their defaults are shown: "
             + "; ".join(problems) + ".") if problems else ""
-    return (gr.Tabs(selected=tab) if tab else gr.Tabs(), tab or "overview", model or default_model, lecture,
-            note, *[as_update(links[k], values[k]) if k in values else gr.skip() for k in links])
+    chapter = chapter_of.get(tab)  # None without a tab: the page stays on its first chapter's first tab
+    rows = [gr.Tabs(selected=tab) if c == chapter else gr.skip() for c in chapters]
+    return (gr.Tabs(selected=chapter), *rows, model or default_model, lecture, note,
+            *[as_update(links[k], values[k]) if k in values else gr.skip() for k in links])
 
 
 def as_update(component, value):

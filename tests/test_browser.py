@@ -6,14 +6,22 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (installed by .ci/run)")
 ROOT = Path(__file__).resolve().parent.parent
-TABS = ["Overview", "Tokenizer", "Embeddings", "Causal mask", "Attention heads", "LM head & sampling", "MoE routing",
-        "KV cache"]
+CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id is what a link names
+    "1 · The whole model": [("overview", "Overview")],
+    "2 · Text to tokens": [("tokenizer", "Tokenizer"), ("embeddings", "Embeddings")],
+    "3 · Inside a block": [("causal_mask", "Causal mask"), ("attention", "Attention heads"), ("block", "Block: norm & FFN"),
+                           ("moe", "MoE routing"), ("residual", "Residual stream")],
+    "4 · Out to text": [("lm_head", "LM head & sampling")],
+    "5 · Beyond": [("kv_cache", "KV cache")],
+}
+TABS = [title for tabs in CHAPTERS.values() for _, title in tabs]
 
 
 def free_port() -> int:
@@ -70,11 +78,35 @@ def error_toasts(page) -> list[str]:
     return page.locator(".toast-body.error").all_inner_texts()
 
 
+def select(page, name: str) -> None:
+    """Click a chapter or a tab, then wait for the answers to the selects it sent (they record what is on screen,
+    for "Copy link to this view"; a chapter opened for the first time also sends its first tab's)."""
+    sent = []
+    listen = lambda request: sent.append(request)  # a function: playwright marks it (a bound method it cannot)
+    page.on("request", listen)
+    page.get_by_role("tab", name=name, exact=True).click()
+    page.wait_for_timeout(500)
+    page.remove_listener("request", listen)
+    for request in sent:
+        request.response()
+
+
+def open_tab(page, title: str) -> None:
+    """Open the chapter holding the tab, then the tab."""
+    select(page, next(chapter for chapter, tabs in CHAPTERS.items() if title in [t for _, t in tabs]))
+    select(page, title)
+
+
+def tab_panel(page):
+    """The panel of the tab on screen (inside its chapter's panel)."""
+    return page.locator(".chapter-tabs [role=tabpanel]:visible").first
+
+
 @pytest.mark.parametrize("tab", TABS)
 def test_tab_runs_its_examples_and_draws(page, tab):
-    page.get_by_role("tab", name=tab).click()
+    open_tab(page, tab)
     settle(page)
-    panel = page.locator("[role=tabpanel]:visible").first
+    panel = tab_panel(page)
     examples = panel.locator(".gallery-item, tr.tr-body, button.gallery-item")
     for i in range(examples.count()):
         examples.nth(i).click()
@@ -87,9 +119,9 @@ def test_tab_runs_its_examples_and_draws(page, tab):
 @pytest.mark.parametrize("tab, button", [("LM head & sampling", "Next token: draw one and append it"),
                                          ("KV cache", "Generate both ways")])
 def test_tab_buttons_run(page, tab, button):
-    page.get_by_role("tab", name=tab).click()
+    open_tab(page, tab)
     settle(page)
-    panel = page.locator("[role=tabpanel]:visible").first
+    panel = tab_panel(page)
     before = panel.locator("textarea").first.input_value()
     if tab == "KV cache":  # the examples test left N at 128; the uncached run is quadratic, keep CI quick
         panel.locator("input[type=number]").first.fill("8")
@@ -111,7 +143,7 @@ def test_an_empty_text_gets_one_plain_message(fresh, url, tab, drawn, key):
     fresh.goto(url + f"?tab={tab}&model=tiny-gpt-char")
     fresh.wait_for_selector(drawn + " >> visible=true", timeout=120_000)
     settle(fresh)
-    box = fresh.locator("[role=tabpanel]:visible").first.locator("textarea").first
+    box = tab_panel(fresh).locator("textarea").first
     box.fill("   ")
     box.press(key)
     fresh.locator(".toast-body.error").first.wait_for(timeout=30_000)
@@ -122,8 +154,8 @@ def test_an_empty_text_gets_one_plain_message(fresh, url, tab, drawn, key):
 
 
 def test_a_cancelled_generation_leaves_the_kv_tab_usable(page):
-    page.get_by_role("tab", name="KV cache").click()
-    panel = page.locator("[role=tabpanel]:visible").first
+    open_tab(page, "KV cache")
+    panel = tab_panel(page)
     count = panel.locator("input[type=number]").first
     count.fill("256")
     count.press("Enter")
@@ -162,12 +194,46 @@ def slider_value(panel, label: str) -> str:
 def test_a_deep_link_restores_tab_model_and_settings(fresh, url):
     open_link(fresh, url + "?tab=causal_mask&model=tiny-gpt-char&text=ROMEO%3A+hello&layer=2&head=3&mask=bidirectional")
     assert fresh.get_by_role("tab", name="Causal mask").get_attribute("aria-selected") == "true"
-    panel = fresh.locator("[role=tabpanel]:visible").first
+    panel = tab_panel(fresh)
     assert panel.locator("textarea").first.input_value() == "ROMEO: hello"
     assert slider_value(panel, "number input for Layer") == "2" and slider_value(panel, "number input for Head") == "3"
     assert panel.get_by_label("bidirectional").is_checked()
     assert "tiny-gpt-char" in fresh.locator("input[role=listbox], input[aria-label=Model]").first.input_value()
     assert "0:R" in panel.locator(".js-plotly-plot").first.inner_text()  # the figure drew the linked text
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+@pytest.mark.parametrize("chapter, tab_id, title", [(c, i, t) for c, tabs in CHAPTERS.items() for i, t in tabs])
+def test_a_link_to_a_tab_opens_it_inside_its_chapter(fresh, url, chapter, tab_id, title):
+    """Links made before there were chapters (`?tab=attention`) still open their tab, its chapter selected."""
+    fresh.goto(url + f"?tab={tab_id}")
+    fresh.get_by_role("tab", name=title, exact=True, selected=True).wait_for(timeout=60_000)
+    settle(fresh)
+    assert [t.inner_text() for t in fresh.get_by_role("tab", selected=True).all()] == [chapter, title]  # visible ones
+    assert fresh.locator(f"#tab-{tab_id}").is_visible()
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def copy_link(page) -> str:
+    """Press "Copy link to this view" on a page just opened: the link it shows."""
+    page.get_by_role("button", name="Copy link to this view").click()
+    page.wait_for_function("document.querySelector('[placeholder^=\"the link\"]').value !== ''", timeout=30_000)
+    return page.locator("[placeholder^='the link']").first.input_value()
+
+
+def test_copy_link_names_the_tab_on_screen_after_switching_chapters(fresh, url):
+    """Back in a chapter, Gradio shows the tab last open in it; the link names that tab, not the chapter's first."""
+    open_link(fresh, url + "?model=tiny-gpt-char")
+    open_tab(fresh, "Embeddings")
+    select(fresh, "1 · The whole model")
+    select(fresh, "2 · Text to tokens")
+    assert fresh.get_by_role("tab", name="Embeddings", exact=True, selected=True).is_visible()
+    assert parse_qs(urlsplit(copy_link(fresh)).query)["tab"] == ["embeddings"]
+    settle(fresh)  # leaving a page with answers on their way logs their abort
+    open_link(fresh, url + "?tab=attention&model=tiny-gpt-char")  # a tab opened by a link, not its chapter's first
+    select(fresh, "1 · The whole model")
+    select(fresh, "3 · Inside a block")
+    assert parse_qs(urlsplit(copy_link(fresh)).query)["tab"] == ["attention"]
     assert error_toasts(fresh) == [] and fresh.console_errors == []
 
 
@@ -179,7 +245,7 @@ def test_copy_link_gives_a_link_that_reopens_the_same_view(page, fresh, url):
     link = page.locator("[placeholder^='the link']").first.input_value()
     assert link.startswith(url) and "temperature=0.7" in link and "top_p=0.8" in link and page.url == link
     open_link(fresh, link)
-    panel = fresh.locator("[role=tabpanel]:visible").first
+    panel = tab_panel(fresh)
     assert panel.locator("textarea").first.input_value() == "To be"
     assert slider_value(panel, "number input for Temperature (0 = greedy)") == "0.7"
     assert error_toasts(fresh) == []
@@ -195,7 +261,7 @@ def test_a_bad_link_shows_the_defaults_and_a_note(fresh, url):
 def font_sizes(page) -> tuple[float, float]:
     """(paragraph text, figure tick labels) in px on the visible tab."""
     return page.evaluate("""() => {
-        const panel = [...document.querySelectorAll('[role=tabpanel]')].find(p => p.offsetParent !== null);
+        const panel = [...document.querySelectorAll('.chapter-tabs [role=tabpanel]')].find(p => p.offsetParent !== null);
         const size = (el) => parseFloat(getComputedStyle(el).fontSize);
         return [size(panel.querySelector('.prose p')), size(panel.querySelector('.js-plotly-plot .xtick text'))];
     }""")
@@ -217,7 +283,7 @@ def test_lecture_mode_enlarges_text_and_figures(page, fresh, url):
 
 def test_every_figure_saves_as_png_svg_csv_and_json(page, url):
     open_link(page, url + "?tab=lm_head&model=tiny-gpt-char")
-    bar = page.locator("[role=tabpanel]:visible .export-bar").first
+    bar = tab_panel(page).locator(".export-bar").first
     files = {}
     for kind in ["PNG", "SVG", "CSV", "JSON"]:
         with page.expect_download(timeout=60_000) as download:
@@ -229,3 +295,43 @@ def test_every_figure_saves_as_png_svg_csv_and_json(page, url):
     assert numbers["traces"] and any(len(t.get("x", [])) > 1 for t in numbers["traces"])
     assert files["CSV"].decode().startswith("trace 0") and files["CSV"].count(b"\n") > 5
     assert page.console_errors == []
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m", "minilm-l6", "tiny-moe"])
+def test_the_flow_and_the_block_tab_draw_on_every_kind_of_model(fresh, url, model):
+    """A decoder, an encoder and an MoE: the flow's stages and figure, then one block, with no error."""
+    open_link(fresh, url + f"?tab=overview&model={model}")
+    panel = tab_panel(fresh)
+    stages = panel.locator("a[data-view]")
+    assert stages.count() >= 7 and "× attention" in panel.inner_text()
+    assert ("Next token" in panel.inner_text()) == (model != "minilm-l6")  # an encoder has no next token
+    assert panel.locator(".js-plotly-plot").first.locator(".heatmaplayer").count() == 1
+    open_link(fresh, url + f"?tab=block&model={model}&layer=1&position=2")
+    panel = tab_panel(fresh)
+    assert "Layer 1, position 2" in panel.inner_text() and panel.locator(".js-plotly-plot").count() == 3
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def test_a_stage_or_a_cell_of_the_flow_opens_the_tab_that_explains_it(fresh, url):
+    open_link(fresh, url + "?tab=overview&model=tiny-gpt-char&text=To+be+or+not")
+    tab_panel(fresh).get_by_text("4 × attention").click()
+    fresh.wait_for_url("**tab=attention**", timeout=30_000)
+    fresh.console_errors.clear()  # the page left behind logs its queue connection's abort
+    fresh.get_by_role("tab", name="Attention heads", exact=True, selected=True).wait_for(timeout=60_000)
+    settle(fresh)
+    assert tab_panel(fresh).locator("textarea").first.input_value() == "To be or not"
+    open_link(fresh, url + "?tab=overview&model=tiny-gpt-char&text=To+be+or+not")
+    cells = tab_panel(fresh).locator(".js-plotly-plot .nsewdrag").first
+    cells.scroll_into_view_if_needed()
+    box = cells.bounding_box()  # the top row is the last block's FFN, at the middle position of the 12 characters
+    fresh.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + 3)
+    fresh.wait_for_url("**tab=block**", timeout=30_000)
+    position = parse_qs(urlsplit(fresh.url).query)["position"][0]
+    assert position in ("5", "6")
+    fresh.console_errors.clear()
+    fresh.get_by_role("tab", name="Block: norm & FFN", exact=True, selected=True).wait_for(timeout=60_000)
+    settle(fresh)
+    panel = tab_panel(fresh)
+    assert slider_value(panel, "number input for Layer") == "3"
+    assert f"Layer 3, position {position}" in panel.inner_text()
+    assert error_toasts(fresh) == [] and fresh.console_errors == []

@@ -31,11 +31,16 @@ def test_every_tab_registers_link_settings_for_its_widgets(demo, LINKS):
     assert all(c in demo.blocks.values() for c in LINKS.values())
 
 
+CHAPTERS = {"chapter-1": ["overview"], "chapter-2": ["tokenizer", "embeddings"],
+            "chapter-3": ["causal_mask", "attention", "moe"], "chapter-4": ["lm_head"], "chapter-5": ["kv_cache"]}
+
+
 def test_a_link_restores_tab_model_and_settings(LINKS):
     out = restore("?tab=causal_mask&model=tiny-gpt-char&text=ROMEO%3A+hi&layer=2&head=1&mask=bidirectional&window=5",
-                  LINKS, ["overview", "causal_mask"], "smollm2-135m")
-    tabs, current, model, lecture, note, *values = out
-    assert tabs.selected == "causal_mask" and current == "causal_mask" and model == "tiny-gpt-char"
+                  LINKS, {"chapter-1": ["overview"], "chapter-2": ["causal_mask"]}, "smollm2-135m")
+    chapters, first, second, model, lecture, note, *values = out
+    assert chapters.selected == "chapter-2" and second.selected == "causal_mask" and first == gr.skip()
+    assert model == "tiny-gpt-char"
     assert lecture is False and note == ""
     got = dict(zip(LINKS, values))
     assert got["causal_mask.text"] == "ROMEO: hi" and got["causal_mask.layer"] == 2 and got["causal_mask.head"] == 1
@@ -49,14 +54,29 @@ def test_a_link_made_from_a_view_restores_that_view(LINKS):
     values.update({"moe.layer": 3, "moe.noise": 0.25, "moe.disable": ["e1", "e6"], "moe.text": "To be & not, = ?"})
     query = make_query("moe", "tiny-moe", True, values)
     assert parse_qs(query[1:])["disable"] == ["e1,e6"]
-    _, current, model, lecture, note, *restored = restore(query, LINKS, ["moe"], "smollm2-135m")
+    chapters, row, model, lecture, note, *restored = restore(query, LINKS, {"chapter-1": ["moe"]}, "smollm2-135m")
     got = dict(zip(LINKS, restored))
-    assert (current, model, lecture, note) == ("moe", "tiny-moe", True, "")
+    assert (chapters.selected, row.selected, model, lecture, note) == ("chapter-1", "moe", "tiny-moe", True, "")
     for key in LINKS:
         if key.startswith("moe."):
             assert got[key] == values[key], key
-    assert restore("?tab=moe", LINKS, ["moe"], "smollm2-135m", lecture_default=True)[3] is True  # `--lecture`
-    assert restore("?tab=moe&lecture=0", LINKS, ["moe"], "smollm2-135m", lecture_default=True)[3] is False
+    assert restore("?tab=moe", LINKS, {"chapter-1": ["moe"]}, "smollm2-135m", lecture_default=True)[3] is True
+    assert restore("?tab=moe&lecture=0", LINKS, {"chapter-1": ["moe"]}, "smollm2-135m", lecture_default=True)[3] is False
+
+
+@pytest.mark.parametrize("query, chapter", [("?tab=attention", "chapter-3"), ("?tab=kv_cache", "chapter-5"),
+                                            ("?tab=embeddings&model=tiny-gpt-char", "chapter-2")])
+def test_a_link_to_a_tab_selects_its_chapter_and_the_tab_in_it(LINKS, query, chapter):
+    chapters, *rows = restore(query, LINKS, CHAPTERS, "smollm2-135m")[:1 + len(CHAPTERS)]
+    tab = query.split("&")[0].removeprefix("?tab=")
+    assert chapters.selected == chapter
+    assert [row if row == gr.skip() else row.selected for row in rows] == [
+        tab if c == chapter else gr.skip() for c in CHAPTERS]
+
+
+def test_a_link_without_a_tab_stays_on_the_first_chapter_and_tab(LINKS):
+    chapters, *rows = restore("?model=tiny-gpt-char", LINKS, CHAPTERS, "smollm2-135m")[:1 + len(CHAPTERS)]
+    assert chapters.selected is None and all(row == gr.skip() for row in rows)  # the page opens on them
 
 
 @pytest.mark.parametrize("query, problem", [
@@ -73,8 +93,7 @@ def test_a_link_made_from_a_view_restores_that_view(LINKS):
     ("?lecture=maybe", "lecture must be 0 or 1"),
 ])
 def test_a_bad_link_shows_defaults_and_says_which_settings_it_dropped(LINKS, query, problem):
-    tab_ids = ["attention", "lm_head", "causal_mask", "moe", "kv_cache"]
-    tabs, current, model, _, note, *values = restore(query, LINKS, tab_ids, "smollm2-135m")
+    model, _, note, *values = restore(query, LINKS, CHAPTERS, "smollm2-135m")[1 + len(CHAPTERS):]
     assert problem in note and model == "smollm2-135m"
     assert all(v == gr.skip() for v in values)
 
