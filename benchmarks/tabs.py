@@ -4,7 +4,8 @@ Each handler (the plain function, without the answer cache Gradio calls it throu
 warm up, then prints the median of 5 runs and its ratio to a plain forward of the same prompt, the
 reference measured in the same run. "new text" drops the recorded forwards first. Targets: a new
 text in the flow, Block or Residual stream view costs at most 1.5 forwards; another layer or position
-reuses the recorded forward.
+reuses the recorded forward; the activation-patching sweep of the residual stream (30 layers x 14
+positions) takes under 10 s.
 """
 import statistics
 import time
@@ -13,7 +14,7 @@ import torch
 from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
 
 from core import zoo
-from explainers import attention, block, causal_mask, embeddings, lm_head, moe, overview, residual, tokenizer
+from explainers import attention, block, causal_mask, embeddings, lm_head, moe, overview, patching, residual, tokenizer
 from explainers.activations import forget_runs
 
 PROMPT = ("The bank is near the river bank, and every morning the old fisherman walks there "
@@ -64,6 +65,7 @@ def main() -> None:
         "block: other layer and position (cached)": lambda: block.update(name, PROMPT, 20, 5, block.NORMS[0]),
         "residual stream: new text": fresh(lambda: residual.update(name, PROMPT, -1, "")),
         "residual stream: other position (cached)": lambda: residual.update(name, PROMPT, 7, ""),
+        "patching: residual sweep, 30 x 14": lambda: list(patching.update(name, *patching.PRESETS[1], ["residual stream"])),
     }
     print(f"SmolLM2-135M, {ids.shape[1]}-token prompt, {torch.get_num_threads()} threads, median of 5")
     reference = None

@@ -116,12 +116,19 @@ def lens_figure(lens: dict, tokenizer, labels: list[str]) -> go.Figure:
                   height=160 + 22 * len(rows), margin=dict(l=10, r=10, t=110, b=10))
 
 
+def no_head(model_name: str) -> str:
+    """Why a model without an output head has nothing to show here ('' when it has one)."""
+    if get_model(model_name).unembed is not None:
+        return ""
+    return (f"**{model_name} has no output head** (it gives sentence embeddings), so it predicts no tokens. Pick a "
+            "decoder such as smollm2-135m, or tiny-bert-word to fill in [MASK].")
+
+
 def _prepare(model_name: str, text: str):
     """The model, the text's token ids (the last ones, where the prediction is read) and a notice."""
     model = get_model(model_name)
-    if model.unembed is None:
-        raise InputError(f"{model_name} has no output head (it gives sentence embeddings), so it predicts no "
-                         "tokens. Pick a decoder such as smollm2-135m, or tiny-bert-word to fill in [MASK].")
+    if no_head(model_name):
+        raise InputError(no_head(model_name).replace("**", ""))
     tokens, notice = text_to_tokens(model, text, keep="last")
     return model, [t.id for t in tokens], notice
 
@@ -133,6 +140,8 @@ def _position(model, ids, position) -> tuple[int, str]:
 
 
 def update(model_name: str, text: str, position, temperature, top_k, top_p, seed, n_draws):
+    if no_head(model_name):  # said on the tab, not as an error: this runs whenever the model changes
+        return None, no_head(model_name), None, ""
     model, ids, notice = _prepare(model_name, text)
     settings, seed, note = check_settings(model, temperature, top_k, top_p, seed)
     n_draws, note_n = clamp_setting("number of draws", n_draws, 1, 100_000)
@@ -151,6 +160,8 @@ def update(model_name: str, text: str, position, temperature, top_k, top_p, seed
 
 def update_lens(model_name: str, text: str):
     """The logit lens over the last LENS_TOKENS positions of the forward the LM head reads."""
+    if no_head(model_name):
+        return None
     model, ids, _ = _prepare(model_name, text)
     stream = run(model_name, tuple(ids)).cache.accumulated_resid()[:, -LENS_TOKENS:]    # (L+1, T, C)
     first = len(ids) - stream.shape[1]

@@ -103,12 +103,15 @@ def update(model_name: str, text: str, position, token_text):
     pos = len(tokens) - 1 if position == -1 else position
     ids = tuple(t.id for t in tokens)
     traced = run(model_name, ids)
-    labels, pieces = decompose(model, traced.cache, pos)
+    try:
+        labels, pieces = decompose(model, traced.cache, pos)
+        token, note_token = target_token(model, traced.logits[pos], token_text) if model.unembed else (0, "")
+        dla = direct_logit_attribution(model, pieces, token)
+    except InputError as e:  # said on the tab, not as an error: this runs whenever the model changes
+        return f"**{e}**", None, None, None
     L, H = model.cfg.n_layers, model.cfg.n_heads
     final = traced.cache["resid_post", L - 1][pos]
     gap = float((pieces.sum(0) - final).abs().max())
-    token, note_token = target_token(model, traced.logits[pos], token_text)
-    dla = direct_logit_attribution(model, pieces, token)
     name = piece(model.tokenizer, token)
     text_link = dict(text=clean_text(text)[0])
     names, values, kinds = by_part(labels, dla["direct"])

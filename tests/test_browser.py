@@ -19,7 +19,7 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "3 · Inside a block": [("causal_mask", "Causal mask"), ("attention", "Attention heads"), ("block", "Block: norm & FFN"),
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
     "4 · Out to text": [("lm_head", "LM head & sampling")],
-    "5 · Beyond": [("kv_cache", "KV cache")],
+    "5 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching")],
 }
 TABS = [title for tabs in CHAPTERS.values() for _, title in tabs]
 
@@ -335,3 +335,21 @@ def test_a_stage_or_a_cell_of_the_flow_opens_the_tab_that_explains_it(fresh, url
     assert slider_value(panel, "number input for Layer") == "3"
     assert f"Layer 3, position {position}" in panel.inner_text()
     assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def test_a_patching_sweep_draws_and_mismatched_prompts_get_a_plain_message(fresh, url):
+    fresh.goto(url + "?tab=patching&model=tiny-gpt-char&clean=the+king+and+quee&corrupt=the+lord+and+ladi"
+                     "&answer=n&wrong=e&patch=residual+stream,heads")
+    fresh.get_by_role("tab", name="Activation patching", exact=True, selected=True).wait_for(timeout=60_000)
+    settle(fresh)
+    panel = tab_panel(fresh)
+    panel.get_by_role("button", name="Run the patching sweep").click()
+    panel.get_by_text("2 of 2 sweeps").wait_for(timeout=120_000)
+    settle(fresh)
+    assert panel.locator(".js-plotly-plot .heatmaplayer").count() == 2 and "predicts 'n'" in panel.inner_text()
+    corrupt = panel.get_by_label("Corrupted prompt (same number of tokens)")
+    corrupt.fill("the lords and ladi")
+    panel.get_by_role("button", name="Run the patching sweep").click()
+    fresh.locator(".toast-body.error").first.wait_for(timeout=30_000)
+    assert "must be the same length" in "".join(error_toasts(fresh))
+    assert fresh.console_errors == []

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.inputs import InputError
-from explainers import block, overview, residual
+from explainers import block, lm_head, overview, residual
 from explainers.activations import forget_runs, run
 from explainers.inputs import get_model
 
@@ -79,8 +79,11 @@ def test_the_residual_tab_adds_up_and_links_heads_to_the_attention_tab():
 
 @pytest.mark.parametrize("name, message", [("minilm-l6", "post-norm"), ("tiny-bert-word", "needs a decoder")])
 def test_an_encoder_where_a_decoder_is_needed_gets_a_plain_message(name, message):
-    with pytest.raises(InputError, match=message):
-        residual.update(name, TEXT, -1, "")
+    """On the tab, not as an error toast: the tab updates whenever the model changes, seen or not."""
+    notice, *figures = residual.update(name, TEXT, -1, "")
+    assert message in notice and figures == [None, None, None]
+    fig, notice, *_ = lm_head.update("minilm-l6", TEXT, -1, 1, 50, 0.9, 0, 200)
+    assert fig is None and "no output head" in notice and lm_head.update_lens("minilm-l6", TEXT) is None
 
 
 def test_a_new_text_runs_the_model_once_and_other_layers_or_positions_reuse_it():
