@@ -335,3 +335,22 @@ def test_a_stage_or_a_cell_of_the_flow_opens_the_tab_that_explains_it(fresh, url
     assert slider_value(panel, "number input for Layer") == "3"
     assert f"Layer 3, position {position}" in panel.inner_text()
     assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def test_two_branches_from_two_candidates_show_side_by_side(fresh, url):
+    """Pick a candidate, branch; pick another, branch: the tree has a row for each and the table their texts."""
+    open_link(fresh, url + "?tab=lm_head&model=tiny-gpt-char")
+    panel = tab_panel(fresh)
+    picked = []
+    for option in (1, 3):
+        panel.get_by_label("Candidate to force (token, probability)").click()
+        choice = fresh.get_by_role("option").nth(option)
+        picked.append(choice.inner_text().split(" (")[0])
+        choice.click()
+        panel.get_by_role("button", name="Branch", exact=True).click()
+        settle(fresh)
+    tree = panel.locator(".js-plotly-plot").filter(has_text="then what the model writes greedily")
+    rows = tree.locator(".ytick").all_text_contents()  # SVG text: no innerText
+    assert len(rows) == 2 and {row.split(" (")[0] for row in rows} == set(picked), (rows, picked)
+    assert panel.get_by_text("the branch's text").count() == 1
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
