@@ -55,7 +55,7 @@ def grid(cols: int, rows: int = 1, titles=(), gap: tuple[float, float] = (0.04, 
         if i < len(titles):
             notes.append({"text": titles[i], "x": sum(x_domain) / 2, "y": top, "xref": "paper", "yref": "paper",
                           "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16}})
-    return {**layout, "annotations": notes}
+    return {**layout, "annotations": notes} if notes else layout  # Plotly drops an empty list
 
 
 def on(i: int) -> dict:

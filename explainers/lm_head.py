@@ -1,4 +1,4 @@
-"""LM head tab: hidden state -> logits -> temperature -> top-k -> top-p -> a drawn token; logit lens."""
+"""LM head tab: hidden state -> logits -> temperature -> top-k -> top-p -> a drawn token; branches; logit lens."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
+from core.generation import branch, generate_steps
 from core.inputs import InputError, text_to_tokens
 from core.lens import logit_lens
 from core.model import Unembed
@@ -28,6 +29,10 @@ most likely token). **Top-k** keeps the k highest. **Top-p** keeps the fewest to
 probability adds up to p. Grey bars are the tokens a stage removed."""
 
 SHOWN = 15
+CANDIDATES = 10   # the tokens a branch can start from: the ten most likely at the prediction point
+MAX_BRANCH = 40   # greedy tokens after the forced one
+WRAP = 14         # boxes per line of the branch tree
+LIGHT = [[0, "#ffffff"], [1, "#60a5fa"]]  # probability 0..1: light enough for black text on every cell
 LENS_TOKENS = 32  # the lens reads the last 32 tokens at most: wider heatmaps stop being readable
 STAGES = [("logits", "logits z"), ("temperature", "z / T"), ("top_k", "after top-k"), ("top_p", "after top-p")]
 
@@ -108,7 +113,7 @@ def lens_figure(lens: dict, tokenizer, labels: list[str]) -> go.Figure:
     rows = ["embeddings"] + [f"after block {i}" for i in range(top.shape[0] - 1)]
     lens_map = dict(type="heatmap", z=probs.numpy(), x=labels, y=rows, text=short, customdata=words,
                     texttemplate="%{text}", textfont=dict(size=11, color="#111827"),
-                    colorscale=[[0, "#ffffff"], [1, "#60a5fa"]], zmin=0, zmax=1, xgap=1, ygap=1,
+                    colorscale=LIGHT, zmin=0, zmax=1, xgap=1, ygap=1,
                     colorbar=dict(title=dict(text="p(top)")),
                     hovertemplate="%{y}, input %{x}<br>top token %{customdata}: %{z:.1%}<extra></extra>")
     return figure([lens_map], yaxis=dict(autorange="reversed", tickfont=dict(size=10)),
@@ -122,6 +127,38 @@ def no_head(model_name: str) -> str:
         return ""
     return (f"**{model_name} has no output head** (it gives sentence embeddings), so it predicts no tokens. Pick a "
             "decoder such as smollm2-135m, or tiny-bert-word to fill in [MASK].")
+
+
+def tree_figure(branches: list[dict], tokenizer, root: str) -> go.Figure:
+    """One row per branch: the forced token, then its greedy continuation, each box coloured by the probability
+    the model gave that token at that step. Long branches go on in lines of WRAP boxes, as text does."""
+    n = max(len(b["ids"]) for b in branches)
+    width = min(n, WRAP)
+    fits = min(12, 120 // width)  # characters a box has room for: 9 in a full line
+    words = [[piece(tokenizer, t) for t in b["ids"]] + [""] * (n - len(b["ids"])) for b in branches]
+    probs = [b["probs"] + [math.nan] * (n - len(b["probs"])) for b in branches]  # NaN: a shorter branch, no box
+    steps, rows = ["forced"] + [f"+{i}" for i in range(1, n)], [f"{w[0]} ({b['ids'][0]})" for w, b in zip(words, branches)]
+    lines = math.ceil(n / WRAP)
+    line_px = 40 * len(branches) + 30                                   # its boxes and the step numbers above them
+    layout = grid(1, lines, gap=(0, 30 / (lines * line_px)), y=dict(autorange="reversed", type="category"),
+                  x=dict(side="top", type="category", range=[-0.5, width - 0.5]))  # every line's boxes equally wide
+    boxes = [dict(type="heatmap", z=[row[cut] for row in probs], x=steps[cut], y=rows, coloraxis="coloraxis",
+                  customdata=[row[cut] for row in words], texttemplate="%{text}", textfont=dict(size=12, color="#111827"),
+                  text=[[w if len(w) <= fits else w[:fits - 1] + "…" for w in row[cut]] for row in words], xgap=2, ygap=2,
+                  hovertemplate="branch %{y}, step %{x}<br>%{customdata}: %{z:.1%}<extra></extra>", **on(line))
+             for line, cut in enumerate(slice(i, i + WRAP) for i in range(0, n, WRAP))]
+    tail = root if len(root) <= 40 else "…" + root[-39:]
+    forced_edge = dict(type="line", x0=0.5, x1=0.5, y0=0, y1=1, yref="y domain", line=dict(color="#111827", width=2))
+    return figure(boxes, **layout, title=dict(text=f"After {tail!r}: the forced token, then what the model writes greedily"),
+                  coloraxis=dict(colorscale=LIGHT, cmin=0, cmax=1, colorbar=dict(title=dict(text="p"))),
+                  shapes=[forced_edge], plot_bgcolor="#ffffff", height=90 + lines * line_px,
+                  margin=dict(l=10, r=10, t=90, b=10))
+
+
+def branch_rows(branches: list[dict], tokenizer) -> list[list]:
+    """The table under the tree: forced token, its probability, the branch's text, the whole branch's probability."""
+    return [[piece(tokenizer, b["ids"][0]), f"{b['probs'][0]:.1%}", tokenizer.decode(b["ids"]),
+             f"{math.prod(b['probs']):.2g}"] for b in branches]
 
 
 def _prepare(model_name: str, text: str):
@@ -202,6 +239,62 @@ def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, stat
     return new_text, rows, {"model": model_name, "text": new_text, "ids": ids, "rows": rows}
 
 
+def _candidates(model_name: str, ids: list[int], pos: int) -> torch.return_types.topk:
+    """The CANDIDATES most likely next tokens after position pos (softmax of the logits, no sampling filter)."""
+    return run(model_name, tuple(ids)).logits[pos].softmax(-1).topk(CANDIDATES)
+
+
+def branch_choices(model_name: str, text: str, position):
+    """The branch picker filled with this point's candidates (token and probability), the most likely chosen."""
+    if no_head(model_name):  # runs whenever the model changes: the tab already says why there is nothing
+        return gr.Dropdown(choices=[], value=None)
+    model, ids, _ = _prepare(model_name, text)
+    if not model.cfg.causal:
+        return gr.Dropdown(choices=[], value=None)
+    top = _candidates(model_name, ids, _position(model, ids, position)[0])
+    choices = [(f"{piece(model.tokenizer, i)}  ({p:.1%})", i) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    return gr.Dropdown(choices=choices, value=choices[0][1])
+
+
+def add_branch(model_name: str, text: str, position, candidate, length, state):
+    """Force a candidate at the tab's position and let the model go on greedily; keep it beside the text's other
+    branches (a branch from the same candidate replaces the old one). No candidate: the most likely one."""
+    model = get_model(model_name)
+    if not model.cfg.causal or model.unembed is None:
+        raise InputError(f"Branching continues a text token by token, so it needs a decoder such as smollm2-135m, "
+                         f"tiny-gpt-char or tiny-moe; {model_name} is an encoder.")
+    model, ids, notice = _prepare(model_name, text)
+    pos, _ = _position(model, ids, position)
+    n, note = clamp_setting("branch length", length, 1, MAX_BRANCH)
+    root = ids[:pos + 1]
+    room = model.cfg.n_ctx - len(root) - 1
+    if room < 1:
+        raise InputError(f"The text fills this model's context of {model.cfg.n_ctx} tokens: no room for a branch. "
+                         "Shorten it or pick an earlier position.")
+    if n > room:
+        n, note = room, f"Only {room} tokens fit in the context after the forced one, so the branch has {room}."
+    top = _candidates(model_name, ids, pos).indices.tolist()
+    try:
+        token = top[0] if candidate in (None, "") else int(candidate)
+    except (TypeError, ValueError):
+        raise InputError("Pick the token to force from the list of candidates.") from None
+    if token not in top:
+        raise InputError(f"Token {token} is not one of the {CANDIDATES} candidates at this point; pick one from the list.")
+    g = branch(model, root, token, n)
+    if not (isinstance(state, dict) and state.get("model") == model_name and state.get("root") == root):
+        state = {"model": model_name, "root": root, "branches": []}  # another text or model: a new tree
+    branches = [b for b in state["branches"] if b["ids"][0] != token] + [{"ids": g.new_ids, "probs": g.probs}]
+    branches.sort(key=lambda b: -b["probs"][0])  # as the candidates are listed: most likely first
+    tokenizer = model.tokenizer
+    return (tree_figure(branches, tokenizer, tokenizer.decode(root)), branch_rows(branches, tokenizer),
+            {**state, "branches": branches}, join_notes(notice, note))
+
+
+def clear_branches():
+    """Empty tree, table, state and note."""
+    return None, None, None, ""
+
+
 def build(page) -> None:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text", value="The cat sat on the")
@@ -221,6 +314,21 @@ def build(page) -> None:
     steps = gr.Dataframe(headers=["step", "drawn token", "its probability", "top candidates"],
                          interactive=False, wrap=True)
     state = gr.State(None)
+    gr.Markdown("### Branches: what if the model had picked another token?\nForce one of the candidates at the "
+                "prediction point; the model then goes on greedily (always its most likely token). Each branch is kept, "
+                "so you can compare them.")
+    with gr.Row():
+        candidate = gr.Dropdown(choices=[], value=None, label="Candidate to force (token, probability)")
+        length = gr.Slider(1, MAX_BRANCH, value=12, step=1, label="Branch length N (greedy tokens after it)")
+    with gr.Row():
+        branch_button = gr.Button("Branch", variant="primary")
+        clear_button = gr.Button("Clear branches")
+    branch_note = gr.Markdown()
+    tree_plot = gr.Plot()
+    branch_table = gr.Dataframe(headers=["forced token", "its probability", "the branch's text",
+                                         "probability of the whole branch"], interactive=False, wrap=True,
+                                column_widths=["14%", "12%", "56%", "18%"])
+    branch_state = gr.State(None)
     gr.Markdown("### Sampling lab\nDraw many tokens with the same settings: the frequencies approach the "
                 "probabilities.")
     n_draws = gr.Slider(10, 5000, value=200, step=10, label="Number of draws N")
@@ -229,17 +337,23 @@ def build(page) -> None:
     gr.Markdown("### Logit lens\nRead the residual stream after every block through the final norm and the "
                 "unembedding, as if the model stopped there. The last row is the model's own prediction.")
     lens_plot = gr.Plot()
-    code_panel(Unembed.forward, stages, sample, draw, logit_lens)
+    code_panel(Unembed.forward, stages, sample, draw, branch, generate_steps, logit_lens)
     page.link("lm_head", text=text, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, position=position,
-              draws=n_draws)
+              draws=n_draws, branch_length=length)
     inputs = [page.model, text, position, temperature, top_k, top_p, seed, n_draws]
     outputs = [stages_plot, notice, lab_plot, lab_note]
-    page.on([temperature.release, top_p.release, top_k.submit, seed.submit, position.release, n_draws.release],
-            update, inputs, outputs)
-    # the lens follows a new text once the update has taken it: an empty text gets one message, not two
-    page.on([text.submit, ex.load_input_event, page.model.input, page.loaded], update, inputs, outputs).success(
-        update_lens, [page.model, text], lens_plot)
-    page.on([step_button.click], next_token, [page.model, text, temperature, top_k, top_p, seed, state],
-            [text, steps, state], remember=False).then(update, inputs, outputs).then(update_lens, [page.model, text],
-                                                                                    lens_plot)
+    point = [page.model, text, position]
+    page.on([temperature.release, top_p.release, top_k.submit, seed.submit, n_draws.release], update, inputs, outputs)
+    page.on([position.release], update, inputs, outputs).success(branch_choices, point, candidate, remember=False)
+    # the lens and the candidates follow a new text once the update has taken it: an empty text gets one message
+    shown = page.on([text.submit, ex.load_input_event, page.model.input, page.loaded], update, inputs, outputs)
+    shown.success(update_lens, [page.model, text], lens_plot)
+    shown.success(branch_choices, point, candidate, remember=False)
+    stepped = page.on([step_button.click], next_token, [page.model, text, temperature, top_k, top_p, seed, state],
+                      [text, steps, state], remember=False).then(update, inputs, outputs)
+    stepped.then(update_lens, [page.model, text], lens_plot)
+    stepped.success(branch_choices, point, candidate, remember=False)
     reset_button.click(lambda: (None, None), None, [steps, state], queue=False)
+    page.on([branch_button.click], add_branch, [*point, candidate, length, branch_state],
+            [tree_plot, branch_table, branch_state, branch_note], remember=False)
+    clear_button.click(clear_branches, None, [tree_plot, branch_table, branch_state, branch_note], queue=False)

@@ -353,3 +353,22 @@ def test_a_patching_sweep_draws_and_mismatched_prompts_get_a_plain_message(fresh
     fresh.locator(".toast-body.error").first.wait_for(timeout=30_000)
     assert "must be the same length" in "".join(error_toasts(fresh))
     assert fresh.console_errors == []
+
+
+def test_two_branches_from_two_candidates_show_side_by_side(fresh, url):
+    """Pick a candidate, branch; pick another, branch: the tree has a row for each and the table their texts."""
+    open_link(fresh, url + "?tab=lm_head&model=tiny-gpt-char")
+    panel = tab_panel(fresh)
+    picked = []
+    for option in (1, 3):
+        panel.get_by_label("Candidate to force (token, probability)").click()
+        choice = fresh.get_by_role("option").nth(option)
+        picked.append(choice.inner_text().split(" (")[0])
+        choice.click()
+        panel.get_by_role("button", name="Branch", exact=True).click()
+        settle(fresh)
+    tree = panel.locator(".js-plotly-plot").filter(has_text="then what the model writes greedily")
+    rows = tree.locator(".ytick").all_text_contents()  # SVG text: no innerText
+    assert len(rows) == 2 and {row.split(" (")[0] for row in rows} == set(picked), (rows, picked)
+    assert panel.get_by_text("the branch's text").count() == 1
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
