@@ -159,12 +159,12 @@ class HookedTransformer(nn.Module):
         return self.embed.weight.device
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+                kv_cache: KVCache | None = None, last_only: bool = False, resume=None) -> torch.Tensor:
         """ids (B, T) -> logits (B, T, V), or final hidden states (B, T, C) for head 'none'.
 
         last_only=True unembeds the last position only, (B, 1, V), as a generation loop needs: for SmolLM2 each
-        position costs 49,152 rows of the unembedding."""
-        x = self.hidden(ids, attention_mask, kv_cache)
+        position costs 49,152 rows of the unembedding. resume: see hidden."""
+        x = self.hidden(ids, attention_mask, kv_cache, resume)
         return self.head(x[:, -1:] if last_only else x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,8 +172,11 @@ class HookedTransformer(nn.Module):
         return x if self.unembed is None else self.unembed(x, self.embed.weight)
 
     def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               kv_cache: KVCache | None = None) -> torch.Tensor:
-        """ids (B, T) -> the final hidden states (B, T, C) that the head reads."""
+               kv_cache: KVCache | None = None, resume: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """ids (B, T) -> the final hidden states (B, T, C) that the head reads.
+
+        resume=(layer, x): start at that block with x (B, T, C) as its residual stream input, skipping the blocks
+        before it (activation patching runs many sequences that agree up to the patched layer)."""
         if ids.dim() == 1:
             ids = ids[None]
         B, T = ids.shape
@@ -188,7 +191,10 @@ class HookedTransformer(nn.Module):
             x = self.ln_embed(x)
         rope = rope_cos_sin(positions, self.rope_inv_freq) if self.cfg.positions == "rope" else None
         mask = build_mask(self.cfg, T, past + T, attention_mask, ids.device)     # (1|B, 1|H, T, S)
-        for block in self.blocks:
+        first = 0
+        if resume is not None:
+            first, x = resume
+        for block in self.blocks[first:]:
             x = block(x, mask, rope, kv_cache)
         return x if self.ln_final is None else self.ln_final(x)
 

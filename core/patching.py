@@ -60,29 +60,36 @@ def sweep(model: HookedTransformer, clean_ids: torch.Tensor, corrupt_ids: torch.
     if clean_ids.shape != corrupt_ids.shape:
         raise InputError(f"The prompts must have the same number of tokens (clean {clean_ids.numel()}, corrupted "
                          f"{corrupt_ids.numel()}): patching copies position by position.")
-    _, clean = model.run_with_cache(clean_ids[None], names=kinds(kind))
-    clean = clean.remove_batch_dim()
-    ld_clean = float(logit_diff(model(clean_ids[None], last_only=True)[0, -1], answer, wrong))
-    ld_corrupt = float(logit_diff(model(corrupt_ids[None], last_only=True)[0, -1], answer, wrong))
+    clean_logits, clean = model.run_with_cache(clean_ids[None], names=kinds(kind))
+    corrupt_logits, corrupt = model.run_with_cache(corrupt_ids[None], names=kinds("resid_pre"))
+    clean, corrupt = clean.remove_batch_dim(), corrupt.remove_batch_dim()
+    ld_clean = float(logit_diff(clean_logits[0, -1], answer, wrong))
+    ld_corrupt = float(logit_diff(corrupt_logits[0, -1], answer, wrong))
     if abs(ld_clean - ld_corrupt) < 1e-6:
         raise InputError("The clean and corrupted prompts give the same logit difference, so nothing can be "
                          "restored: pick prompts where the answers differ.")
     T, n = corrupt_ids.numel(), (model.cfg.n_heads if kind == "z" else corrupt_ids.numel())
-    batch = corrupt_ids[None].expand(n, T)                                          # sequence b patches place b
+    batch, b = corrupt_ids[None].expand(n, T), torch.arange(n)                     # sequence b patches place b
     restored = torch.zeros(model.cfg.n_layers, n)
     for layer in range(model.cfg.n_layers):
         source = clean[kind, layer].to(model.device)
+        # every sequence of the batch is the corrupted run up to this layer: start there, not at the embeddings
+        start = corrupt["resid_pre", layer].to(model.device).expand(n, T, -1).clone()  # (n, T, C)
 
         def patch(x, hook, source=source):
-            x, b = x.clone(), torch.arange(n)
+            x = x.clone()
             if kind == "z":
                 x[b, :, b] = source.transpose(0, 1)                             # sequence h gets head h's z
             else:
                 x[b, b] = source                                                # sequence p gets position p
             return x
 
-        with model.hooks({act_name(kind, layer): patch}):
-            ld = logit_diff(model(batch, last_only=True)[:, -1], answer, wrong)  # (n,)
+        if kind == "resid_pre":
+            start, hooks = patch(start, None), {}
+        else:
+            hooks = {act_name(kind, layer): patch}
+        with model.hooks(hooks):
+            ld = logit_diff(model(batch, last_only=True, resume=(layer, start))[:, -1], answer, wrong)  # (n,)
         restored[layer] = ((ld - ld_corrupt) / (ld_clean - ld_corrupt)).float().cpu()
         if progress is not None:
             progress(layer)
