@@ -132,7 +132,7 @@ def build(page) -> None:
         answer = gr.Textbox(label="Answer (the clean prompt's)", value=PRESETS[0][2], max_lines=1)
         wrong = gr.Textbox(label="Wrong answer (the corrupted prompt's)", value=PRESETS[0][3], max_lines=1)
         chosen = gr.CheckboxGroup(list(SWEEPS), value=["residual stream"], label="Patch")
-    ex = gr.Examples(PRESETS, [clean, corrupt, answer, wrong], label="Presets (the last one is for tiny-gpt-char)")
+    gr.Examples(PRESETS, [clean, corrupt, answer, wrong], label="Presets (the last one is for tiny-gpt-char)")
     with gr.Row():
         go_button = gr.Button("Run the patching sweep", variant="primary")
         stop = gr.Button("Cancel")
@@ -140,6 +140,7 @@ def build(page) -> None:
     plot = gr.Plot()
     code_panel(sweep, run_patched, logit_diff)
     page.link("patching", clean=clean, corrupt=corrupt, answer=answer, wrong=wrong, patch=chosen)
-    running = page.on([go_button.click, ex.load_input_event], update, [page.model, clean, corrupt, answer, wrong, chosen],
-                      [notice, plot], group="sweep")
+    # a preset only fills the boxes: a sweep is long work on a shared server, so it runs when asked
+    running = page.on([go_button.click], update, [page.model, clean, corrupt, answer, wrong, chosen], [notice, plot],
+                      group="sweep")
     stop.click(None, None, None, cancels=running.events)
