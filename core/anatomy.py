@@ -58,25 +58,29 @@ def mlp_steps(mlp, x: torch.Tensor) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def ffn_steps(block, x: torch.Tensor) -> list[dict]:
     """The FFN of a block on one vector x (C,): one entry per FFN that runs, each with its router weight
-    (a dense FFN: one entry of weight 1; an MoE: its top-k experts). The weighted outputs sum to hook_mlp_out."""
+    (a dense FFN: one entry of weight 1; an MoE: its top-k experts). The weighted outputs sum to hook_mlp_out.
+    Neuron n of an entry adds weight * post[n] * W_out[:, n] to the stream; `write_size` (F,) is that vector's length."""
     if not hasattr(block, "moe"):
-        return [dict(mlp_steps(block.mlp, x), expert=None, weight=1.0)]
-    logits = block.moe.router(x)                                # (E,)
-    weights, experts = route(logits[None], block.moe.cfg.top_k)  # (1, K) each
-    return [dict(mlp_steps(block.moe.experts[e], x), expert=int(e), weight=float(w))
-            for w, e in zip(weights[0], experts[0])]
+        ffns = [dict(mlp_steps(block.mlp, x), expert=None, weight=1.0)]
+    else:
+        logits = block.moe.router(x)                                # (E,)
+        weights, experts = route(logits[None], block.moe.cfg.top_k)  # (1, K) each
+        ffns = [dict(mlp_steps(block.moe.experts[e], x), expert=int(e), weight=float(w))
+                for w, e in zip(weights[0], experts[0])]
+    for f in ffns:
+        f["write_size"] = (f["weight"] * f["post"]).abs() * f["W_out"].norm(dim=0)     # (F,)
+    return ffns
 
 
 def top_neurons(ffns: list[dict], k: int = 8) -> list[dict]:
-    """The k neurons that write the most into the residual stream: neuron n of an FFN adds
-    weight * post[n] * W_out[:, n]; ranked by the length of that vector."""
+    """The k neurons that write the most into the residual stream (by write_size), with what each writes (C,)."""
     rows = []
     for f in ffns:
-        writes = (f["weight"] * f["post"])[None] * f["W_out"]    # (C, F): column n is neuron n's write
-        size = writes.norm(dim=0)                                 # (F,)
+        size = f["write_size"]
         for n in size.topk(min(k, size.numel())).indices.tolist():
             rows.append(dict(expert=f["expert"], neuron=n, pre=float(f["pre"][n]), post=float(f["post"][n]),
-                             weight=f["weight"], write=writes[:, n], size=float(size[n])))
+                             weight=f["weight"], write=f["weight"] * f["post"][n] * f["W_out"][:, n],
+                             size=float(size[n])))
     return sorted(rows, key=lambda r: -r["size"])[:k]
 
 

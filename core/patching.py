@@ -54,7 +54,8 @@ def run_patched(model: HookedTransformer, corrupt: torch.Tensor, clean: Activati
 def sweep(model: HookedTransformer, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, answer: int, wrong: int,
           kind: str = "resid_pre", progress: Callable[[int], None] | None = None) -> dict:
     """Patch (kind, layer) from the clean run into the corrupted one at every layer and position (kind "z": at
-    every head, all positions). Returns restored (L, T) or (L, H), and the clean and corrupted logit differences."""
+    every head, all positions). Returns restored (L, T) or (L, H), the clean and corrupted logit differences and
+    the token each run predicts."""
     if kind not in KINDS:
         raise InputError(f"Patch one of: {', '.join(KINDS)}.")
     if clean_ids.shape != corrupt_ids.shape:
@@ -93,4 +94,5 @@ def sweep(model: HookedTransformer, clean_ids: torch.Tensor, corrupt_ids: torch.
         restored[layer] = ((ld - ld_corrupt) / (ld_clean - ld_corrupt)).float().cpu()
         if progress is not None:
             progress(layer)
-    return dict(restored=restored, clean=ld_clean, corrupt=ld_corrupt)
+    return dict(restored=restored, clean=ld_clean, corrupt=ld_corrupt, clean_top=int(clean_logits[0, -1].argmax()),
+                corrupt_top=int(corrupt_logits[0, -1].argmax()))

@@ -15,7 +15,7 @@ from explainers.inputs import get_model
 from explainers.serving import shared
 
 ATTENTION_TOKENS = 64  # Q, K, V, masks, patterns and each sublayer's output are kept for sequences up to this long
-_ATTENTION = kinds("q", "k", "v", "rot_q", "rot_k", "mask", "pattern", "z", "embed", "pos_embed", "resid_mid",
+_DETAIL = kinds("q", "k", "v", "rot_q", "rot_k", "mask", "pattern", "z", "embed", "pos_embed", "resid_mid",
                    "attn_out", "mlp_out")
 _ROUTING = kinds("router_logits", "expert_weights", "expert_indices")
 
@@ -42,7 +42,7 @@ def run(model_name: str, ids: tuple[int, ...], change=None) -> Run:
     what each sublayer adds to the stream (attn_out, resid_mid, mlp_out)."""
     model = get_model(model_name)
     stream = set(resid_names(model.cfg.n_layers))
-    wanted = lambda n: n in stream or _ROUTING(n) or (len(ids) <= ATTENTION_TOKENS and _ATTENTION(n))
+    wanted = lambda n: n in stream or _ROUTING(n) or (len(ids) <= ATTENTION_TOKENS and _DETAIL(n))
     with change.apply(model) if change is not None else nullcontext():
         hidden, cache = model.run_with_cache(torch.tensor([ids], device=model.device), names=wanted, logits=False)
     return Run(model, cache.remove_batch_dim().to("cpu"), hidden[0])

@@ -119,7 +119,7 @@ def ffn_figure(ffns: list[dict], act: str, gated: bool) -> go.Figure:
         label = "this token" if f["expert"] is None else f"expert {f['expert']} (weight {f['weight']:.2f})"
         traces.append(dict(type="scatter", x=f["pre"].tolist(), y=f["act"].tolist(),
                            mode="markers", name=label, marker=dict(size=4, opacity=0.6), **on(0)))
-        size = (f["weight"] * f["post"].abs() * f["W_out"].norm(dim=0)).float().cpu()
+        size = f["write_size"].float().cpu()
         traces.append(dict(type="scatter", x=f["post"].tolist(), y=size.tolist(), mode="markers", showlegend=False,
                            name=label, marker=dict(size=4, opacity=0.6),
                            hovertemplate="neuron %{customdata}: activation %{x:.3f}, writes %{y:.3f}<extra></extra>",

@@ -85,16 +85,12 @@ def prepare(model_name: str, clean_text: str, corrupt_text: str, answer_text: st
     return model, clean, corrupt, answer, wrong, join_notes(note_clean, note_corrupt, note_answer, note_wrong)
 
 
-def summary(model, clean, corrupt, answer, wrong) -> str:
+def summary(tokenizer, swept: dict, answer: int, wrong: int) -> str:
     """What each prompt predicts, and the two logit differences the colours are measured between."""
-    rows = []
-    for name, tokens in [("clean", clean), ("corrupted", corrupt)]:
-        with torch.no_grad():
-            logits = model(torch.tensor([[t.id for t in tokens]], device=model.device), last_only=True)[0, -1]
-        top = int(logits.argmax())
-        rows.append(f"**{name}** predicts {piece(model.tokenizer, top)!r} "
-                    f"(logit difference {float(logit_diff(logits, answer, wrong)):+.2f})")
-    return "; ".join(rows) + f". Answer {piece(model.tokenizer, answer)!r}, wrong {piece(model.tokenizer, wrong)!r}."
+    runs = [("clean", swept["clean_top"], swept["clean"]), ("corrupted", swept["corrupt_top"], swept["corrupt"])]
+    return "; ".join(f"**{name}** predicts {piece(tokenizer, top)!r} (logit difference {ld:+.2f})"
+                     for name, top, ld in runs) + \
+        f". Answer {piece(tokenizer, answer)!r}, wrong {piece(tokenizer, wrong)!r}."
 
 
 def update(model_name: str, clean_text: str, corrupt_text: str, answer_text: str, wrong_text: str, chosen,
@@ -106,7 +102,6 @@ def update(model_name: str, clean_text: str, corrupt_text: str, answer_text: str
         raise InputError("Tick at least one thing to patch: the residual stream, the sublayer outputs or the heads.")
     clean_ids = torch.tensor([t.id for t in clean], device=model.device)
     corrupt_ids = torch.tensor([t.id for t in corrupt], device=model.device)
-    head = join_notes(summary(model, clean, corrupt, answer, wrong), notes)
     deadline, results, L = time.monotonic() + TIME_CAP, {}, model.cfg.n_layers
 
     def tick(step: int, layer: int) -> None:
@@ -117,9 +112,11 @@ def update(model_name: str, clean_text: str, corrupt_text: str, answer_text: str
 
     started = time.monotonic()
     for step, kind in enumerate(kinds):
-        results[kind] = sweep(model, clean_ids, corrupt_ids, answer, wrong, kind,
-                              progress=lambda layer, step=step: tick(step, layer))["restored"]
-        yield join_notes(head, f"{len(results)} of {len(kinds)} sweeps in {time.monotonic() - started:.1f} s."), \
+        swept = sweep(model, clean_ids, corrupt_ids, answer, wrong, kind,
+                      progress=lambda layer, step=step: tick(step, layer))
+        results[kind] = swept["restored"]
+        done = f"{len(results)} of {len(kinds)} sweeps in {time.monotonic() - started:.1f} s."
+        yield join_notes(summary(model.tokenizer, swept, answer, wrong), notes, done), \
             patch_figure(results, token_labels(corrupt), model.cfg.n_heads)
 
 
