@@ -63,7 +63,8 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
         note = unavailable_note()
         if note:
             gr.Markdown(note)
-        page = Page(model_picker, lecture_box, limits={"model": min(cores(), 4), "generate": 1, "sweep": 1})
+        page = Page(model_picker, lecture_box,
+                    limits={"model": min(cores(), 4), "generate": 1, "sweep": 1, "train": 1, "quantize": 1})
         # What is on screen, for links: the chapter, and the tab each chapter's row shows (Gradio keeps it while
         # another chapter is open). A Tab's select fires whenever its row selects it, by a click or by restore().
         chapter_on_screen = gr.State("chapter-1")

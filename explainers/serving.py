@@ -198,19 +198,22 @@ class Page:
         """The settings a deep link to this tab carries, as key -> widget."""
         self.links.update({f"{tab}.{key}": component for key, component in components.items()})
 
-    def event(self, fn, inputs, outputs, remember: bool = True, group: str = "model") -> dict:
-        """Gradio's arguments for an event running fn as a handler (see `handler`)."""
+    def event(self, fn, inputs, outputs, remember: bool = True, group: str = "model", api: str | None = None) -> dict:
+        """Gradio's arguments for an event running fn as a handler (see `handler`). `api` names a public endpoint
+        (`/attention`, listed under "Use via API"); an event without one is internal and not listed."""
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs] if inputs is not None else []
         return dict(fn=handler(fn, remember), inputs=[*inputs, self.lecture], outputs=outputs,
-                    concurrency_id=group, concurrency_limit=self.limits[group])
+                    concurrency_id=group, concurrency_limit=self.limits[group],
+                    api_name=api, api_visibility="public" if api else "undocumented")
 
-    def on(self, triggers: list, fn, inputs, outputs, remember: bool = True, group: str = "model") -> Chain:
+    def on(self, triggers: list, fn, inputs, outputs, remember: bool = True, group: str = "model",
+           api: str | None = None) -> Chain:
         """Run fn on each trigger: a widget event (text.submit), an event to follow (an example's
-        load_input_event) or page.loaded. Widget events share one endpoint (gr.on)."""
-        kwargs, chain = self.event(fn, inputs, outputs, remember, group), Chain(self)
+        load_input_event) or page.loaded. Widget events share one endpoint (gr.on), named `api` if public."""
+        kwargs, chain = self.event(fn, inputs, outputs, remember, group), Chain(self)  # internal copies
         listeners = [t for t in triggers if t is not self.loaded and not isinstance(t, Dependency)]
         if listeners:
-            chain.attach(gr.on(listeners, **kwargs))
+            chain.attach(gr.on(listeners, **self.event(fn, inputs, outputs, remember, group, api)))
         for trigger in triggers:
             if trigger is self.loaded:
                 self.loaded.follow("then", kwargs, chain)
