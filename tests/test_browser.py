@@ -24,6 +24,9 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
 TABS = [title for tabs in CHAPTERS.values() for _, title in tabs]
 
 
+WAIT = 120_000  # ms a browser test waits for something to appear: generous, so a loaded machine is not a failure
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -147,7 +150,7 @@ def test_an_empty_text_gets_one_plain_message(fresh, url, tab, drawn, key):
     box = tab_panel(fresh).locator("textarea").first
     box.fill("   ")
     box.press(key)
-    fresh.locator(".toast-body.error").first.wait_for(timeout=30_000)
+    fresh.locator(".toast-body.error").first.wait_for(timeout=WAIT)
     settle(fresh)
     toasts = error_toasts(fresh)  # the tokens and the BPE panel both need a text; one message says so
     assert "".join(toasts).count("Type some text first: the input is empty.") == 1, toasts  # Gradio groups repeats
@@ -163,7 +166,7 @@ def test_a_cancelled_generation_leaves_the_kv_tab_usable(page):
     panel.get_by_role("button", name="Generate both ways").click()
     page.wait_for_timeout(3000)
     panel.get_by_role("button", name="Cancel").click()
-    page.wait_for_function("document.body.innerText.includes('Cancelled (')", timeout=30_000)
+    page.wait_for_function("document.body.innerText.includes('Cancelled (')", timeout=WAIT)
     count.fill("6")
     count.press("Enter")
     panel.get_by_role("button", name="Generate both ways").click()
@@ -208,7 +211,7 @@ def test_a_deep_link_restores_tab_model_and_settings(fresh, url):
 def test_a_link_to_a_tab_opens_it_inside_its_chapter(fresh, url, chapter, tab_id, title):
     """Links made before there were chapters (`?tab=attention`) still open their tab, its chapter selected."""
     fresh.goto(url + f"?tab={tab_id}&model=tiny-gpt-char")  # a tiny model: every tab's first update is quick
-    fresh.get_by_role("tab", name=title, exact=True, selected=True).wait_for(timeout=60_000)
+    fresh.get_by_role("tab", name=title, exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     assert [t.inner_text() for t in fresh.get_by_role("tab", selected=True).all()] == [chapter, title]  # visible ones
     assert fresh.locator(f"#tab-{tab_id}").is_visible()
@@ -218,7 +221,7 @@ def test_a_link_to_a_tab_opens_it_inside_its_chapter(fresh, url, chapter, tab_id
 def copy_link(page) -> str:
     """Press "Copy link to this view" on a page just opened: the link it shows."""
     page.get_by_role("button", name="Copy link to this view").click()
-    page.wait_for_function("document.querySelector('[placeholder^=\"the link\"]').value !== ''", timeout=30_000)
+    page.wait_for_function("document.querySelector('[placeholder^=\"the link\"]').value !== ''", timeout=WAIT)
     return page.locator("[placeholder^='the link']").first.input_value()
 
 
@@ -242,7 +245,7 @@ def test_copy_link_gives_a_link_that_reopens_the_same_view(page, fresh, url):
     open_link(page, url + "?tab=lm_head&model=tiny-gpt-char&text=To+be&temperature=0.7&top_p=0.8")
     page.get_by_role("button", name="Copy link to this view").click()
     page.wait_for_function("document.querySelector('input[placeholder^=\"the link\"], textarea[placeholder^=\"the link\"]')"
-                           ".value.includes('tab=lm_head')", timeout=30_000)
+                           ".value.includes('tab=lm_head')", timeout=WAIT)
     link = page.locator("[placeholder^='the link']").first.input_value()
     assert link.startswith(url) and "temperature=0.7" in link and "top_p=0.8" in link and page.url == link
     open_link(fresh, link)
@@ -254,7 +257,7 @@ def test_copy_link_gives_a_link_that_reopens_the_same_view(page, fresh, url):
 
 def test_a_bad_link_shows_the_defaults_and_a_note(fresh, url):
     open_link(fresh, url + "?tab=attention&layer=banana&model=gpt5&x=%00")
-    fresh.get_by_text("could not be used").wait_for(timeout=30_000)
+    fresh.get_by_text("could not be used").wait_for(timeout=WAIT)
     assert "gpt5" in fresh.locator("body").inner_text()
     assert error_toasts(fresh) == [] and fresh.console_errors == []
 
@@ -275,7 +278,7 @@ def test_lecture_mode_enlarges_text_and_figures(page, fresh, url):
     assert big_prose >= 1.2 * prose and big_ticks >= 1.2 * ticks, (prose, big_prose, ticks, big_ticks)
     assert fresh.evaluate("document.body.classList.contains('lecture')")
     fresh.get_by_label("Lecture mode (large type, high contrast)").uncheck()  # the toggle reloads the view without it
-    fresh.wait_for_function("!location.search.includes('lecture=1')", timeout=30_000)
+    fresh.wait_for_function("!location.search.includes('lecture=1')", timeout=WAIT)
     fresh.wait_for_selector(".js-plotly-plot >> visible=true", timeout=120_000)
     assert not fresh.evaluate("document.body.classList.contains('lecture')")
     assert "tab=causal_mask" in fresh.url and "model=tiny-gpt-char" in fresh.url
@@ -287,7 +290,7 @@ def test_every_figure_saves_as_png_svg_csv_and_json(page, url):
     bar = tab_panel(page).locator(".export-bar").first
     files = {}
     for kind in ["PNG", "SVG", "CSV", "JSON"]:
-        with page.expect_download(timeout=60_000) as download:
+        with page.expect_download(timeout=WAIT) as download:
             bar.get_by_role("button", name=kind).click()
         files[kind] = Path(download.value.path()).read_bytes()
     assert files["PNG"].startswith(b"\x89PNG") and b"<svg" in files["SVG"][:500]
@@ -316,9 +319,9 @@ def test_the_flow_and_the_block_tab_draw_on_every_kind_of_model(fresh, url, mode
 def test_a_stage_or_a_cell_of_the_flow_opens_the_tab_that_explains_it(fresh, url):
     open_link(fresh, url + "?tab=overview&model=tiny-gpt-char&text=To+be+or+not")
     tab_panel(fresh).get_by_text("4 × attention").click()
-    fresh.wait_for_url("**tab=attention**", timeout=30_000)
+    fresh.wait_for_url("**tab=attention**", timeout=WAIT)
     fresh.console_errors.clear()  # the page left behind logs its queue connection's abort
-    fresh.get_by_role("tab", name="Attention heads", exact=True, selected=True).wait_for(timeout=60_000)
+    fresh.get_by_role("tab", name="Attention heads", exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     assert tab_panel(fresh).locator("textarea").first.input_value() == "To be or not"
     open_link(fresh, url + "?tab=overview&model=tiny-gpt-char&text=To+be+or+not")
@@ -326,11 +329,11 @@ def test_a_stage_or_a_cell_of_the_flow_opens_the_tab_that_explains_it(fresh, url
     cells.scroll_into_view_if_needed()
     box = cells.bounding_box()  # the top row is the last block's FFN, at the middle position of the 12 characters
     fresh.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + 3)
-    fresh.wait_for_url("**tab=block**", timeout=30_000)
+    fresh.wait_for_url("**tab=block**", timeout=WAIT)
     position = parse_qs(urlsplit(fresh.url).query)["position"][0]
     assert position in ("5", "6")
     fresh.console_errors.clear()
-    fresh.get_by_role("tab", name="Block: norm & FFN", exact=True, selected=True).wait_for(timeout=60_000)
+    fresh.get_by_role("tab", name="Block: norm & FFN", exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     panel = tab_panel(fresh)
     assert slider_value(panel, "number input for Layer") == "3"
@@ -341,7 +344,7 @@ def test_a_stage_or_a_cell_of_the_flow_opens_the_tab_that_explains_it(fresh, url
 def test_a_patching_sweep_draws_and_mismatched_prompts_get_a_plain_message(fresh, url):
     fresh.goto(url + "?tab=patching&model=tiny-gpt-char&clean=the+king+and+quee&corrupt=the+lord+and+ladi"
                      "&answer=n&wrong=e&patch=residual+stream,heads")
-    fresh.get_by_role("tab", name="Activation patching", exact=True, selected=True).wait_for(timeout=60_000)
+    fresh.get_by_role("tab", name="Activation patching", exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     panel = tab_panel(fresh)
     panel.get_by_role("button", name="Run the patching sweep").click()
@@ -351,7 +354,7 @@ def test_a_patching_sweep_draws_and_mismatched_prompts_get_a_plain_message(fresh
     corrupt = panel.get_by_label("Corrupted prompt (same number of tokens)")
     corrupt.fill("the lords and ladi")
     panel.get_by_role("button", name="Run the patching sweep").click()
-    fresh.locator(".toast-body.error").first.wait_for(timeout=30_000)
+    fresh.locator(".toast-body.error").first.wait_for(timeout=WAIT)
     assert "must be the same length" in "".join(error_toasts(fresh))
     assert fresh.console_errors == []
 
