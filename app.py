@@ -37,6 +37,9 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+UI = dict(queue=False, api_visibility="private")  # page plumbing: instant, and not an API endpoint
+
+
 def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blocks:
     """The page: a model picker, lecture mode and deep links around a row of chapters (explainers.CHAPTERS),
     each a row of tabs, one per module.
@@ -79,8 +82,8 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
                         for module, name in zip(modules, tab_ids[chapter_id]):
                             with gr.Tab(module.TITLE, id=name, elem_id=f"tab-{name}") as tab:
                                 module.build(page)
-                            tab.select(lambda name=name: name, None, shown[chapter_id], queue=False)
-                chapter.select(lambda chapter_id=chapter_id: chapter_id, None, chapter_on_screen, queue=False)
+                            tab.select(lambda name=name: name, None, shown[chapter_id], **UI)
+                chapter.select(lambda chapter_id=chapter_id: chapter_id, None, chapter_on_screen, **UI)
         links = page.links
         link_inputs = {chapter_on_screen, *shown.values(), model_picker, lecture_box, *links.values()}
 
@@ -94,12 +97,13 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
 
         restoring = demo.load(restored, query, [chapter_row, *rows.values(), model_picker, lecture_box, link_note,
                                                 *links.values()], js="() => [window.location.search]",
-                              concurrency_limit=None)
+                              concurrency_limit=None,
+                              api_visibility="private")
         restoring.then(None, lecture_box, None, js="(on) => { document.body.classList.toggle('lecture', on) }")
         page.loaded.attach(restoring)
-        link_button.click(link_query, link_inputs, query, queue=False).then(None, query, link_box, js=SHOW_LINK)
+        link_button.click(link_query, link_inputs, query, **UI).then(None, query, link_box, js=SHOW_LINK)
         # lecture mode changes every figure: reload this view with it switched
-        lecture_box.input(link_query, link_inputs, query, queue=False).then(
+        lecture_box.input(link_query, link_inputs, query, **UI).then(
             None, query, None, js="(q) => { window.location.search = q }")
     demo.page = page  # its links and handlers, for tests and benchmarks
     return demo

@@ -254,9 +254,10 @@ def build(page) -> None:
     all_inputs = [page.model, text, layer, head, chosen]
     all_outputs = [layer_plot, head_plot, qkvz_plot, notice, grid_plot, summary_plot, gqa_plot,
                    ablation_plot, ablation_note]
-    page.on([text.submit, ex.load_input_event], update_all, all_inputs, all_outputs)
+    page.on([text.submit, ex.load_input_event], update_all, all_inputs, all_outputs, api="attention")
     page.on([layer.release, head.release], update_head, [page.model, text, layer, head],
-            [layer_plot, head_plot, qkvz_plot, notice])
-    page.on([chosen.input], update_ablation, [page.model, text, chosen], [ablation_plot, ablation_note])
+            [layer_plot, head_plot, qkvz_plot, notice], api="attention_head")
+    page.on([chosen.input], update_ablation, [page.model, text, chosen], [ablation_plot, ablation_note],
+            api="ablation")
     page.on([page.model.input, page.loaded], fit_widgets, [page.model, chosen], [layer, head, chosen],  # keeps a link's
             remember=False).then(update_all, all_inputs, all_outputs)

@@ -196,6 +196,7 @@ def build(page) -> None:
     page.link("block", text=text, layer=layer, position=position, norm=which)
     inputs = [page.model, text, layer, position, which]
     outputs = [notice, stream_plot, norm_plot, table, ffn_plot, neurons, neurons_note]
-    page.on([text.submit, ex.load_input_event, layer.release, position.release, which.input], update, inputs, outputs)
+    page.on([text.submit, ex.load_input_event, layer.release, position.release, which.input], update, inputs, outputs,
+            api="block")
     page.on([page.model.input, page.loaded], fit_layer, page.model, layer,
             remember=False).then(update, inputs, outputs)

@@ -155,11 +155,11 @@ def build(page) -> None:
     page.link("causal_mask", text=text, layer=layer, head=head, mask=mask, window=window)
     inputs = [page.model, text, layer, head, mask, window]
     page.on([text.submit, layer.release, head.release, mask.change, window.release, ex.load_input_event], update,
-            inputs, [steps_plot, notice])
+            inputs, [steps_plot, notice], api="causal_mask")
     pad_inputs = [page.model, long_text, short_text, layer, head]
     page.on([long_text.submit, short_text.submit, page.model.input, page.loaded], update_padding, pad_inputs,
-            padding_plot)
+            padding_plot, api="padding")
     page.on([original.submit, edited.submit, page.model.input, page.loaded], update_causality,
-            [page.model, original, edited], causality)
+            [page.model, original, edited], causality, api="causality")
     page.on([page.model.input, page.loaded], fit_sliders, page.model, [layer, head], remember=False).then(
         update, inputs, [steps_plot, notice])

@@ -192,9 +192,10 @@ def build(page) -> None:
     static_inputs = [page.model, presets, custom, method, dims, neighbours, query]
     context_inputs = [page.model, text, layer, word]
     page.on([presets.change, method.change, dims.change, neighbours.release, custom.submit, query.submit,
-             page.model.input, page.loaded], update_static, static_inputs, [static_plot, near])
+             page.model.input, page.loaded], update_static, static_inputs, [static_plot, near],
+            api="embeddings")
     page.on([text.submit, word.submit, layer.release, ex.load_input_event], update_contextual, context_inputs,
-            [context_plot, cosine_plot, context_note])
+            [context_plot, cosine_plot, context_note], api="contextual_embeddings")
     page.on([page.model.input, page.loaded], lambda name: fit_sliders(name, blocks_plus_one=True)[0], page.model,
             layer, remember=False).then(update_contextual, context_inputs, [context_plot, cosine_plot, context_note])
-    page.on([page.model.input, page.loaded], update_positional, page.model, [sinus, learned, rope])
+    page.on([page.model.input, page.loaded], update_positional, page.model, [sinus, learned, rope], api="positions")

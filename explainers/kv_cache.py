@@ -183,9 +183,9 @@ def build(page) -> None:
     page.link("kv_cache", text=text, n=n_new, device=device)
     gr.Examples([["The history of the printing press begins", 32], ["Once upon a time", 128]], [text, n_new])
     stop_flag = gr.State(None, delete_callback=cancel)  # per session; Gradio drops it some time after the page closes
-    start.click(new_stop_flag, None, stop_flag, queue=False).then(
+    start.click(new_stop_flag, None, stop_flag, queue=False, api_visibility="private").then(
         **page.event(run, [page.model, text, n_new, device, stop_flag], [timing_plot, memory_plot, summary],
-                     remember=False, group="generate"))
+                     remember=False, group="generate", api="kv_cache"))
     # not Gradio's cancels=: a yield already in flight could then overwrite the message; the run reports it
-    stop.click(cancel, stop_flag, None, queue=False)
-    page.on([page.model.input, page.loaded], memory_only, page.model, memory_plot)
+    stop.click(cancel, stop_flag, None, queue=False, api_visibility="private")
+    page.on([page.model.input, page.loaded], memory_only, page.model, memory_plot, api="kv_cache_memory")

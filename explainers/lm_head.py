@@ -346,14 +346,16 @@ def build(page) -> None:
     page.on([temperature.release, top_p.release, top_k.submit, seed.submit, n_draws.release], update, inputs, outputs)
     page.on([position.release], update, inputs, outputs).success(branch_choices, point, candidate, remember=False)
     # the lens and the candidates follow a new text once the update has taken it: an empty text gets one message
-    shown = page.on([text.submit, ex.load_input_event, page.model.input, page.loaded], update, inputs, outputs)
+    shown = page.on([text.submit, ex.load_input_event, page.model.input, page.loaded], update, inputs, outputs,
+                    api="lm_head")
     shown.success(update_lens, [page.model, text], lens_plot)
     shown.success(branch_choices, point, candidate, remember=False)
     stepped = page.on([step_button.click], next_token, [page.model, text, temperature, top_k, top_p, seed, state],
-                      [text, steps, state], remember=False).then(update, inputs, outputs)
+                      [text, steps, state], remember=False, api="next_token").then(update, inputs, outputs)
     stepped.then(update_lens, [page.model, text], lens_plot)
     stepped.success(branch_choices, point, candidate, remember=False)
-    reset_button.click(lambda: (None, None), None, [steps, state], queue=False)
+    reset_button.click(lambda: (None, None), None, [steps, state], queue=False, api_visibility="private")
     page.on([branch_button.click], add_branch, [*point, candidate, length, branch_state],
-            [tree_plot, branch_table, branch_state, branch_note], remember=False)
-    clear_button.click(clear_branches, None, [tree_plot, branch_table, branch_state, branch_note], queue=False)
+            [tree_plot, branch_table, branch_state, branch_note], remember=False, api="branch")
+    clear_button.click(clear_branches, None, [tree_plot, branch_table, branch_state, branch_note], queue=False,
+                       api_visibility="private")

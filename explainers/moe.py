@@ -241,6 +241,6 @@ def build(page) -> None:
     inputs = [page.model, text, layer, position, top_k, noise, seed, disabled, forced]
     outputs = [choices_plot, coloured, router_plot, load_plot, stats, effect_plot, effect_note, notice]
     page.on([text.submit, layer.release, position.release, top_k.release, noise.release, seed.submit, disabled.input,
-             forced.input, ex.load_input_event], update, inputs, outputs)
+             forced.input, ex.load_input_event], update, inputs, outputs, api="moe")
     page.on([page.model.input, page.loaded], expert_widgets, [page.model, disabled, forced, top_k],  # keeps a link's
             [disabled, forced, top_k, layer], remember=False).then(update, inputs, outputs)

@@ -161,5 +161,5 @@ def build(page) -> None:
     code_panel(HookedTransformer.hidden, stream_lengths, parameter_groups, active_parameters)
     page.link("overview", text=text)
     page.on([text.submit, ex.load_input_event, page.model.input, page.loaded], update_flow, [page.model, text],
-            [flow, plot, notice])
-    page.on([page.model.input, page.loaded], update_facts, page.model, [facts, parameters])
+            [flow, plot, notice], api="flow")
+    page.on([page.model.input, page.loaded], update_facts, page.model, [facts, parameters], api="facts")

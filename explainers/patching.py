@@ -139,5 +139,5 @@ def build(page) -> None:
     page.link("patching", clean=clean, corrupt=corrupt, answer=answer, wrong=wrong, patch=chosen)
     # a preset only fills the boxes: a sweep is long work on a shared server, so it runs when asked
     running = page.on([go_button.click], update, [page.model, clean, corrupt, answer, wrong, chosen], [notice, plot],
-                      group="sweep")
+                      group="sweep", api="patching")
     stop.click(None, None, None, cancels=running.events)

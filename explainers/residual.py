@@ -151,4 +151,5 @@ def build(page) -> None:
     code_panel(decompose, direct_logit_attribution)
     page.link("residual", text=text, position=position, token=token)
     page.on([text.submit, ex.load_input_event, position.release, token.submit, page.model.input, page.loaded], update,
-            [page.model, text, position, token], [notice, parts_plot, heads_plot, growth_plot])
+            [page.model, text, position, token], [notice, parts_plot, heads_plot, growth_plot],
+            api="residual")

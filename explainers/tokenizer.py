@@ -96,5 +96,5 @@ def build(page) -> None:
     # the BPE panel follows a new text only once its tokens are shown: an empty text gets one message, not two
     page.on([text.submit, ex.load_input_event], update, [text, chosen], out).success(update_bpe, [text, vocab],
                                                                                      bpe_outputs)
-    page.on([chosen.change, page.loaded], update, [text, chosen], out)
-    page.on([vocab.release, page.loaded], update_bpe, [text, vocab], bpe_outputs)
+    page.on([chosen.change, page.loaded], update, [text, chosen], out, api="tokenize")
+    page.on([vocab.release, page.loaded], update_bpe, [text, vocab], bpe_outputs, api="bpe")

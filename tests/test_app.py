@@ -14,6 +14,22 @@ def test_app_builds_offline_with_a_model_picker():
     assert len(pickers) == 1 and "smollm2-135m" in [c[1] for c in pickers[0].choices]
 
 
+PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/block", "/bpe", "/branch", "/causal_mask", "/causality",
+              "/contextual_embeddings", "/embeddings", "/facts", "/flow", "/kv_cache", "/kv_cache_memory", "/lm_head",
+              "/moe", "/next_token", "/padding", "/patching", "/positions", "/residual", "/tokenize"]
+
+
+def test_the_public_api_is_the_named_endpoints_and_nothing_else():
+    """"Use via API" lists what each tab computes under a name that says so; page plumbing (tab clicks, links,
+    fitting sliders to a model) is not listed, and is not callable where it is only the page's."""
+    import app
+    info = app.build_app().get_api_info()
+    assert sorted(info["named_endpoints"]) == PUBLIC_API
+    assert not info["unnamed_endpoints"]
+    lm_head = [p["parameter_name"] for p in info["named_endpoints"]["/lm_head"]["parameters"]]
+    assert lm_head[:2] == ["model_name", "text"] and lm_head[-1] == "lecture"
+
+
 def test_overview_describes_the_loaded_model(smollm2):
     facts = dict(overview.model_facts(smollm2))
     assert facts["Layers"] == "30" and facts["Key/value heads (G)"] == "3 — GQA" and facts["Width (C)"] == "576"

@@ -1,4 +1,5 @@
 """The app in headless Chromium: every tab loads, runs its examples and draws, with no error."""
+import json
 import os
 import socket
 import subprocess
@@ -376,3 +377,16 @@ def test_two_branches_from_two_candidates_show_side_by_side(fresh, url):
     assert len(rows) == 2 and {row.split(" (")[0] for row in rows} == set(picked), (rows, picked)
     assert panel.get_by_text("the branch's text").count() == 1
     assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def test_a_gradio_client_calls_the_named_api(url):
+    """The README's example: the endpoints answer a client with what the tab shows."""
+    from gradio_client import Client
+    client = Client(url, verbose=False)
+    html = client.predict("The cat sat on the mat.", ["tiny-gpt-char", "smollm2-135m"], api_name="/tokenize")
+    assert "tiny-gpt-char" in html and "smollm2-135m" in html
+    stages, notice, *_ = client.predict("smollm2-135m", "The capital of France is", -1, 1.0, 0, 1.0, 0, 100,
+                                        api_name="/lm_head")
+    assert "Paris" in json.dumps(stages)
+    with pytest.raises(Exception, match="Type some text"):
+        client.predict("", ["tiny-gpt-char"], api_name="/tokenize")
