@@ -29,27 +29,27 @@ def project(X: np.ndarray, method: str = "PCA", dims: int = 2, neighbours: int =
         return TSNE(n_components=dims, perplexity=float(min(neighbours, N - 1)), init="pca",
                     random_state=seed).fit_transform(X)
     if method == "UMAP":
-        if _umap_warming.is_set() and threading.current_thread().name != "warm-umap":
-            _umap_ready.wait()  # one thread imports umap (and numba): two importing at once can deadlock
-        import umap
-        return umap.UMAP(n_components=dims, n_neighbors=int(min(max(neighbours, 2), N - 1)),
-                         random_state=seed, n_jobs=1).fit_transform(X)
+        if not _umap_ready.is_set():
+            with _umap_first:  # one thread imports umap and numba compiles its code: two at once can deadlock
+                fitted = _umap(X, dims, neighbours, seed)
+                _umap_ready.set()
+                return fitted
+        return _umap(X, dims, neighbours, seed)
     raise InputError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
 
 
-_umap_warming, _umap_ready = threading.Event(), threading.Event()
+def _umap(X: np.ndarray, dims: int, neighbours: int, seed: int) -> np.ndarray:
+    import umap
+    return umap.UMAP(n_components=dims, n_neighbors=int(min(max(neighbours, 2), X.shape[0] - 1)),
+                     random_state=seed, n_jobs=1).fit_transform(X)
+
+
+_umap_first, _umap_ready = threading.Lock(), threading.Event()
 
 
 def warm_umap() -> None:
-    """UMAP's first fit compiles numba code (seconds of CPU, see the README); do it once in the background at start."""
-    _umap_warming.set()
-
-    def run():
-        try:
-            project(np.random.default_rng(0).normal(size=(40, 8)), "UMAP")
-        finally:
-            _umap_ready.set()
-    threading.Thread(target=run, daemon=True, name="warm-umap").start()
+    """UMAP's first fit compiles numba code (seconds of CPU, see the README): the server does it at start."""
+    project(np.random.default_rng(0).normal(size=(40, 8)), "UMAP")
 
 
 def umap_ready() -> bool:

