@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import threading
@@ -29,8 +30,8 @@ from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
 from explainers import CHAPTERS, TABS, tab_id  # noqa: E402
 from explainers.inputs import model_choices, unavailable_note  # noqa: E402
-from explainers.links import make_query, restore  # noqa: E402
-from explainers.serving import Page  # noqa: E402
+from explainers.links import linked_view, make_query, restore  # noqa: E402
+from explainers.serving import Page, zero_gpu  # noqa: E402
 
 
 def cores() -> int:
@@ -38,6 +39,7 @@ def cores() -> int:
 
 
 UI = dict(queue=False, api_visibility="private")  # page plumbing: instant, and not an API endpoint
+GATE = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")  # queued: a stop is no HTTP error
 
 
 def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blocks:
@@ -72,6 +74,9 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
         # another chapter is open). A Tab's select fires whenever its row selects it, by a click or by restore().
         chapter_on_screen = gr.State("chapter-1")
         rows, shown, tab_ids = {}, {}, {}  # chapter id -> its row of tabs, the State of the tab it shows, its tabs' ids
+        # A tab draws when it comes on screen, not with every page load: `restored` counts the times a link set the
+        # widgets (the page's own at load, a lesson's step), `drawn[tab]` is that count when the tab last drew.
+        restored_count, drawn = gr.State(0), {}
         with gr.Tabs(elem_classes="chapters") as chapter_row:
             for number, (title, modules) in enumerate([c for c in CHAPTERS if c[1]], 1):  # an empty one is not drawn
                 chapter_id = f"chapter-{number}"
@@ -80,10 +85,18 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
                     shown[chapter_id] = gr.State(tab_ids[chapter_id][0])
                     with gr.Tabs(elem_classes="chapter-tabs") as rows[chapter_id]:
                         for module, name in zip(modules, tab_ids[chapter_id]):
+                            page.building = name
                             with gr.Tab(module.TITLE, id=name, elem_id=f"tab-{name}") as tab:
                                 module.build(page)
+                            drawn[name] = gr.State(-1)
                             tab.select(lambda name=name: name, None, shown[chapter_id], **UI)
+                            page.view(name).attach(tab.select(stale, [restored_count, drawn[name]], drawn[name], **GATE))
                 chapter.select(lambda chapter_id=chapter_id: chapter_id, None, chapter_on_screen, **UI)
+                for name in tab_ids[chapter_id]:  # a chapter shows the tab its row had selected
+                    page.view(name).attach(chapter.select(
+                        lambda count, last, showing, name=name: stale(count, last, showing == name),
+                        [restored_count, drawn[name], shown[chapter_id]], drawn[name], **GATE))
+        page.building = None
         links = page.links
         link_inputs = {chapter_on_screen, *shown.values(), model_picker, lecture_box, *links.values()}
 
@@ -92,14 +105,33 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
             return make_query(tab, values[model_picker], values[lecture_box],
                               {key: values[c] for key, c in links.items()}, lecture)
 
-        def restored(text: str):
-            return restore(text, links, tab_ids, default, lecture)
+        def restored(text: str, count: int):
+            """The link's view, and what is on screen for the tabs to know; on a fresh server whose default model is
+            still being prepared, a tiny one meanwhile."""
+            start = default if zoo.ready(default) else FIRST_MODEL
+            updates = restore(text, links, tab_ids, start, lecture)
+            chapter, tab = linked_view(text, tab_ids)
+            on_screen = [chapter or gr.skip(), *[tab if c == chapter else gr.skip() for c in shown], (count or 0) + 1]
+            if start == default or updates[len(rows) + 1] != start:  # ready, or the link names a model
+                return *updates, *on_screen
+            note = (f"**{default}** is being prepared for its first use on this server (once, under a minute), so "
+                    f"this page opened with **{start}**. Pick {default} in Model whenever you like.")
+            return (*updates[:len(rows) + 3], " ".join(n for n in (updates[len(rows) + 3], note) if n),
+                    *updates[len(rows) + 4:], *on_screen)
 
-        restoring = demo.load(restored, query, [chapter_row, *rows.values(), model_picker, lecture_box, link_note,
-                                                *links.values()], js="() => [window.location.search]",
-                              concurrency_limit=None,
+        restoring = demo.load(restored, [query, restored_count],
+                              [chapter_row, *rows.values(), model_picker, lecture_box, link_note, *links.values(),
+                               chapter_on_screen, *shown.values(), restored_count],
+                              js="(q, n) => [window.location.search, n]", concurrency_limit=None,
                               api_visibility="private")
         restoring.then(None, lecture_box, None, js="(on) => { document.body.classList.toggle('lecture', on) }")
+        for chapter_id, names in tab_ids.items():  # after a link: the tab on screen draws, the others when shown
+            for name in names:
+                page.loaded.follow("then", dict(
+                    fn=lambda count, on, showing, chapter_id=chapter_id, name=name: stale(
+                        count, -1, on == chapter_id and showing == name),
+                    inputs=[restored_count, chapter_on_screen, shown[chapter_id]], outputs=drawn[name], **GATE),
+                    page.view(name))
         page.loaded.attach(restoring)
         link_button.click(link_query, link_inputs, query, **UI).then(None, query, link_box, js=SHOW_LINK)
         # lecture mode changes every figure: reload this view with it switched
@@ -107,6 +139,14 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
             None, query, None, js="(q) => { window.location.search = q }")
     demo.page = page  # its links and handlers, for tests and benchmarks
     return demo
+
+
+def stale(count: int, last: int, on_screen: bool = True) -> int:
+    """Opens a tab's view (returns the count of links restored, for its `drawn` state) when it is on screen and
+    has not drawn since the last link; otherwise stops the tab's page-load handlers, silently."""
+    if not on_screen or last == count:
+        raise gr.Error("", visible=False, print_exception=False)
+    return count
 
 
 SHOW_LINK = """(q) => {
@@ -128,13 +168,28 @@ def page_extras() -> dict:
     return dict(css=(WEB / "app.css").read_text(), head=f"<script>{script}</script>", allowed_paths=[str(plotly_js)])
 
 
-def warm_up() -> None:
-    """Start-up work in the background, so the first learners do not wait for it: UMAP's numba compile (CPU seconds
-    on first use, see the README) and each tab's own warm-up."""
-    warm_umap()
-    for module in TABS:
-        if hasattr(module, "warm_up"):
-            threading.Thread(target=module.warm_up, daemon=True, name=f"warm-{module.__name__}").start()
+FIRST_MODEL = "tiny-gpt-char"  # what a page opens with while the default model is prepared on a fresh server
+
+
+def warm_up(default_model: str | None) -> None:
+    """Start-up work in one background thread, in the order learners need it, so it does not compete with the
+    first pages for the cores: the default model (SmolLM2's first start converts its GGUF: pages open with a
+    tiny model meanwhile), then each tab's own warm-up, then UMAP's numba compile (CPU seconds on first use)."""
+    def run():
+        names = [default_model or "smollm2-135m"]
+        if zero_gpu():  # a request runs in a forked GPU worker, which sees only the models loaded here, at start
+            names += [name for name, problem in zoo.available().items() if problem is None and name not in names]
+        for name in names:
+            if zoo.available().get(name) is None:
+                try:
+                    zoo.load(name)
+                except Exception:  # a request will meet the same problem and say it plainly
+                    logging.getLogger("explainer").exception("preparing %s at start failed", name)
+        for module in TABS:
+            if hasattr(module, "warm_up"):
+                module.warm_up()
+        warm_umap()
+    threading.Thread(target=run, daemon=True, name="warm-up").start()
 
 
 def main() -> None:
@@ -154,7 +209,7 @@ def main() -> None:
     if args.model and args.model not in zoo.SPECS:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
     torch.set_num_threads(cores())
-    warm_up()
+    warm_up(args.model)
     demo = build_app(args.model, lecture=args.lecture)
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, **page_extras())
 

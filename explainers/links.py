@@ -58,6 +58,12 @@ def link_text(value) -> str:
     return "" if value is None else str(value)
 
 
+def linked_view(query: str, chapters: dict[str, list[str]]) -> tuple[str | None, str | None]:
+    """(chapter id, tab id) a query string links to, or (None, None) when it names no tab of the page."""
+    tab = parse_qs(str(query or "").lstrip("?")).get("tab", [None])[-1]
+    return next(((chapter, tab) for chapter, tab_ids in chapters.items() if tab in tab_ids), (None, None))
+
+
 def restore(query: str, links: dict, chapters: dict[str, list[str]], default_model: str,
             lecture_default: bool = False) -> tuple:
     """Updates for (chapter row, each chapter's tab row, model picker, lecture box, note, *links) from a query string.

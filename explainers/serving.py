@@ -15,8 +15,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import importlib.util
 import inspect
 import logging
+import sys
 import threading
 
 import gradio as gr
@@ -123,8 +125,27 @@ def _special(p: inspect.Parameter) -> bool:
     return isinstance(p.default, gr.Progress) or p.annotation in (gr.Request, "gr.Request")
 
 
-def handler(fn, remember: bool = True):
-    """fn as Gradio calls it, with the session's lecture flag as one more input after fn's own."""
+GPU_SECONDS = {"model": 30, "generate": 120, "sweep": 150, "train": 180, "quantize": 150}  # what a ZeroGPU call books
+
+
+def on_gpu(fn, seconds: int = 30):
+    """fn holding a GPU while it runs, on a ZeroGPU Space: there the `spaces` package is installed and a process
+    has a GPU only inside a function decorated with `spaces.GPU` (the models are moved to CUDA at start, see
+    app.warm_up). Anywhere else `spaces` is absent and fn is returned as it is."""
+    if not zero_gpu():
+        return fn
+    import spaces
+    return functools.wraps(fn)(spaces.GPU(duration=seconds)(fn))
+
+
+def zero_gpu() -> bool:
+    """Whether this is a ZeroGPU Space (the `spaces` package is installed)."""
+    return importlib.util.find_spec("spaces") is not None if "spaces" not in sys.modules else True
+
+
+def handler(fn, remember: bool = True, gpu_seconds: int = 30):
+    """fn as Gradio calls it, with the session's lecture flag as one more input after fn's own; on a ZeroGPU
+    Space fn runs on the GPU (`on_gpu`)."""
     params = list(inspect.signature(fn).parameters.values())
     inputs = [p for p in params if not _special(p)]
     lecture = inspect.Parameter("lecture", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False)
@@ -138,15 +159,17 @@ def handler(fn, remember: bool = True):
         values = [bound.arguments[p.name] for p in inputs]
         return values, special, on
 
+    run = on_gpu(fn, gpu_seconds)
+
     def answers(args, kwargs):
         """fn's answer, or each answer a generator yields, styled; failures turned into messages."""
         values, special, on = split(args, kwargs)
         with plain_errors(fn.__name__):
             if inspect.isgeneratorfunction(fn):
-                for result in fn(*values, **special):
+                for result in run(*values, **special):
                     yield styled(result, on)
             else:
-                yield styled(_answer(fn, special, values) if remember else fn(*values, **special), on)
+                yield styled(_answer(run, special, values) if remember else run(*values, **special), on)
 
     if inspect.isgeneratorfunction(fn):  # Gradio streams the answers of a generator function
         @functools.wraps(fn)
@@ -193,6 +216,13 @@ class Page:
         self.model, self.lecture, self.limits = model, lecture, limits  # limits: concurrency group -> events at once
         self.links: dict[str, gr.components.Component] = {}
         self.loaded = Chain(self)  # attached to the page-load event once the link has been restored
+        # A tab's page-load handlers run when it is first on screen, not for every tab of every page load:
+        self.views: dict[str, Chain] = {}  # tab id -> the events that open its view (app.py makes them)
+        self.building: str | None = None   # the tab whose build() is running
+
+    def view(self, tab: str) -> Chain:
+        """The events after which `tab` draws what page.loaded handlers draw: it came on screen unseen or stale."""
+        return self.views.setdefault(tab, Chain(self))
 
     def link(self, tab: str, **components) -> None:
         """The settings a deep link to this tab carries, as key -> widget."""
@@ -202,20 +232,23 @@ class Page:
         """Gradio's arguments for an event running fn as a handler (see `handler`). `api` names a public endpoint
         (`/attention`, listed under "Use via API"); an event without one is internal and not listed."""
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs] if inputs is not None else []
-        return dict(fn=handler(fn, remember), inputs=[*inputs, self.lecture], outputs=outputs,
+        return dict(fn=handler(fn, remember, GPU_SECONDS.get(group, 60)), inputs=[*inputs, self.lecture], outputs=outputs,
                     concurrency_id=group, concurrency_limit=self.limits[group],
                     api_name=api, api_visibility="public" if api else "undocumented")
 
     def on(self, triggers: list, fn, inputs, outputs, remember: bool = True, group: str = "model",
            api: str | None = None) -> Chain:
         """Run fn on each trigger: a widget event (text.submit), an event to follow (an example's
-        load_input_event) or page.loaded. Widget events share one endpoint (gr.on), named `api` if public."""
+        load_input_event) or page.loaded (the page's link restored: the tab draws when it is on screen).
+        Widget events share one endpoint (gr.on), named `api` if public."""
         kwargs, chain = self.event(fn, inputs, outputs, remember, group), Chain(self)  # internal copies
         listeners = [t for t in triggers if t is not self.loaded and not isinstance(t, Dependency)]
         if listeners:
             chain.attach(gr.on(listeners, **self.event(fn, inputs, outputs, remember, group, api)))
         for trigger in triggers:
-            if trigger is self.loaded:
+            if trigger is self.loaded and self.building:  # when the tab comes on screen (an open view succeeds)
+                self.view(self.building).follow("success", kwargs, chain)
+            elif trigger is self.loaded:
                 self.loaded.follow("then", kwargs, chain)
             elif isinstance(trigger, Dependency):
                 chain.attach(trigger.then(**kwargs))

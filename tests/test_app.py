@@ -55,3 +55,32 @@ def test_long_and_odd_text_is_cleaned_with_a_notice():
     assert text.startswith("ab") and len(text) == 2000 and "control" in note and "first 2000" in note
     rtl_zwj = "שלום 👩‍👩‍👧"
     assert clean_text(rtl_zwj) == (rtl_zwj, "")
+
+
+def test_on_a_zero_gpu_space_the_handlers_run_inside_spaces_gpu(monkeypatch):
+    """Where `spaces` is installed (a ZeroGPU Space) every model handler is decorated with spaces.GPU, booking the
+    time of its queue group; here a stub stands in for the package, which is absent."""
+    import sys
+    import types
+
+    calls = []
+
+    def GPU(duration=60):
+        def decorate(fn):
+            def wrapper(*args, **kwargs):
+                calls.append((fn.__name__, duration))
+                return fn(*args, **kwargs)
+            return wrapper
+        return decorate
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+    import app
+    fns = {f.api_name: f.fn for f in app.build_app().fns.values() if f.api_name}
+    assert "tiny-gpt-char" in fns["tokenize"]("The cat sat.", ["tiny-gpt-char"], False)
+    *_, summary = list(fns["kv_cache"]("tiny-gpt-char", "ROMEO:", 4, "cpu", None, False))[-1]
+    assert ("update", 30) in calls and ("run", 120) in calls, calls
+    monkeypatch.delitem(sys.modules, "spaces")
+    calls.clear()
+    fns = {f.api_name: f.fn for f in app.build_app().fns.values() if f.api_name}
+    fns["tokenize"]("The dog sat.", ["tiny-gpt-char"], False)
+    assert calls == []  # spaces absent: the handlers are called as they are
