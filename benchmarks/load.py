@@ -1,6 +1,6 @@
 """Load test: many gradio_client sessions at once against a local server, on one shared SmolLM2.
 
-    .venv/bin/python benchmarks/load.py [--sessions 16] [--requests 20] [--pause 0]
+    .venv/bin/python benchmarks/load.py [--sessions 16] [--requests 20] [--pause 0] [--own-prompts]
 
 1. Starts the app and sends every request of the mix one at a time: the serial results.
 2. Restarts it (the time to the first served page is the *second start*), loads every offline model,
@@ -16,6 +16,11 @@ layer, head, temperature and routing settings across the tabs (a setting that on
 reuses the tab's cached forward pass; a new prompt runs the model). By default a session sends its next
 request as soon as the last one is answered; --pause S gives each learner a time to read or type before each
 request, drawn uniformly between 0 and 2 S seconds (the same draws in the reference run).
+
+--own-prompts is a class where every learner types prompts of their own (issue #19's case): each request
+brings a new 32-token prompt (a place of the corpus no other request uses, so no answer or forward is
+shared) to the LM-head, attention or causal-mask tab, after 2 to 6 s of reading. Target on 2 cores: 32
+learners, p50 under 300 ms, p95 under 1.5 s, no errors, every result equal to the serial one.
 """
 from __future__ import annotations
 
@@ -48,17 +53,20 @@ PROMPTS = [  # cut to their first 32 SmolLM2 tokens at start
     "function, and then adjust the "
     "weights a little in the direction that lowers the loss",
 ]
-# (tab module, handler, settings that vary with the session i and the request j)
+# (API endpoint, settings that vary with the session i and the request j)
 KINDS = [
-    ("tokenizer", "update", lambda i, j: {}),
-    ("causal_mask", "update", lambda i, j: {"Layer": (i + j) % 30, "Head": j % 9}),
-    ("attention", "update_head", lambda i, j: {"Layer": (i * 7 + j) % 30, "Head": (i + j) % 9}),
-    ("lm_head", "update", lambda i, j: {"Temperature (0 = greedy)": [0.0, 0.7, 1.0, 1.5][j % 4],
-                                        "Top-p (1 = off)": [1.0, 0.9][i % 2]}),
-    ("embeddings", "update_contextual", lambda i, j: {"Layer (0 = embeddings)": (i + 3 * j) % 31}),
-    ("moe", "update", lambda i, j: {"Experts per token (top-k)": 1 + (i + j) % 3}),
-    ("overview", "update", lambda i, j: {}),
+    ("/tokenize", lambda i, j: {}),
+    ("/causal_mask", lambda i, j: {"Layer": (i + j) % 30, "Head": j % 9}),
+    ("/attention_head", lambda i, j: {"Layer": (i * 7 + j) % 30, "Head": (i + j) % 9}),
+    ("/lm_head", lambda i, j: {"Temperature (0 = greedy)": [0.0, 0.7, 1.0, 1.5][j % 4],
+                               "Top-p (1 = off)": [1.0, 0.9][i % 2]}),
+    ("/contextual_embeddings", lambda i, j: {"Layer (0 = embeddings)": (i + 3 * j) % 31}),
+    ("/moe", lambda i, j: {"Experts per token (top-k)": 1 + (i + j) % 3}),
+    ("/flow", lambda i, j: {}),
 ]
+# --own-prompts: what a class does when each learner types a prompt of their own, then reads
+OWN_KINDS = [("/lm_head", lambda i, j: {}), ("/attention", lambda i, j: {"Layer": (i + j) % 30}),
+             ("/causal_mask", lambda i, j: {"Layer": (i + j) % 30, "Head": j % 9})]
 
 
 def free_port() -> int:
@@ -107,25 +115,28 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def endpoints() -> dict[tuple[str, str], tuple[int, list]]:
-    """(tab, handler) -> (fn_index, input components) of the first event that runs it, from a build of the app."""
+def endpoints() -> dict[str, tuple[int, list]]:
+    """API name -> (fn_index, input components) of each public endpoint, from a build of the app."""
     import app
     demo = app.build_app()
-    found = {}
-    for index, block_fn in demo.fns.items():
-        fn = getattr(block_fn.fn, "__wrapped__", block_fn.fn)
-        key = (getattr(fn, "__module__", "").rsplit(".", 1)[-1], getattr(fn, "__name__", ""))
-        if key not in found and block_fn.inputs:
-            found[key] = (index, block_fn.inputs)
-    return found
+    return {f"/{f.api_name}": (index, f.inputs) for index, f in demo.fns.items() if f.api_visibility == "public"}
 
 
-def requests_for(session: int, count: int, api) -> list[tuple[int, tuple]]:
-    """The session's requests: (fn_index, arguments)."""
+def own_prompt(session: int, j: int, tokenizer) -> str:
+    """A prompt no other request sends: 32 tokens of the corpus, from a place of its own."""
+    text = (ROOT / "assets" / "data" / "shakespeare.txt").read_text()
+    start = (session * 7919 + j * 104729) % (len(text) - 2000)
+    start = text.index(" ", start) + 1
+    return tokenizer.decode(tokenizer.encode(" ".join(text[start:start + 1000].split()))[:32])
+
+
+def requests_for(session: int, count: int, api, kinds=KINDS, prompt=None) -> list[tuple[int, tuple]]:
+    """The session's requests: (fn_index, arguments). `prompt(session, j)` gives each request its own text;
+    by default the sessions share PROMPTS."""
     out = []
     for j in range(count):
-        tab, handler, settings = KINDS[(session + j) % len(KINDS)]
-        index, inputs = api[(tab, handler)]
+        name, settings = kinds[(session + j) % len(kinds)]
+        index, inputs = api[name]
         chosen = settings(session, j)
         args = []
         for c in inputs:
@@ -133,7 +144,7 @@ def requests_for(session: int, count: int, api) -> list[tuple[int, tuple]]:
             if label == "Model":
                 args.append("smollm2-135m")
             elif label in ("Text", "Sentence"):
-                args.append(PROMPTS[(session + j // len(KINDS)) % len(PROMPTS)])
+                args.append(prompt(session, j) if prompt else PROMPTS[(session + j // len(kinds)) % len(PROMPTS)])
             elif label in chosen:
                 args.append(chosen[label])
             else:
@@ -150,8 +161,8 @@ def run_one(client, index: int, args: tuple):
     return client.predict(*args, fn_index=index)
 
 
-def run_sessions(port: int, plan: dict[int, list], pause: float = 0.0) -> tuple[list, list, list, float]:
-    """Every session's requests in turn (back to back, or 0 to 2 x pause seconds of reading before each), all
+def run_sessions(port: int, plan: dict[int, list], reading: tuple[float, float] = (0, 0)) -> tuple[list, list, list, float]:
+    """Every session's requests in turn (back to back, or a reading time drawn from `reading` seconds before each), all
     sessions at once, each with its own gradio_client.
     Returns (latencies, errors, (session, fn_index, arguments, result, seconds) per answer, wall seconds)."""
     from gradio_client import Client
@@ -163,10 +174,10 @@ def run_sessions(port: int, plan: dict[int, list], pause: float = 0.0) -> tuple[
         # ssl_verify=False: the server is plain http; with it on, gradio_client builds a TLS context (loading
         # every CA certificate) for each request, ~100 ms of the same two cores the server runs on
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
-        reading = random.Random(s)
+        draws = random.Random(s)
         barrier.wait()
         for index, a in plan[s]:
-            time.sleep(reading.uniform(0, 2 * pause))
+            time.sleep(draws.uniform(*reading))
             t = time.perf_counter()
             try:
                 result = run_one(client, index, a)
@@ -196,7 +207,7 @@ demo.queue().launch(server_port=int(sys.argv[1]))
 """
 
 
-def reference(sessions: int, requests: int, pause: float) -> tuple[float, float, float]:
+def reference(sessions: int, requests: int, reading: tuple[float, float]) -> tuple[float, float, float]:
     """The same sessions against a Gradio app that only echoes its input: what Gradio and gradio_client
     themselves cost on this machine. Returns (p50, p95, requests per second)."""
     port = free_port()
@@ -213,7 +224,7 @@ def reference(sessions: int, requests: int, pause: float) -> tuple[float, float,
                     raise SystemExit("the reference app did not start") from None
                 time.sleep(0.1)
         plan = {s: [(0, (PROMPTS[(s + j) % len(PROMPTS)],)) for j in range(requests)] for s in range(sessions)}
-        latencies, errors, _, wall = run_sessions(port, plan, pause)
+        latencies, errors, _, wall = run_sessions(port, plan, reading)
         if errors:
             raise SystemExit(f"the reference app failed: {errors[0]}")
     finally:
@@ -227,6 +238,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--pause", type=float, default=0.0, help="mean seconds a learner reads before each request")
+    parser.add_argument("--own-prompts", action="store_true",
+                        help="every request brings a new prompt of its own to the LM-head, attention or causal-mask "
+                             "tab (nothing is cached), and learners read 2 to 6 s before each (the --pause is ignored)")
     args = parser.parse_args()
     from gradio_client import Client
 
@@ -234,9 +248,14 @@ def main() -> None:
     tok = zoo.load("smollm2-135m").tokenizer
     PROMPTS[:] = [tok.decode(tok.encode(p)[:32]) for p in PROMPTS]
     print("prompt tokens:", [len(tok.encode(p)) for p in PROMPTS])
+    reading = (2.0, 6.0) if args.own_prompts else (0.0, 2 * args.pause)
     api = endpoints()
-    names = {index: f"{tab}.{handler}" for (tab, handler), (index, _) in api.items()}
-    plan = {s: requests_for(s, args.requests, api) for s in range(args.sessions)}
+    names = {index: name for name, (index, _) in api.items()}
+    if args.own_prompts:
+        plan = {s: requests_for(s, args.requests, api, OWN_KINDS, lambda s, j: own_prompt(s, j, tok))
+                for s in range(args.sessions)}
+    else:
+        plan = {s: requests_for(s, args.requests, api) for s in range(args.sessions)}
     unique = list({canonical(r): r for reqs in plan.values() for r in reqs}.values())
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
 
@@ -258,14 +277,14 @@ def main() -> None:
     proc, second_start = start_server(port, logs / "load-concurrent.log")
     try:
         warm = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
-        index, _ = api[("overview", "update")]
+        index, _ = api["/facts"]
         t = time.perf_counter()
         for name, problem in zoo.available().items():
             if problem is None:
                 run_one(warm, index, (name,))
         print(f"second start to first served page: {second_start:.1f} s; loading every offline model: "
               f"{time.perf_counter() - t:.1f} s; server idle {wait_until_idle(proc.pid):.1f} s later")
-        latencies, errors, results, wall = run_sessions(port, plan, args.pause)
+        latencies, errors, results, wall = run_sessions(port, plan, reading)
         rss = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -277,13 +296,14 @@ def main() -> None:
     q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [float("nan")] * 19
     total = args.sessions * args.requests
     print(f"{args.sessions} sessions x {args.requests} requests = {total} in {wall:.1f} s "
-          f"({total / wall:.1f} requests/s), {os.cpu_count()} cores, reading time 0 to {2 * args.pause:g} s")
+          f"({total / wall:.1f} requests/s), {os.cpu_count()} cores, reading time {reading[0]:g} to {reading[1]:g} s"
+          + (", every request a new prompt" if args.own_prompts else ""))
     print(f"errors: {len(errors)}   results different from the serial ones: {len(mismatches)}")
     for e in errors[:5]:
         print("  ", e)
     print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms   p95 {q[18] * 1000:.0f} ms   "
           f"max {max(latencies) * 1000:.0f} ms")
-    ref_p50, ref_p95, ref_rate = reference(args.sessions, args.requests, args.pause)
+    ref_p50, ref_p95, ref_rate = reference(args.sessions, args.requests, reading)
     print(f"reference, the same sessions against an app that only echoes (Gradio + gradio_client alone): "
           f"p50 {ref_p50 * 1000:.0f} ms   p95 {ref_p95 * 1000:.0f} ms   {ref_rate:.1f} requests/s")
     print(f"this app / reference: p50 {statistics.median(latencies) / ref_p50:.1f}x   p95 {q[18] / ref_p95:.1f}x")
