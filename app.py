@@ -88,7 +88,7 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
                             page.building = name
                             with gr.Tab(module.TITLE, id=name, elem_id=f"tab-{name}") as tab:
                                 module.build(page)
-                            drawn[name] = gr.State(-1)
+                                drawn[name] = gr.State(-1)  # inside the Tab: a row of tabs holds only tabs
                             tab.select(lambda name=name: name, None, shown[chapter_id], **UI)
                             page.view(name).attach(tab.select(stale, [restored_count, drawn[name]], drawn[name], **GATE))
                 chapter.select(lambda chapter_id=chapter_id: chapter_id, None, chapter_on_screen, **UI)

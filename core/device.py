@@ -51,7 +51,10 @@ def timed(fn, device: torch.device):
 
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"CUDA: {torch.cuda.get_device_name(device)}"
+        try:
+            return f"CUDA: {torch.cuda.get_device_name(device)}"
+        except (RuntimeError, AssertionError):  # a ZeroGPU Space's main process: its GPU comes with each request
+            return "CUDA (ZeroGPU)"
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return f"CPU, {torch.get_num_threads()} threads"
