@@ -37,7 +37,7 @@ def compute_steps(model, cache, layer: int, head: int) -> dict:
     """One head's stages from a recorded forward (batch dimension removed)."""
     rope = model.cfg.positions == "rope"
     q, k = cache["rot_q" if rope else "q", layer], cache["rot_k" if rope else "k", layer]
-    return head_steps(q, k, cache["v", layer], cache["mask", layer], head)
+    return head_steps(q, k, cache["v", layer], cache["mask", layer], head, model.cfg.attn_scale)
 
 
 def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
