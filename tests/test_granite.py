@@ -4,6 +4,11 @@ and the MoE tab on it. Logits, padding, KV-cache generation and hook shapes run 
 import pytest
 import torch
 from conftest import VOCAB, assert_close, tiny_hf
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
+from transformers import GraniteMoeForCausalLM, PreTrainedTokenizerFast
 
 import core.model
 from core import HookedTransformer, ModelConfig, zoo
@@ -45,6 +50,21 @@ def test_the_converted_config_carries_granites_multipliers(granite):
     assert (ours.cfg.embed_scale, ours.cfg.attn_scale, ours.cfg.logit_divisor) == \
         (c.embedding_multiplier, c.attention_multiplier, c.logits_scaling)
     assert (ours.cfg.n_experts, ours.cfg.top_k, ours.cfg.family) == (5, 3, "moe") and ours.unembed.weight is None
+
+
+def test_a_checkpoint_in_granites_hub_layout_loads_through_the_zoo(tmp_path, ids):
+    """save_pretrained writes the hub's layout (experts as input_linear / output_linear, router.layer); the zoo's
+    hub loader reads such a folder as it reads the hub, and core.convert finds every weight."""
+    hf = tiny_hf("granitemoe")
+    hf.save_pretrained(tmp_path)
+    assert "model.layers.0.block_sparse_moe.input_linear.weight" in load_file(tmp_path / "model.safetensors")
+    words = Tokenizer(WordLevel({"[UNK]": 0, "the": 1, "cat": 2}, unk_token="[UNK]"))
+    words.pre_tokenizer = Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(tmp_path)
+    model = zoo._from_hub(GraniteMoeForCausalLM, str(tmp_path))
+    assert model.tokenizer.encode("the cat") == [1, 2]
+    with torch.no_grad():
+        assert_close(model(ids), hf(ids).logits)
 
 
 def test_router_logits_expert_choices_and_weights_match_transformers(granite, ids):
