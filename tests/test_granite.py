@@ -18,7 +18,7 @@ from core.convert import from_transformers
 from core.model import active_parameters
 from core.moe import route
 from core.tokenizers import CharTokenizer
-from explainers import moe
+from explainers import causal_mask, moe
 from explainers.activations import forget_runs
 
 
@@ -116,6 +116,17 @@ def test_the_residual_stream_tools_stay_exact_with_granites_multipliers(granite,
     assert dla["direct"].sum() + dla["constant"] == pytest.approx(float(logits[pos, token]), abs=1e-4)
     inside = inside_block(ours, cache, 1, pos)
     assert_close(sum(f["weight"] * f["out"] for f in inside["ffns"]), inside["mlp_out"])
+
+
+def test_the_causal_mask_tabs_steps_use_granites_attention_scale(granite, ids):
+    ours, _ = granite
+    _, cache = ours.run_with_cache(ids[:1], names=kinds("q", "k", "v", "rot_q", "rot_k", "mask", "pattern"))
+    cache = cache.remove_batch_dim()
+    steps = causal_mask.compute_steps(ours, cache, 1, 2)
+    assert_close(steps["scaled"], steps["qk"] * ours.cfg.attn_scale, atol=1e-6)
+    assert_close(steps["pattern"], cache["pattern", 1][2], atol=1e-6)
+    fig = causal_mask.steps_figure(steps, [str(t) for t in ids[0].tolist()], ours.cfg.attn_scale)
+    assert fig.layout.annotations[1].text == "× 0.125"
 
 
 @pytest.fixture
