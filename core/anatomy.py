@@ -154,10 +154,11 @@ def direct_logit_attribution(model: HookedTransformer, pieces: torch.Tensor, tok
     if not norm.rms:
         x = x - x.mean(-1, keepdim=True)                                             # centring is linear
     W_U = model.embed.weight if model.unembed.weight is None else model.unembed.weight
-    w = W_U[token].float() * norm.weight.float()                                     # (C,)
+    divisor = model.cfg.logit_divisor                                                # Granite divides logits by 6
+    w = W_U[token].float() * norm.weight.float() / divisor                           # (C,)
     direct = (x.float() / steps["scale"]) @ w                                        # (N,)
-    constant = (W_U[token].float() @ norm.bias.float() if norm.bias is not None else torch.zeros(())) + \
-        (model.unembed.bias[token].float() if model.unembed.bias is not None else 0)
+    constant = ((W_U[token].float() @ norm.bias.float() if norm.bias is not None else torch.zeros(())) +
+                (model.unembed.bias[token].float() if model.unembed.bias is not None else 0)) / divisor
     logit = model.head(norm(stream[None].to(norm.weight.dtype)))[0, token].float()
     return dict(direct=direct.cpu(), constant=float(constant), logit=float(logit), scale=float(steps["scale"]))
 

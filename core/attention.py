@@ -75,12 +75,15 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None].expand(B, G, n_rep, S, D).reshape(B, G * n_rep, S, D)
 
 
-def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """q (B, T, H, D), k (B, S, G, D) -> (B, H, T, S) scaled dot products, before the mask."""
+def attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """q (B, T, H, D), k (B, S, G, D) -> (B, H, T, S) scaled dot products, before the mask.
+
+    scale None divides by sqrt(D); Granite (trained with muP) multiplies by its own scale, 1/D."""
     H, G, D = q.shape[2], k.shape[2], q.shape[3]
     q = q.transpose(1, 2)                                      # (B, H, T, D)
     k = repeat_kv(k.transpose(1, 2), H // G)                   # (B, H, S, D)
-    return q @ k.transpose(-2, -1) / math.sqrt(D)              # (B, H, T, S)
+    qk = q @ k.transpose(-2, -1)                               # (B, H, T, S)
+    return qk / math.sqrt(D) if scale is None else qk * scale
 
 
 class Attention(nn.Module):
@@ -108,13 +111,13 @@ class Attention(nn.Module):
             k, v = kv_cache.append(self.layer, k, v)           # (B, S, G, D)
         mask = self.hook_mask(mask)                            # (1|B, 1|H, T, S)
         if self.hook_attn_scores.active() or self.hook_pattern.active():
-            scores = self.hook_attn_scores(attention_scores(q, k) + mask)
+            scores = self.hook_attn_scores(attention_scores(q, k, self.cfg.attn_scale) + mask)
             pattern = self.hook_pattern(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
             z = pattern @ repeat_kv(v.transpose(1, 2), H // G)  # (B, H, T, D)
         else:
             z = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                attn_mask=mask.to(q.dtype), enable_gqa=G != H)  # (B, H, T, D)
+                attn_mask=mask.to(q.dtype), scale=self.cfg.attn_scale, enable_gqa=G != H)  # (B, H, T, D)
         z = self.hook_z(z.transpose(1, 2))                     # (B, T, H, D)
         return self.o_proj(z.reshape(B, T, H * D))
 
@@ -134,15 +137,17 @@ def mask_of_kind(kind: str, T: int, H: int, window: int = 3) -> torch.Tensor:
     return mask[None, None]
 
 
-def head_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, head: int) -> dict:
+def head_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, head: int,
+               scale: float | None = None) -> dict:
     """The stages of one head's attention, recomputed from cached q (T, H, D), k, v (S, G, D), mask (1|H, T, S).
 
-    Returns (T, S) matrices qk, scaled, scores (mask added) and pattern, and z (T, D).
+    Returns (T, S) matrices qk, scaled (by 1/sqrt(D), or the model's own scale), scores (mask added) and pattern,
+    and z (T, D).
     """
     H, G, D = q.shape[1], k.shape[1], q.shape[2]
     kv = head // (H // G)                                      # the K/V head this query head reads
     qk = q[:, head] @ k[:, kv].T                               # (T, S)
-    scaled = qk / math.sqrt(D)
+    scaled = qk / math.sqrt(D) if scale is None else qk * scale
     head_mask = mask[head if mask.shape[0] > 1 else 0]         # (T, S)
     scores = scaled + head_mask
     pattern = torch.softmax(scores, dim=-1)

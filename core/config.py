@@ -35,6 +35,10 @@ class ModelConfig:
     head: str = "lm"               # lm | mlm | none (hidden states out)
     tie_embeddings: bool = True    # unembedding shares the embedding matrix
     pad_token_id: int | None = None
+    # Granite's muP multipliers; the defaults leave every other model untouched
+    embed_scale: float = 1.0       # token embeddings are multiplied by this before the first block (Granite: 12)
+    attn_scale: float | None = None  # attention scores are q.k times this; None means 1/sqrt(D) (Granite: 1/D)
+    logit_divisor: float = 1.0     # logits are divided by this (Granite's logits_scaling: 6)
 
     def __post_init__(self):
         self.n_kv_heads = self.n_kv_heads or self.n_heads

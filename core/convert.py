@@ -13,10 +13,10 @@ from core.model import HookedTransformer
 
 
 def from_transformers(hf_model) -> HookedTransformer:
-    """GPT2LMHeadModel, LlamaForCausalLM, BertModel / BertForMaskedLM or MixtralForCausalLM."""
+    """GPT2LMHeadModel, LlamaForCausalLM, BertModel / BertForMaskedLM, MixtralForCausalLM or GraniteMoeForCausalLM."""
     kind = type(hf_model).__name__
     converters = {"GPT2LMHeadModel": _gpt2, "LlamaForCausalLM": _llama, "MixtralForCausalLM": _llama,
-                  "BertModel": _bert, "BertForMaskedLM": _bert}
+                  "GraniteMoeForCausalLM": _llama, "BertModel": _bert, "BertForMaskedLM": _bert}
     if kind not in converters:
         raise ValueError(f"cannot convert {kind}; supported: {', '.join(converters)}")
     cfg, weights = converters[kind](hf_model)
@@ -47,11 +47,13 @@ def _gpt2(hf):
 
 
 def _llama(hf):
+    """Llama, and the MoE decoders built like it: Mixtral, and GraniteMoe (Mixtral plus four muP multipliers)."""
     c, sd = hf.config, hf.state_dict()
     rope = getattr(c, "rope_parameters", None) or {"rope_type": "default", "rope_theta": c.rope_theta}
     if rope.get("rope_type", "default") != "default":
         raise ValueError(f"RoPE scaling {rope['rope_type']!r} is not supported")
     moe = hasattr(c, "num_local_experts")
+    granite = c.model_type == "granitemoe"
     cfg = ModelConfig(family="moe" if moe else "llama", vocab_size=c.vocab_size, d_model=c.hidden_size,
                       n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
                       n_kv_heads=c.num_key_value_heads, d_head=getattr(c, "head_dim", None),
@@ -59,21 +61,32 @@ def _llama(hf):
                       rope_theta=rope["rope_theta"], norm="rmsnorm", norm_eps=c.rms_norm_eps, act=c.hidden_act,
                       gated_ffn=True, bias=False, sliding_window=getattr(c, "sliding_window", None),
                       n_experts=c.num_local_experts if moe else 0, top_k=getattr(c, "num_experts_per_tok", 2),
-                      tie_embeddings=c.tie_word_embeddings, pad_token_id=c.pad_token_id)
+                      tie_embeddings=c.tie_word_embeddings, pad_token_id=c.pad_token_id,
+                      embed_scale=getattr(c, "embedding_multiplier", 1.0),
+                      attn_scale=getattr(c, "attention_multiplier", None),
+                      logit_divisor=getattr(c, "logits_scaling", 1.0))
     if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
         raise ValueError("Llama variants with projection biases are not supported")
+    # Granite scales what each sublayer adds to the stream by residual_multiplier (0.22). That is linear, so it is
+    # folded into the output projections: hook_attn_out and hook_mlp_out are what joins the stream, and every
+    # tool that reads the weights (per-head writes, an expert's neurons) stays exact with no extra step.
+    r = getattr(c, "residual_multiplier", 1.0)
+    to_stream = (lambda W: W) if r == 1.0 else (lambda W: W * r)
+    ffn, router = ("block_sparse_moe.", "router") if granite else ("mlp.", "gate")
     w = {"embed.weight": sd["model.embed_tokens.weight"], "ln_final.weight": sd["model.norm.weight"]}
     if not c.tie_word_embeddings:
         w["unembed.weight"] = sd["lm_head.weight"]
     for i in range(c.num_hidden_layers):
         p, o = f"model.layers.{i}.", f"blocks.{i}."
-        for name in ["q_proj", "k_proj", "v_proj", "o_proj"]:
+        for name in ["q_proj", "k_proj", "v_proj"]:
             w[o + f"attn.{name}.weight"] = sd[p + f"self_attn.{name}.weight"]
+        w[o + "attn.o_proj.weight"] = to_stream(sd[p + "self_attn.o_proj.weight"])
         w[o + "ln1.weight"] = sd[p + "input_layernorm.weight"]
         w[o + "ln2.weight"] = sd[p + "post_attention_layernorm.weight"]
-        if moe:  # transformers 5 fuses experts: gate_up_proj (E, 2F, C), down_proj (E, C, F)
-            w[o + "moe.router.weight"] = sd[p + "mlp.gate.weight"]
-            gate_up, down = sd[p + "mlp.experts.gate_up_proj"], sd[p + "mlp.experts.down_proj"]
+        if moe:  # transformers 5 fuses experts: gate_up_proj (E, 2F, C), down_proj (E, C, F); Granite's files
+            # call them input_linear and output_linear, and transformers renames them on loading
+            w[o + "moe.router.weight"] = sd[p + ffn + router + ".weight"]
+            gate_up, down = sd[p + ffn + "experts.gate_up_proj"], to_stream(sd[p + ffn + "experts.down_proj"])
             for e in range(cfg.n_experts):
                 gate, up = gate_up[e].chunk(2, dim=0)
                 w[o + f"moe.experts.{e}.gate_proj.weight"] = gate

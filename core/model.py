@@ -85,9 +85,12 @@ class Embed(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(cfg.vocab_size, cfg.d_model))  # (V, C)
         self.token_type = nn.Parameter(torch.zeros(cfg.n_token_types, cfg.d_model)) if cfg.n_token_types else None
+        self.scale = cfg.embed_scale
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.weight[ids]                                                     # (B, T, C)
+        if self.scale != 1.0:                                                    # Granite: x 12
+            x = x * self.scale
         return x if self.token_type is None else x + self.token_type[0]          # one segment: type 0
 
 
@@ -114,13 +117,15 @@ class Unembed(nn.Module):
                                            nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps))
         self.weight = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, cfg.d_model))
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head == "mlm" else None
+        self.divisor = cfg.logit_divisor
         self.hook_out = HookPoint()
 
     def forward(self, x: torch.Tensor, tied_weight: torch.Tensor) -> torch.Tensor:
         if self.transform is not None:
             x = self.transform(x)
         W = tied_weight if self.weight is None else self.weight
-        return self.hook_out(F.linear(x, W, self.bias))                          # (B, T, V)
+        logits = F.linear(x, W, self.bias)                                       # (B, T, V)
+        return self.hook_out(logits if self.divisor == 1.0 else logits / self.divisor)  # Granite: / 6
 
 
 class _Act(nn.Module):

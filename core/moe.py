@@ -3,6 +3,7 @@
     router_logits = x W_r                               (B, T, E)
     probs         = softmax(router_logits)
     top-K experts by probability, weights renormalised to sum to 1
+                    (equal to Granite's softmax over the K largest logits alone)
     out           = sum_k weight_k * expert_k(x)
 
 Only K of the E experts run for a token, so the model holds E FFNs' parameters but

