@@ -178,7 +178,8 @@ def warm_up(default_model: str | None) -> None:
     def run():
         names = [default_model or "smollm2-135m"]
         if zero_gpu():  # a request runs in a forked GPU worker, which sees only the models loaded here, at start
-            names += [name for name, problem in zoo.available().items() if problem is None and name not in names]
+            names += [name for name, problem in zoo.available().items() if problem is None and name not in names
+                      and not zoo.SPECS[name].source.startswith("Hugging Face hub")]  # hub-only ones: when asked
         for name in names:
             if zoo.available().get(name) is None:
                 try:
