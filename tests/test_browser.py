@@ -73,9 +73,11 @@ def page(url):
 
 
 def settle(page, timeout_ms: int = 120_000) -> None:
-    """Wait until Gradio shows no pending output."""
-    page.wait_for_timeout(300)
-    page.wait_for_function("document.querySelectorAll('.pending, .generating').length === 0", timeout=timeout_ms)
+    """Wait until Gradio shows no pending output, twice: a tab's view opens with a quick queued event that shows no
+    progress of its own, then its handlers run."""
+    for _ in range(2):
+        page.wait_for_timeout(400)
+        page.wait_for_function("document.querySelectorAll('.pending, .generating').length === 0", timeout=timeout_ms)
 
 
 def error_toasts(page) -> list[str]:
