@@ -189,7 +189,7 @@ def available() -> dict[str, str | None]:
 
 def ready(name: str) -> bool:
     """Whether the model loads in seconds: loaded already, or read from files (not converted or downloaded first)."""
-    if any(loaded == name for loaded, _ in _loaded):
+    if any(key[0] == name for key in _loaded):
         return True
     if name == "smollm2-135m":
         return _smollm2_converted()
