@@ -117,8 +117,8 @@ class Live:
 
 def new_live():
     """A fresh run handle, set before the run joins the queue, so Cancel works while it waits in line too."""
-    return Live(), "Waiting for the training slot (one run at a time on this server; your place in the line shows " \
-                   "on the panels below)…"
+    return Live(), "Starting… One run trains at a time on this server: if another learner's run is going, yours " \
+                   "waits in line, and your place in the line shows on the panels below."
 
 
 def cancel(live) -> None:
@@ -158,6 +158,11 @@ def attention_figure(pattern: torch.Tensor, labels: list[str], layer: int, load:
     return figure(traces, **layout, height=420, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white")
 
 
+CLASS_COLOURS = {"capitals": SAFE_COLOURS[0], "consonants": SAFE_COLOURS[1], "vowels": SAFE_COLOURS[2],
+                 "digits": SAFE_COLOURS[5], "punctuation": SAFE_COLOURS[3], "space, newline": SAFE_COLOURS[4],
+                 "pronouns": SAFE_COLOURS[0], "function words": SAFE_COLOURS[2], "other words": SAFE_COLOURS[1]}
+
+
 def token_class(piece: str, kind: str) -> str:
     """What a vocabulary entry is, for the embedding map's colours."""
     if kind == "character":
@@ -170,11 +175,11 @@ def token_class(piece: str, kind: str) -> str:
 def embedding_figure(points: np.ndarray, pieces: list[str], kind: str, step: int) -> go.Figure:
     classes = [token_class(p, kind) for p in pieces]
     traces = []
-    for i, name in enumerate(dict.fromkeys(sorted(classes))):
+    for name in [c for c in CLASS_COLOURS if c in classes]:
         idx = [j for j, c in enumerate(classes) if c == name]
         traces.append(dict(type="scatter", mode="markers+text", name=name, x=points[idx, 0], y=points[idx, 1],
                            text=[pieces[j] for j in idx], textposition="top center", textfont=dict(size=11),
-                           marker=dict(size=8, color=SAFE_COLOURS[i % len(SAFE_COLOURS)]),
+                           marker=dict(size=8, color=CLASS_COLOURS[name]),
                            hovertemplate="%{text}<extra>" + name + "</extra>"))
     return figure(traces, title=dict(text=f"Token embeddings, PCA to 2D, at step {step}"), height=460,
                   margin=dict(l=10, r=10, t=50, b=10), legend=dict(title=dict(text="tokens")),
@@ -265,7 +270,8 @@ def snapshot(w: Watch, step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> t
         text = masking_html(window, tok, masking_counts(x, y, guesses, tok.mask_id), step)
     else:
         with evaluating(model):
-            w.samples = [*w.samples[-7:], (step, sample_text(model, w.prompt, w.sample_chars, SAMPLE, seed=0))]
+            w.samples = [*w.samples[:1], *w.samples[-6:], (step, sample_text(model, w.prompt, w.sample_chars, SAMPLE,
+                                                                            seed=0))]  # step 0, the latest
         text = samples_html(w.samples, w.prompt)
     probe = torch.tensor([t.id for t in w.probe])
     load = batch_expert_load(model, w.run.heldout[0]) if model.cfg.n_experts else None
