@@ -385,7 +385,7 @@ def test_training_streams_its_default_run_cancels_keeps_and_refuses_bad_settings
     fresh.wait_for_function("document.body.innerText.includes('tokens/s')", timeout=120_000, polling=500)
     curves = panel.locator(".js-plotly-plot").filter(has_text="held-out")
     assert curves.locator(".scatterlayer .trace").count() == 3  # training batch, held-out, guessing uniformly
-    assert panel.get_by_text("step 0").count() == 1             # the untrained model's sample
+    assert panel.get_by_text("step 0", exact=True).count() == 1  # the untrained model's sample
     panel.get_by_role("button", name="Cancel").click()
     fresh.wait_for_function("document.body.innerText.includes('Cancelled after')", timeout=30_000, polling=200)
     settle(fresh)
