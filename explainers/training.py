@@ -64,7 +64,8 @@ DEFAULTS = {"width": 64, "layers": 2, "steps": 600, "learning rate": 5e-3, "batc
 CONTEXT = 64           # tokens per window in the app (the shipped checkpoints were trained on 128)
 TIME_CAP = 120         # seconds a run may take on a shared server
 REFRESH_SECONDS = 1.0  # curves and numbers redraw this often
-SNAPSHOT_SECONDS = 4.0  # samples, attention and the embedding map this often (each costs a few forwards)
+SNAPSHOT_SECONDS = 3.0  # samples, attention and the embedding map at most this often, and
+SNAPSHOT_SHARE = 0.05   # at most this share of the run's time (a sample costs about as much as five steps)
 TRAIN_THREADS = max(1, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity") else 1)
 SAMPLE = SamplingSettings(temperature=0.8)
 SAMPLE_CHARS = 100
@@ -300,7 +301,8 @@ def status(w: Watch, title: str, s: Step | None, end: str = "") -> str:
 
 def stream(name: str, recipe: Recipe, live, memorise: bool):
     """Train, yielding (status, curves, samples, attention, embeddings): the curves every REFRESH_SECONDS, the rest
-    every SNAPSHOT_SECONDS (gr.skip() in between). Stops on Cancel within one step, or at TIME_CAP."""
+    every SNAPSHOT_SECONDS or less often, so that they take at most SNAPSHOT_SHARE of the time (gr.skip() in
+    between). Stops on Cancel within one step, or at TIME_CAP."""
     live = live if isinstance(live, Live) else Live()
     if live.stop.is_set():
         live.ended = True
@@ -315,8 +317,8 @@ def stream(name: str, recipe: Recipe, live, memorise: bool):
     live.model, live.recipe = run.model, name
     chance = float(np.log(run.model.cfg.vocab_size))
     yield status(w, title, None), curves_figure(w.train, w.heldout, recipe.steps, chance), *shot
-    drawn = snapped = time.monotonic()
-    deadline, end, s = drawn + TIME_CAP, "", None
+    drawn = time.monotonic()
+    deadline, next_shot, end, s = drawn + TIME_CAP, drawn + SNAPSHOT_SECONDS, "", None
     for s in train_steps(run, stop=live.stop, eval_every=max(1, recipe.steps // 40), threads=TRAIN_THREADS):
         w.train.append((s.step, s.loss))
         if s.heldout is not None:
@@ -327,10 +329,11 @@ def stream(name: str, recipe: Recipe, live, memorise: bool):
             break
         if s.step == recipe.steps:
             break
-        if now - snapped > SNAPSHOT_SECONDS:
+        if now > next_shot:
             with torch_threads(TRAIN_THREADS):
                 shot = snapshot(w, s.step, s.batch)
-            drawn = snapped = time.monotonic()
+            drawn = time.monotonic()
+            next_shot = drawn + max(SNAPSHOT_SECONDS, (drawn - now) / SNAPSHOT_SHARE)
             yield status(w, title, s), curves_figure(w.train, w.heldout, recipe.steps, chance), *shot
         elif now - drawn > REFRESH_SECONDS:
             drawn = now
