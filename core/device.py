@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -58,3 +59,18 @@ def describe(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return f"CPU, {torch.get_num_threads()} threads"
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with n torch threads (None: unchanged). Threads already running keep their own count, so
+    this caps one piece of work (a training step) without slowing the requests other threads serve meanwhile;
+    a thread that starts during the block starts with n (torch hands new threads the latest count)."""
+    was = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(was)

@@ -12,19 +12,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from core.cache import act_name, kinds
 from core.config import ModelConfig
 from core.data import CORPUS, clm_batch, corpus_split, mlm_mask, mlm_windows
-from core.evaluation import evaluate, moe_markdown, moe_report
+from core.device import torch_threads
+from core.evaluation import evaluate, expert_load, moe_markdown, moe_report
 from core.model import HookedTransformer
 from core.moe import load_balancing_loss
+from core.projection import project
 from core.tokenizers import CharTokenizer, WordTokenizer
 from core.zoo import ASSETS, save_checkpoint
 
@@ -55,10 +62,55 @@ RECIPES = {
 }
 
 
+@dataclass
+class Step:
+    """What the loop reports after one optimiser step."""
+    step: int                      # steps done so far, 1..recipe.steps
+    loss: float                    # training loss on this step's batch
+    lr: float
+    tokens: int                    # tokens read so far
+    seconds: float                 # since the loop started, everything included
+    heldout: float | None          # held-out loss, measured every eval_every steps and at the last
+    batch: tuple[torch.Tensor, torch.Tensor]  # this step's (inputs, labels): the app shows MLM's masking on it
+
+
+@dataclass
+class Run:
+    """A fresh model and its data: the training ids and a fixed held-out batch (inputs, labels)."""
+    model: HookedTransformer
+    recipe: Recipe
+    data: torch.Tensor             # (N,) token ids of the training text
+    heldout: tuple[torch.Tensor, torch.Tensor]
+
+
 def make_tokenizer(recipe: Recipe, text: str):
     if recipe.objective == "mlm":
         return WordTokenizer.build(text, recipe.vocab_words)
     return CharTokenizer(sorted(set(text) | {"?"}))
+
+
+def prepare(recipe: Recipe, text: str | None = None, seed: int = 0, memorise: bool = False,
+            heldout_windows: int = 16) -> Run:
+    """A seeded, freshly initialised model for the recipe, its tokenizer built from the training text.
+
+    The text (default: the corpus) is split 90/10 into training and held-out text, whose vocabulary stays unseen;
+    memorising trains on all of it and measures on the same text, as the tutorials' first experiment does."""
+    train_text, heldout_text = (text, text) if memorise else corpus_split(text)
+    torch.manual_seed(seed)
+    tok = make_tokenizer(recipe, train_text)
+    model = HookedTransformer(replace(recipe.config, vocab_size=tok.vocab_size))
+    model.tokenizer = tok
+    data, held = torch.tensor(tok.encode(train_text)), torch.tensor(tok.encode(heldout_text))
+    T = min(model.cfg.n_ctx, len(data) - 2, len(held) - 2)
+    return Run(model, recipe, data, make_batch(recipe, tok, held, heldout_windows, T, torch.Generator().manual_seed(1)))
+
+
+def make_batch(recipe: Recipe, tok, data: torch.Tensor, B: int, T: int, g: torch.Generator):
+    """B random windows of T tokens as (inputs, labels): next tokens (CLM), or BERT's masking (MLM)."""
+    if recipe.objective == "mlm":
+        ids = mlm_windows(data, tok, torch.randint(0, len(data) - T, (B,), generator=g), T)
+        return mlm_mask(ids, tok, g)
+    return clm_batch(data, B, T, g)
 
 
 def training_loss(model: HookedTransformer, x, y, aux_coef: float = 0.0) -> torch.Tensor:
@@ -80,12 +132,57 @@ def training_loss(model: HookedTransformer, x, y, aux_coef: float = 0.0) -> torc
     return loss
 
 
+@contextmanager
+def evaluating(model: HookedTransformer):
+    """The model in eval mode without gradients (no router noise), back in its former mode afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was)
+
+
 def lr_at(step: int, recipe: Recipe) -> float:
     """Linear warm-up, then cosine decay to 10%."""
     if step < recipe.warmup:
         return recipe.lr * (step + 1) / recipe.warmup
     progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
     return recipe.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def train_steps(run: Run, seed: int = 0, stop: threading.Event | None = None, eval_every: int = 0,
+                threads: int | None = None) -> Iterator[Step]:
+    """The training loop, one optimiser step per item: the command line and the app both iterate it.
+
+    It checks `stop` before every step, so a run stops within one step of the request. Every `eval_every`
+    steps (and at the last) it measures the held-out loss. `threads` caps torch's threads for the steps
+    (the setting is per thread: a server gives training fewer cores so its other users keep theirs)."""
+    model, recipe = run.model, run.recipe
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    T = min(model.cfg.n_ctx, len(run.data) - 2)
+    start = time.perf_counter()
+    model.train()
+    for step in range(recipe.steps):
+        if stop is not None and stop.is_set():
+            return
+        with torch_threads(threads):
+            x, y = make_batch(recipe, model.tokenizer, run.data, recipe.batch, T, g)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, recipe)
+            loss = training_loss(model, x, y, recipe.aux_coef)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            heldout = None
+            if eval_every and (step % eval_every == 0 or step + 1 == recipe.steps):
+                with evaluating(model):
+                    heldout = training_loss(model, *run.heldout).item()
+        yield Step(step + 1, loss.item(), lr_at(step, recipe), (step + 1) * x.numel(), time.perf_counter() - start,
+                   heldout, (x, y))
 
 
 def train(name: str, recipe: Recipe | None = None, text: str | None = None, seed: int = 0,
@@ -95,40 +192,45 @@ def train(name: str, recipe: Recipe | None = None, text: str | None = None, seed
     was = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _train(name, recipe, text, seed, progress, memorise)
+        run = prepare(recipe or RECIPES[name], text, seed, memorise)
+        bar = tqdm(total=run.recipe.steps, desc=name, disable=not progress, mininterval=2)
+        for step in train_steps(run, seed):
+            bar.update()
+            bar.set_postfix(loss=f"{step.loss:.3f}", refresh=False)
+        return run.model.eval()
     finally:
         torch.use_deterministic_algorithms(was)
 
 
-def _train(name, recipe, text, seed, progress, memorise) -> HookedTransformer:
-    recipe = recipe or RECIPES[name]
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    train_text = text if memorise else corpus_split(text)[0]  # memorising trains on all of it
-    tok = make_tokenizer(recipe, train_text)  # the held-out text stays unseen, vocabulary included
-    cfg = replace(recipe.config, vocab_size=tok.vocab_size)
-    model = HookedTransformer(cfg)
-    model.tokenizer = tok
-    data = torch.tensor(tok.encode(train_text))
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    T = min(cfg.n_ctx, len(data) - 2)
-    model.train()
-    bar = tqdm(range(recipe.steps), desc=name, disable=not progress, mininterval=2)
-    for step in bar:
-        if recipe.objective == "mlm":
-            ids = mlm_windows(data, tok, torch.randint(0, len(data) - T, (recipe.batch,), generator=g), T)
-            x, y = mlm_mask(ids, tok, g)
-        else:
-            x, y = clm_batch(data, recipe.batch, T, g)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, recipe)
-        loss = training_loss(model, x, y, recipe.aux_coef)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    return model.eval()
+# What the app draws while a run goes on: each looks at the model as it is now, in eval mode.
+
+def attention_pattern(model: HookedTransformer, ids: torch.Tensor, layer: int, head: int) -> torch.Tensor:
+    """(T,) ids -> (T, T): where each query position of one head looks."""
+    with evaluating(model):
+        _, cache = model.run_with_cache(ids[None], names=act_name("pattern", layer), logits=False)
+    return cache["pattern", layer][0, head]
+
+
+def embedding_map(model: HookedTransformer, ids: list[int]) -> np.ndarray:
+    """The embedding rows of these token ids projected to 2D by PCA, (N, 2). Each axis is turned so that its
+    farthest point lies on the positive side: successive maps of a run then keep their orientation."""
+    points = project(model.embed.weight[ids].detach().float().numpy(), "PCA")
+    far = np.abs(points).argmax(0)
+    return points * np.sign(points[far, range(points.shape[1])])
+
+
+def masked_guesses(model: HookedTransformer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) inputs -> the model's most likely token at every position and its probability, each (B, T)."""
+    with evaluating(model):
+        best = model(x).softmax(-1).max(-1)                                      # (B, T, V) -> (B, T)
+    return best.indices, best.values
+
+
+def batch_expert_load(model: HookedTransformer, x: torch.Tensor) -> torch.Tensor:
+    """(B, T) ids -> (L, E): each layer's share of routing slots per expert on this batch."""
+    with evaluating(model):
+        _, cache = model.run_with_cache(x, names=kinds("expert_indices"), logits=False)
+    return expert_load(cache.stack("expert_indices"), model.cfg.n_experts)
 
 
 SLICE_CHARS = 20_000  # the held-out slice the tests re-evaluate quickly
@@ -141,19 +243,21 @@ def memorisation_paragraph() -> str:
     return text[start:text.index("so long life;", start) + len("so long life;")]
 
 
-def memorise(name: str) -> dict:
-    """Train on one paragraph until it is memorised and report the same metrics on it.
+def memorisation_recipe(base: Recipe) -> Recipe:
+    """The one-paragraph experiment's settings for a recipe of either objective.
 
     A masked LM sees only 15% of the words as targets per pass, so it needs more steps,
     larger batches and a higher rate than the causal models (lr 1e-2 diverges)."""
-    paragraph = memorisation_paragraph()
-    base = RECIPES[name]
     if base.objective == "mlm":
-        recipe = replace(base, steps=2500, batch=32, lr=5e-3, warmup=50, vocab_words=10_000,
-                         config=replace(base.config, n_ctx=32))
-    else:
-        recipe = replace(base, steps=600, batch=16, warmup=50, config=replace(base.config, n_ctx=64))
-    model = train(name, recipe, text=paragraph, memorise=True, progress=False)
+        return replace(base, steps=2500, batch=32, lr=5e-3, warmup=50, vocab_words=10_000,
+                       config=replace(base.config, n_ctx=32))
+    return replace(base, steps=600, batch=16, warmup=50, config=replace(base.config, n_ctx=64))
+
+
+def memorise(name: str) -> dict:
+    """Train on one paragraph until it is memorised and report the same metrics on it."""
+    paragraph = memorisation_paragraph()
+    model = train(name, memorisation_recipe(RECIPES[name]), text=paragraph, memorise=True, progress=False)
     return evaluate(model, paragraph, sample_prompt=paragraph[:6])
 
 

@@ -8,6 +8,7 @@ converted weights under the user cache directory, so later starts only read them
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import threading
@@ -200,18 +201,53 @@ def ready(name: str) -> bool:
 
 def load(name: str, device: str | torch.device | None = None) -> HookedTransformer:
     """The named model on the device (default: CUDA, then MPS, then CPU), loaded once and shared."""
-    if not isinstance(name, str) or name not in SPECS:
+    if isinstance(name, str) and name in _dropped:
+        raise InputError(f"{name} was trained here and has since been dropped: the server keeps the last {KEPT_MAX} "
+                         "models trained in the Training tab. Train it again there, or pick another model.")
+    spec = SPECS.get(name) if isinstance(name, str) else None
+    if spec is None:
         raise InputError(f"There is no model {name!r}; choose one of {', '.join(SPECS)}.")
     device = pick_device(device) if not isinstance(device, torch.device) else device
     key = (name, str(device))
-    if key in _loaded:
-        return _loaded[key]
+    model = _loaded.get(key)
+    if model is not None:
+        return model
     with _locks[name]:
-        if key not in _loaded:
-            problem = SPECS[name].missing()
+        model = _loaded.get(key)
+        if model is None:
+            problem = spec.missing()
             if problem:
                 raise MissingSource(f"{name} is not available: {problem}")
-            model = SPECS[name].load().to(device).eval().requires_grad_(False)
+            model = spec.load().to(device).eval().requires_grad_(False)
             model.name = name
             _loaded[key] = model
-    return _loaded[key]
+    return model
+
+
+# Models trained in this server process (the Training tab), kept so the other tabs can explore them. Each gets a
+# name never used before, so nothing remembered about an earlier model (answers, recorded runs) is shown for it;
+# only the last KEPT_MAX stay. SPECS is replaced, never changed in place, so a reader iterating it is never upset.
+KEPT_MAX = 4
+_kept: list[str] = []
+_dropped: set[str] = set()
+_numbers = itertools.count(1)
+_keeping = threading.Lock()
+
+
+def keep(model: HookedTransformer, prefix: str, title: str) -> str:
+    """Add a model trained here to the zoo as `prefix-N` (N new each time) and return that name; the oldest
+    kept model is dropped when there are more than KEPT_MAX."""
+    global SPECS
+    model = model.cpu().eval().requires_grad_(False)
+    with _keeping:
+        name = f"{prefix}-{next(_numbers)}"
+        _locks[name] = threading.Lock()
+        SPECS = {**SPECS, name: Spec(name, title, "trained in this app", lambda: model, lambda: None)}
+        _kept.append(name)
+        while len(_kept) > KEPT_MAX:
+            old = _kept.pop(0)
+            _dropped.add(old)
+            SPECS = {k: v for k, v in SPECS.items() if k != old}
+            for key in [k for k in list(_loaded) if k[0] == old]:
+                _loaded.pop(key, None)
+    return name

@@ -20,7 +20,8 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "3 · Inside a block": [("causal_mask", "Causal mask"), ("attention", "Attention heads"), ("block", "Block: norm & FFN"),
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
     "4 · Out to text": [("lm_head", "LM head & sampling")],
-    "5 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching")],
+    "5 · Learning": [("training", "Training")],
+    "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching")],
 }
 TABS = [title for tabs in CHAPTERS.values() for _, title in tabs]
 
@@ -117,7 +118,7 @@ def test_tab_runs_its_examples_and_draws(page, tab):
     for i in range(examples.count()):
         examples.nth(i).click()
         settle(page)
-    if tab != "Activation patching":  # its presets only fill the prompts; test_a_patching_sweep... runs one
+    if tab not in ("Activation patching", "Training"):  # long work runs when asked (tests of their own below)
         assert panel.locator(".js-plotly-plot").count() >= 1 or panel.locator("span[title^='id ']").count() > 0
     assert error_toasts(page) == []
     assert page.console_errors == []
@@ -392,3 +393,26 @@ def test_a_gradio_client_calls_the_named_api(url):
     assert "Paris" in json.dumps(stages)
     with pytest.raises(Exception, match="Type some text"):
         client.predict("", ["tiny-gpt-char"], api_name="/tokenize")
+
+
+def test_training_streams_its_default_run_cancels_keeps_and_refuses_bad_settings(fresh, url):
+    fresh.goto(url + "?tab=training&model=tiny-gpt-char")
+    fresh.get_by_role("tab", name="Training", exact=True, selected=True).wait_for(timeout=WAIT)
+    settle(fresh)
+    panel = tab_panel(fresh)
+    panel.get_by_role("button", name="Train from scratch").click()
+    fresh.wait_for_function("document.body.innerText.includes('tokens/s')", timeout=120_000, polling=500)
+    curves = panel.locator(".js-plotly-plot").filter(has_text="held-out")
+    assert curves.locator(".scatterlayer .trace").count() == 3  # training batch, held-out, guessing uniformly
+    assert panel.get_by_text("step 0", exact=True).count() == 1  # the untrained model's sample
+    panel.get_by_role("button", name="Cancel").click()
+    fresh.wait_for_function("document.body.innerText.includes('Cancelled after')", timeout=WAIT, polling=200)
+    settle(fresh)
+    panel.get_by_role("button", name="Keep this model for the other tabs").click()
+    fresh.wait_for_function("document.body.innerText.includes('Kept as my-tiny-gpt-')", timeout=WAIT, polling=200)
+    assert error_toasts(fresh) == []
+    panel.get_by_label("Peak learning rate (0.0001 to 0.03)").fill("5")
+    panel.get_by_role("button", name="Train from scratch").click()
+    fresh.locator(".toast-body.error").first.wait_for(timeout=WAIT)
+    assert "The learning rate must be from 0.0001 to 0.03" in "".join(error_toasts(fresh))
+    assert fresh.console_errors == []
