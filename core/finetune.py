@@ -115,7 +115,12 @@ def add_lora(model: HookedTransformer, lora: LoraSettings) -> PeftModel:
         raise InputError(f"None of {', '.join(lora.targets) or 'no matrices'} is in this model; "
                          f"adapt some of: {', '.join(n for n in LINEAR_NAMES if n in present)}.")
     config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets)
-    return get_peft_model(copy.deepcopy(model).requires_grad_(False), config)
+    return get_peft_model(own_copy(model).requires_grad_(False), config)
+
+
+def own_copy(model: HookedTransformer) -> HookedTransformer:
+    """A copy to train: the zoo's model is shared by every user and never changes. The tokenizer is shared."""
+    return copy.deepcopy(model, memo={id(model.tokenizer): model.tokenizer})
 
 
 def lora_parameters(model: HookedTransformer, targets) -> int:
@@ -220,7 +225,7 @@ def sides_for(base: HookedTransformer, methods, run: RunSettings, lora: LoraSett
     """The untouched model and a copy for each method, with its optimiser: the shared model is never trained."""
     sides = {"before": Side("before", base)}
     if "full" in methods:
-        model = copy.deepcopy(base).requires_grad_(True)
+        model = own_copy(base).requires_grad_(True)
         opt = torch.optim.AdamW(model.parameters(), lr=run.lr_full, betas=(0.9, 0.95), weight_decay=0.0)
         sides["full"] = Side("full", model, sum(p.numel() for p in model.parameters()), opt)
     if "LoRA" in methods:

@@ -18,17 +18,17 @@ from explainers.widgets import code_panel
 
 TITLE = "Fine-tuning: full vs LoRA"
 INTRO = r"""### Teach a trained model a new kind of text
-The model learnt from Shakespeare. Fine-tune it on another text, two ways at once, on the same batches:
-**full fine-tuning** updates every weight; **LoRA** freezes them and learns, for each chosen matrix
-$W$ ($d_\text{out} \times d_\text{in}$), a low-rank change added to it:
+The tiny models learnt from Shakespeare. Fine-tune one on another text, two ways at once and on the same
+batches: **full fine-tuning** updates every weight; **LoRA** freezes them and learns, for each chosen matrix W
+(d_out × d_in), a low-rank change that is added to it:
 
 $$W' = W + \frac{\alpha}{r} B A \qquad A: r \times d_\text{in}, \quad B: d_\text{out} \times r, \quad
 B = 0 \text{ at the start}$$
 
-so it trains $r\,(d_\text{in} + d_\text{out})$ numbers per matrix instead of $d_\text{in}\,d_\text{out}$, and AdamW
-keeps two more numbers for each trained one. The adapter comes from the `peft` library; BLEU and ROUGE from
-`sacrebleu` and `rouge-score`. The last tenth of the text is held out: its loss says what the model learnt
-rather than memorised."""
+It trains r × (d_in + d_out) numbers per matrix instead of d_in × d_out, and AdamW keeps two more numbers for
+every number trained. The last tenth of the text is held out: its loss says what the model learnt rather than
+memorised. The adapter comes from the `peft` library, BLEU and ROUGE from `sacrebleu` and `rouge-score`. This tab
+picks its own model (tiny-gpt-char by default); SmolLM2 gets a short LoRA run only."""
 
 MODELS = ["tiny-gpt-char", "tiny-moe", "smollm2-135m"]
 PASTE = "My own text (paste it below)"
@@ -312,6 +312,8 @@ def build(page) -> None:
     delta = gr.Plot()
     merged = gr.Markdown()
     code_panel(ft.compare, ft.Side.step, ft.add_lora, ft.delta_w, ft.merge, ft.text_scores)
+    page.link("finetune", base=model, corpus=corpus, prompt=prompt, steps=steps, batch=batch, window=seq_len,
+              rank=rank, alpha=alpha, dropout=dropout, targets=targets)
     stop_flag = gr.State(None, delete_callback=cancel)  # per session; Gradio drops it some time after the page closes
     inputs = [model, corpus, pasted, prompt, steps, batch, seq_len, lr_full, lr_lora, rank, alpha, dropout, targets,
               stop_flag]

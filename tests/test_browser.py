@@ -19,7 +19,8 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "3 · Inside a block": [("causal_mask", "Causal mask"), ("attention", "Attention heads"), ("block", "Block: norm & FFN"),
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
     "4 · Out to text": [("lm_head", "LM head & sampling")],
-    "5 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching")],
+    "5 · Learning": [("finetune", "Fine-tuning: full vs LoRA")],
+    "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching")],
 }
 TABS = [title for tabs in CHAPTERS.values() for _, title in tabs]
 
@@ -111,7 +112,8 @@ def test_tab_runs_its_examples_and_draws(page, tab):
     for i in range(examples.count()):
         examples.nth(i).click()
         settle(page)
-    if tab != "Activation patching":  # its presets only fill the prompts; test_a_patching_sweep... runs one
+    # patching's presets only fill the prompts and fine-tuning draws when asked; their own tests below run them
+    if tab not in ("Activation patching", "Fine-tuning: full vs LoRA"):
         assert panel.locator(".js-plotly-plot").count() >= 1 or panel.locator("span[title^='id ']").count() > 0
     assert error_toasts(page) == []
     assert page.console_errors == []
@@ -373,3 +375,40 @@ def test_two_branches_from_two_candidates_show_side_by_side(fresh, url):
     assert len(rows) == 2 and {row.split(" (")[0] for row in rows} == set(picked), (rows, picked)
     assert panel.get_by_text("the branch's text").count() == 1
     assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+
+def test_fine_tuning_runs_its_default_draws_its_curves_cancels_and_refuses_bad_input_plainly(fresh, url):
+    fresh.goto(url + "?tab=finetune")
+    fresh.get_by_role("tab", name="Fine-tuning: full vs LoRA", exact=True, selected=True).wait_for(timeout=60_000)
+    settle(fresh)
+    panel = tab_panel(fresh)
+    run = panel.get_by_role("button", name="Fine-tune both ways")
+    run.click()  # the default: tiny-gpt-char on the Constitution, full fine-tuning and LoRA side by side
+    panel.get_by_text("Merged the adapter").wait_for(timeout=600_000)
+    settle(fresh)
+    assert panel.locator(".js-plotly-plot").count() == 3  # the curves, next-token probabilities, dW
+    assert panel.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").count() >= 5
+    assert "ROUGE-L" in panel.inner_text() and "| before" not in panel.inner_text()  # tables drawn as tables
+    assert error_toasts(fresh) == []
+    panel.get_by_text("Settings").click()
+    steps = panel.get_by_label("number input for Steps")
+    steps.fill("1000")
+    steps.press("Enter")
+    run.click()
+    fresh.wait_for_function("document.body.innerText.includes('Step ')", timeout=120_000)
+    panel.get_by_role("button", name="Cancel").click()
+    fresh.wait_for_function("document.body.innerText.includes('Cancelled at step')", timeout=60_000)
+    settle(fresh)
+    assert error_toasts(fresh) == []
+    panel.get_by_label("My own text (paste it below)").check()
+    pasted = panel.get_by_label("Your text", exact=False)
+    for text, message in [("", "The corpus is empty"), ("abc", "paste at least"), ("x" * 5_000_000, "paste at most")]:
+        pasted.fill(text)
+        run.click()
+        fresh.locator(".toast-body.error").filter(has_text=message).first.wait_for(timeout=60_000)
+    panel.get_by_label("The Constitution of the United States").check()
+    panel.get_by_label("Learning rate, full").fill("5")
+    run.click()
+    fresh.locator(".toast-body.error").filter(has_text="must be from").first.wait_for(timeout=60_000)
+    assert fresh.console_errors == []
