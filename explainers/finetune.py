@@ -150,16 +150,18 @@ def size(n: float) -> str:
 def cost_markdown(c: ft.Comparison, lora: ft.LoraSettings, shapes_count: int | None) -> str:
     """Trainable parameters, their share, seconds per step, optimiser memory and held-out loss, a row per method."""
     rows = ["| method | trainable parameters | share of the model | seconds per step (median) | optimiser state "
-            "(AdamW) | held-out loss |", "|---|---:|---:|---:|---:|---|"]
-    start = c.sides["before"].heldout[0][1]
+            "(AdamW) | held-out loss, before → after |", "|---|---:|---:|---:|---:|---|"]
+    before = c.sides["before"]
+    start = before.scores.get("cross-entropy", before.heldout[0][1])  # on every held-out window once measured
     for side in c.sides.values():
         if not side.trainable:
             continue
         seconds = sorted(side.step_seconds)[len(side.step_seconds) // 2] if side.step_seconds else float("nan")
+        end = side.scores.get("cross-entropy", side.heldout[-1][1])
         label = "full" if side.name == "full" else f"LoRA r={lora.rank}, alpha={lora.alpha:g} on " + \
             ", ".join(lora.targets)
         rows.append(f"| {label} | {side.trainable:,} | {side.trainable / c.total:.2%} | {seconds:.3f} | "
-                    f"{size(side.state_bytes)} | {start:.3f} → {side.heldout[-1][1]:.3f} |")
+                    f"{size(side.state_bytes)} | {start:.3f} → {end:.3f} |")
     if "full" not in c.sides:
         rows.append(f"| full | {c.total:,} | 100% | not run here | would be {size(8 * c.total)} | |")
     check = f"\n\nLoRA's count from the shapes, r (d_in + d_out) summed over the adapted matrices: " \
@@ -240,9 +242,9 @@ def run(model_name: str, corpus: str, pasted: str, prompt_text: str, steps, batc
             continue
         last = time.perf_counter()
         progress(c.step / run_settings.steps, desc=c.phase)
-        status = join_notes(f"{c.phase.capitalize()}: {c.tokens[0]:,} training and {c.tokens[1]:,} held-out tokens, "
-                            f"windows of {c.T}.", f"Training stopped at step {c.step}, at the {TIME_CAP} s cap on "
-                            "this shared server." if c.stopped else "", notice)
+        status = join_notes(f"{c.phase[0].upper()}{c.phase[1:]}: {c.tokens[0]:,} training and {c.tokens[1]:,} "
+                            f"held-out tokens, windows of {c.T}.", f"Training stopped at step {c.step}, at the "
+                            f"{TIME_CAP} s cap on this shared server." if c.stopped else "", notice)
         if c.phase == "done":
             break
         rest = ("", None, "", None, "") if first else (gr.skip(),) * 5  # the first answer clears the last run's
