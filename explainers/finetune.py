@@ -42,7 +42,7 @@ COLOURS = {"before": "#6b7280", "full": "#2563eb", "LoRA": "#f97316"}
 SAMPLE_TOKENS = 100      # tokens each model writes after the prompt (40 for SmolLM2)
 KEPT = 2                 # finished runs of small models kept, by their settings
 _kept: collections.OrderedDict = collections.OrderedDict()
-CROP = 96                # rows and columns of dW drawn (a crop of a rank-r matrix has rank r at most)
+CROP = 128               # rows and columns of dW drawn (a crop of a rank-r matrix has rank r at most)
 
 
 def number(label: str, value, low, high, cast=int):
@@ -116,16 +116,15 @@ def delta_figure(c: ft.Comparison) -> go.Figure:
     matrix: LoRA's drop to nothing after the r-th, full fine-tuning's do not."""
     d = c.lora_delta
     crop = d[:CROP, :CROP]
-    shown = "" if crop.shape == d.shape else f" (first {crop.shape[0]} of {d.shape[0]} rows and columns)"
+    shown = "" if crop.shape == d.shape else f" (rows and columns 0-{CROP - 1} of {d.shape[0]} × {d.shape[1]})"
     svals = {"LoRA dW": torch.linalg.svdvals(d)}
     if c.full_delta is not None:
         svals["full fine-tuning's change"] = torch.linalg.svdvals(c.full_delta)
     k = min(d.shape)
     n = min(k, 48)
-    layout = grid(2, titles=[f"LoRA's dW = (alpha/r) B A of {c.matrix}{shown}", "singular values"], gap=(0.1, 0),
-                  widths=[1, 1.2])
+    layout = grid(2, titles=[f"dW = (alpha/r) B A, {c.matrix}", "singular values"], gap=(0.1, 0), widths=[1, 1.2])
+    layout["xaxis"]["title"] = dict(text=f"input column{shown}")
     layout["yaxis"].update(autorange="reversed", title=dict(text="output row"))
-    layout["xaxis"].update(title=dict(text="input column"))
     layout["yaxis2"].update(type="log", exponentformat="power")
     layout["xaxis2"].update(title=dict(text="index (from the largest)"))
     limit = float(crop.abs().max()) or 1.0
