@@ -177,9 +177,9 @@ def metrics_markdown(c: ft.Comparison) -> str:
     done = [s for s in c.sides.values() if s.scores]
     head = "| model | PPL | BLEU | 1-grams | 2-grams | 3-grams | 4-grams | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum " \
         "| time (s) |\n|---|" + "---:|" * len(METRIC_COLUMNS) + "\n"
-    return head + "\n".join(f"| {s.name} | " + " | ".join(f"{s.scores[k]:.4f}" if k != "time (s)" else
-                                                          f"{s.scores[k]:.1f}" for k in METRIC_COLUMNS) + " |"
-                            for s in done)
+    cell = lambda side, k: "" if k == "time (s)" and not side.trainable else \
+        f"{side.scores[k]:.1f}" if k == "time (s)" else f"{side.scores[k]:.4f}"
+    return head + "\n".join(f"| {s.name} | " + " | ".join(cell(s, k) for k in METRIC_COLUMNS) + " |" for s in done)
 
 
 def samples_markdown(c: ft.Comparison, prompt: str) -> str:
