@@ -65,11 +65,11 @@ def settings(model, steps, batch, seq_len, lr_full, lr_lora, rank, alpha, dropou
                       seq_len=number("window length", seq_len, 8, most_T),
                       lr_full=number("learning rate (full)", lr_full, 1e-6, 0.1, float),
                       lr_lora=number("learning rate (LoRA)", lr_lora, 1e-6, 0.1, float))
-    if not targets:
-        raise InputError("Tick at least one matrix for LoRA to adapt (q_proj, v_proj, ...).")
+    chosen = tuple(t for t in ft.LINEAR_NAMES if isinstance(targets, (list, tuple)) and t in targets)
+    if not chosen:
+        raise InputError(f"Tick at least one matrix for LoRA to adapt: {', '.join(ft.LINEAR_NAMES)}.")
     lora = ft.LoraSettings(rank=number("rank r", rank, 1, min(64, C)), alpha=number("alpha", alpha, 1, 512, float),
-                        dropout=number("dropout", dropout, 0, 0.9, float),
-                        targets=tuple(t for t in ft.LINEAR_NAMES if t in targets))
+                           dropout=number("dropout", dropout, 0, 0.9, float), targets=chosen)
     return run, lora
 
 

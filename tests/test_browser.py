@@ -401,13 +401,13 @@ def test_fine_tuning_runs_its_default_draws_its_curves_cancels_and_refuses_bad_i
     fresh.wait_for_function("document.body.innerText.includes('Cancelled at step')", timeout=60_000)
     settle(fresh)
     assert error_toasts(fresh) == []
-    panel.get_by_label("My own text (paste it below)").check()
-    pasted = panel.get_by_label("Your text", exact=False)
+    panel.get_by_role("radio", name="My own text (paste it below)").check()
+    pasted = panel.get_by_role("textbox", name="Your text")
     for text, message in [("", "The corpus is empty"), ("abc", "paste at least"), ("x" * 5_000_000, "paste at most")]:
         pasted.fill(text)
         run.click()
         fresh.locator(".toast-body.error").filter(has_text=message).first.wait_for(timeout=60_000)
-    panel.get_by_label("The Constitution of the United States").check()
+    panel.get_by_role("radio", name="The Constitution of the United States").check()
     panel.get_by_label("Learning rate, full").fill("5")
     run.click()
     fresh.locator(".toast-body.error").filter(has_text="must be from").first.wait_for(timeout=60_000)

@@ -158,3 +158,11 @@ def test_a_pasted_text_is_used_and_a_bad_one_is_refused():
         list(tab.run("tiny-gpt-char", tab.PASTE, "abc", "", 3, 2, 32, 1e-3, 5e-3, 2, 4, 0.0, ["q_proj"]))
     with pytest.raises(InputError, match="Fine-tune one of"):
         list(tab.run("tiny-bert-word", CONSTITUTION, "", "", 3, 2, 32, 1e-3, 5e-3, 2, 4, 0.0, ["q_proj"]))
+
+
+@pytest.mark.parametrize("targets", [[], ["nope"], "q_proj", None])
+def test_no_matrix_to_adapt_gets_a_plain_sentence(targets):
+    with pytest.raises(InputError, match="Tick at least one matrix"):
+        tab.settings(base(), 10, 4, 32, 1e-3, 1e-2, 4, 8, 0.0, targets)
+    with pytest.raises(InputError, match="None of gate_proj is in this model"):
+        ft.add_lora(base(), ft.LoraSettings(targets=("gate_proj",)))
