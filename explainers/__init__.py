@@ -1,13 +1,13 @@
 """One module per tab, grouped into chapters; CHAPTERS is the order they appear in, TABS the same tabs in one list."""
 from explainers import attention, block, causal_mask, embeddings, kv_cache, lm_head, moe  # noqa: I001
-from explainers import overview, patching, residual, tokenizer, training
+from explainers import finetune, overview, patching, residual, tokenizer, training
 
 CHAPTERS = [  # (title, its tabs); a chapter with no tabs is not drawn
     ("The whole model", [overview]),
     ("Text to tokens", [tokenizer, embeddings]),
     ("Inside a block", [causal_mask, attention, block, moe, residual]),
     ("Out to text", [lm_head]),
-    ("Learning", [training]),
+    ("Learning", [training, finetune]),
     ("Beyond", [kv_cache, patching]),
 ]
 TABS = [module for _, modules in CHAPTERS for module in modules]

@@ -20,7 +20,7 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "3 · Inside a block": [("causal_mask", "Causal mask"), ("attention", "Attention heads"), ("block", "Block: norm & FFN"),
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
     "4 · Out to text": [("lm_head", "LM head & sampling")],
-    "5 · Learning": [("training", "Training")],
+    "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching")],
 }
 TABS = [title for tabs in CHAPTERS.values() for _, title in tabs]
@@ -118,7 +118,8 @@ def test_tab_runs_its_examples_and_draws(page, tab):
     for i in range(examples.count()):
         examples.nth(i).click()
         settle(page)
-    if tab not in ("Activation patching", "Training"):  # long work runs when asked (tests of their own below)
+    # long work (patching, training, fine-tuning) runs when asked: their own tests below run it
+    if tab not in ("Activation patching", "Training", "Fine-tuning: full vs LoRA"):
         assert panel.locator(".js-plotly-plot").count() >= 1 or panel.locator("span[title^='id ']").count() > 0
     assert error_toasts(page) == []
     assert page.console_errors == []
@@ -401,7 +402,7 @@ def test_training_streams_its_default_run_cancels_keeps_and_refuses_bad_settings
     settle(fresh)
     panel = tab_panel(fresh)
     panel.get_by_role("button", name="Train from scratch").click()
-    fresh.wait_for_function("document.body.innerText.includes('tokens/s')", timeout=120_000, polling=500)
+    fresh.wait_for_function("document.body.innerText.includes('tokens/s')", timeout=WAIT, polling=500)
     curves = panel.locator(".js-plotly-plot").filter(has_text="held-out")
     assert curves.locator(".scatterlayer .trace").count() == 3  # training batch, held-out, guessing uniformly
     assert panel.get_by_text("step 0", exact=True).count() == 1  # the untrained model's sample
@@ -415,4 +416,40 @@ def test_training_streams_its_default_run_cancels_keeps_and_refuses_bad_settings
     panel.get_by_role("button", name="Train from scratch").click()
     fresh.locator(".toast-body.error").first.wait_for(timeout=WAIT)
     assert "The learning rate must be from 0.0001 to 0.03" in "".join(error_toasts(fresh))
+
+
+
+def test_fine_tuning_runs_its_default_draws_its_curves_cancels_and_refuses_bad_input_plainly(fresh, url):
+    fresh.goto(url + "?tab=finetune")
+    fresh.get_by_role("tab", name="Fine-tuning: full vs LoRA", exact=True, selected=True).wait_for(timeout=WAIT)
+    settle(fresh)
+    panel = tab_panel(fresh)
+    run = panel.get_by_role("button", name="Fine-tune both ways")
+    run.click()  # the default: tiny-gpt-char on the Constitution, full fine-tuning and LoRA side by side
+    panel.get_by_text("Merged the adapter").wait_for(timeout=600_000)
+    settle(fresh)
+    assert panel.locator(".js-plotly-plot").count() == 3  # the curves, next-token probabilities, dW
+    assert panel.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").count() >= 5
+    assert "ROUGE-L" in panel.inner_text() and "| before" not in panel.inner_text()  # tables drawn as tables
+    assert error_toasts(fresh) == []
+    panel.get_by_text("Settings").click()
+    steps = panel.get_by_label("number input for Steps")
+    steps.fill("1000")
+    steps.press("Enter")
+    run.click()
+    fresh.wait_for_function("document.body.innerText.includes('Step ')", timeout=120_000)
+    panel.get_by_role("button", name="Cancel").click()
+    fresh.wait_for_function("document.body.innerText.includes('Cancelled at step')", timeout=WAIT)
+    settle(fresh)
+    assert error_toasts(fresh) == []
+    panel.get_by_role("radio", name="My own text (paste it below)").check()
+    pasted = panel.get_by_role("textbox", name="Your text")
+    for text, message in [("", "The corpus is empty"), ("abc", "paste at least"), ("x" * 5_000_000, "paste at most")]:
+        pasted.fill(text)
+        run.click()
+        fresh.locator(".toast-body.error").filter(has_text=message).first.wait_for(timeout=WAIT)
+    panel.get_by_role("radio", name="The Constitution of the United States").check()
+    panel.get_by_label("Learning rate, full").fill("5")
+    run.click()
+    fresh.locator(".toast-body.error").filter(has_text="must be from").first.wait_for(timeout=WAIT)
     assert fresh.console_errors == []
