@@ -35,6 +35,7 @@ from core.convert import from_transformers
 from core.device import pick_device
 from core.inputs import InputError
 from core.model import HookedTransformer
+from core.quant import int8_model
 from core.tokenizers import HFTokenizer, load_simple
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -163,7 +164,8 @@ SPECS = {s.name: s for s in [
     Spec("gpt2", "GPT-2 small (124M)", "Hugging Face hub openai-community/gpt2", _gpt2, _hub_missing),
 ]}
 
-_loaded: dict[tuple[str, str], HookedTransformer] = {}
+WEIGHTS = ("fp32", "int8")
+_loaded: dict[tuple[str, str, str], HookedTransformer] = {}
 _locks: dict[str, threading.Lock] = {name: threading.Lock() for name in SPECS}
 
 
@@ -172,13 +174,24 @@ def available() -> dict[str, str | None]:
     return {name: spec.missing() for name, spec in SPECS.items()}
 
 
-def load(name: str, device: str | torch.device | None = None) -> HookedTransformer:
-    """The named model on the device (default: CUDA, then MPS, then CPU), loaded once and shared."""
+def load(name: str, device: str | torch.device | None = None, weights: str = "fp32") -> HookedTransformer:
+    """The named model on the device (default: CUDA, then MPS, then CPU), loaded once and shared.
+
+    weights="int8": the same model with int8 linear layers (core.quant.int8_model), made once from the fp32 one."""
+    if weights not in WEIGHTS:
+        raise InputError(f"Weights {weights!r} are not offered; choose {' or '.join(WEIGHTS)}.")
     if not isinstance(name, str) or name not in SPECS:
         raise InputError(f"There is no model {name!r}; choose one of {', '.join(SPECS)}.")
     device = pick_device(device) if not isinstance(device, torch.device) else device
-    key = (name, str(device))
+    key = (name, str(device), weights)
     if key in _loaded:
+        return _loaded[key]
+    if weights == "int8":
+        fp32 = load(name, device)
+        with _locks[name]:
+            if key not in _loaded:
+                _loaded[key] = int8_model(fp32)
+                _loaded[key].name = name
         return _loaded[key]
     with _locks[name]:
         if key not in _loaded:
