@@ -145,6 +145,17 @@ def relative_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:
     return float((w_hat - w).norm() / w.norm().clamp_min(1e-30))
 
 
+def granularity_errors(w: torch.Tensor, group: int) -> dict[str, float]:
+    """Relative error of w (N, K) with one scale for the whole matrix, one per row, one per group: a single
+    outlier stretches the scale of everything that shares it, so the finer the scales, the smaller the error."""
+    flat, sym = w.reshape(1, -1), "int4 per group, symmetric (Q4_0-like)"
+    return {"int8, one scale for the matrix": relative_error(flat, round_trip(flat, "int8 per channel")),
+            "int8, one per row (channel)": relative_error(w, round_trip(w, "int8 per channel")),
+            "int4, one scale for the matrix": relative_error(flat, round_trip(flat, sym, flat.shape[1])),
+            "int4, one per row": relative_error(w, round_trip(w, sym, w.shape[1])),
+            f"int4, one per group of {group}": relative_error(w, round_trip(w, sym, group))}
+
+
 # --- quantizing a model ------------------------------------------------------------------------------------------
 
 def block_linears(model: HookedTransformer, layers=None) -> dict[str, nn.Linear]:
@@ -152,6 +163,12 @@ def block_linears(model: HookedTransformer, layers=None) -> dict[str, nn.Linear]
     chosen = range(model.cfg.n_layers) if layers is None else layers
     return {f"blocks.{i}.{name}": module for i in chosen for name, module in model.blocks[i].named_modules()
             if isinstance(module, nn.Linear)}
+
+
+@torch.no_grad()
+def linear_errors(model: HookedTransformer, scheme: str, group: int) -> dict[str, float]:
+    """{name: relative error} of every block linear after the scheme's round trip."""
+    return {name: relative_error(m.weight, round_trip(m.weight, scheme, group)) for name, m in block_linears(model).items()}
 
 
 def shallow_copy(model: HookedTransformer) -> HookedTransformer:

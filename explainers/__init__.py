@@ -1,13 +1,13 @@
 """One module per tab, grouped into chapters; CHAPTERS is the order they appear in, TABS the same tabs in one list."""
 from explainers import attention, block, causal_mask, embeddings, kv_cache, lm_head, moe  # noqa: I001
-from explainers import overview, patching, residual, tokenizer
+from explainers import overview, patching, quantization, residual, tokenizer
 
 CHAPTERS = [  # (title, its tabs); a chapter with no tabs is not drawn
     ("The whole model", [overview]),
     ("Text to tokens", [tokenizer, embeddings]),
     ("Inside a block", [causal_mask, attention, block, moe, residual]),
     ("Out to text", [lm_head]),
-    ("Beyond", [kv_cache, patching]),
+    ("Beyond", [kv_cache, patching, quantization]),
 ]
 TABS = [module for _, modules in CHAPTERS for module in modules]
 

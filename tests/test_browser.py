@@ -19,7 +19,7 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "3 · Inside a block": [("causal_mask", "Causal mask"), ("attention", "Attention heads"), ("block", "Block: norm & FFN"),
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
     "4 · Out to text": [("lm_head", "LM head & sampling")],
-    "5 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching")],
+    "5 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("quantization", "Quantization")],
 }
 TABS = [title for tabs in CHAPTERS.values() for _, title in tabs]
 
