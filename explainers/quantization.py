@@ -20,11 +20,12 @@ from explainers.widgets import code_panel, fit_sliders
 TITLE = "Quantization"
 INTRO = r"""### Fewer bits per weight
 SmolLM2 comes to this app as a GGUF file whose matrices are stored in **Q4_1**: blocks of 32 weights, each
-kept as a 4-bit code with one scale $d$ and one minimum $m$ per block, $w = d \cdot q + m$ (5 bits per
-weight with $d$ and $m$). The weights the app runs are exactly those values, read back into fp32.
+kept as a 4-bit code q with one scale d and one minimum m per block, **w = d·q + m** (5 bits per weight
+with d and m). The weights the app runs are exactly those values, read back into fp32.
 Below: one real block, then quantize the model again yourself and see what it costs."""
 SCOPES = ["whole model", "this layer only"]
-HELD_OUT = corpus_split()[1][1000:1900]   # the tiny models never trained on it; a text no quantizer has seen
+_HELD_OUT = corpus_split()[1]  # the tiny models never trained on it, and no quantizer here has seen it
+HELD_OUT = _HELD_OUT[max(0, _HELD_OUT.find("DUKE.\nIf music be the food")):][:900]
 MAX_TOKENS = 256
 GENERATED = 16                            # greedy tokens timed per run
 TIME_CAP = 120
@@ -95,7 +96,7 @@ def error_figure(errors: dict[str, float], diffs: torch.Tensor, layer: int, n_la
     counts, edges = torch.histogram(diffs.float(), bins=61)
     layout = grid(2, titles=[f"error of layer {layer}'s weights (quantized − original)", "relative error ‖ŵ − w‖ / ‖w‖"],
                   gap=(0.12, 0), widths=[1, 1.2])
-    layout["yaxis"].update(title=dict(text="weights"), type="log")
+    layout["yaxis"].update(title=dict(text="weights"), type="log", dtick=1)
     layout["xaxis"].update(title=dict(text="error"), exponentformat="e")
     layout["yaxis2"].update(title=dict(text="layer"), autorange="reversed")
     layout["xaxis2"].update(tickangle=-40, tickfont=dict(size=10))
@@ -113,7 +114,7 @@ def scales_figure(name: str, w: torch.Tensor, group: int) -> go.Figure:
     rows = w.abs().amax(1).sort(descending=True).values
     errors = quant.granularity_errors(w, group)
     layout = grid(2, titles=[f"{name}: largest |weight| of each row, sorted", "error with one scale per …"],
-                  gap=(0.12, 0), widths=[1, 1.1])
+                  gap=(0.3, 0))
     layout["xaxis"].update(title=dict(text="rows, largest first"))
     layout["yaxis2"].update(autorange="reversed", type="category")
     layout["xaxis2"].update(tickformat=".0%", range=[0, max(errors.values()) * 1.35])
