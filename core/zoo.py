@@ -38,6 +38,7 @@ from core.convert import from_transformers
 from core.device import pick_device
 from core.inputs import InputError
 from core.model import HookedTransformer
+from core.quant import int8_model
 from core.tokenizers import HFTokenizer, load_simple
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -179,7 +180,8 @@ SPECS = {s.name: s for s in [
          f"Hugging Face hub {GRANITE_REPO}", lambda: _from_hub(GraniteMoeForCausalLM, GRANITE_REPO), _hub_missing),
 ]}
 
-_loaded: dict[tuple[str, str], HookedTransformer] = {}
+WEIGHTS = ("fp32", "int8")
+_loaded: dict[tuple[str, str, str], HookedTransformer] = {}
 _locks: dict[str, threading.Lock] = {name: threading.Lock() for name in SPECS}
 
 
@@ -199,8 +201,12 @@ def ready(name: str) -> bool:
     return SPECS[name].source.startswith("assets/")  # the hub's models download first
 
 
-def load(name: str, device: str | torch.device | None = None) -> HookedTransformer:
-    """The named model on the device (default: CUDA, then MPS, then CPU), loaded once and shared."""
+def load(name: str, device: str | torch.device | None = None, weights: str = "fp32") -> HookedTransformer:
+    """The named model on the device (default: CUDA, then MPS, then CPU), loaded once and shared.
+
+    weights="int8": the same model with int8 linear layers (core.quant.int8_model), made once from the fp32 one."""
+    if weights not in WEIGHTS:
+        raise InputError(f"Weights {weights!r} are not offered; choose {' or '.join(WEIGHTS)}.")
     if isinstance(name, str) and name in _dropped:
         raise InputError(f"{name} was trained here and has since been dropped: the server keeps the last {KEPT_MAX} "
                          "models trained in the Training tab. Train it again there, or pick another model.")
@@ -208,10 +214,17 @@ def load(name: str, device: str | torch.device | None = None) -> HookedTransform
     if spec is None:
         raise InputError(f"There is no model {name!r}; choose one of {', '.join(SPECS)}.")
     device = pick_device(device) if not isinstance(device, torch.device) else device
-    key = (name, str(device))
+    key = (name, str(device), weights)
     model = _loaded.get(key)
     if model is not None:
         return model
+    if weights == "int8":
+        fp32 = load(name, device)
+        with _locks[name]:
+            if key not in _loaded:
+                _loaded[key] = int8_model(fp32)
+                _loaded[key].name = name
+        return _loaded[key]
     with _locks[name]:
         model = _loaded.get(key)
         if model is None:

@@ -1,6 +1,6 @@
 """One module per tab, grouped into chapters; CHAPTERS is the order they appear in, TABS the same tabs in one list."""
 from explainers import attention, block, causal_mask, embeddings, kv_cache, lm_head, moe  # noqa: I001
-from explainers import finetune, overview, patching, residual, tokenizer, training
+from explainers import finetune, overview, patching, quantization, residual, tokenizer, training
 
 CHAPTERS = [  # (title, its tabs); a chapter with no tabs is not drawn
     ("The whole model", [overview]),
@@ -8,7 +8,7 @@ CHAPTERS = [  # (title, its tabs); a chapter with no tabs is not drawn
     ("Inside a block", [causal_mask, attention, block, moe, residual]),
     ("Out to text", [lm_head]),
     ("Learning", [training, finetune]),
-    ("Beyond", [kv_cache, patching]),
+    ("Beyond", [kv_cache, patching, quantization]),
 ]
 TABS = [module for _, modules in CHAPTERS for module in modules]
 

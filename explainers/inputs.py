@@ -15,10 +15,10 @@ def unavailable_note() -> str:
     return ("Not available here:\n" + "\n".join(missing)) if missing else ""
 
 
-def get_model(name, device: str | None = None):
+def get_model(name, device: str | None = None, weights: str = "fp32"):
     if not name:
         raise InputError("Choose a model first.")
-    return zoo.load(name, device)
+    return zoo.load(name, device, weights)
 
 
 def clamp_setting(name: str, value, low: int, high: int) -> tuple[int, str]:

@@ -12,6 +12,7 @@ from core.device import available_devices, describe, pick_device
 from core.generation import generate_steps, median_slope
 from core.inputs import InputError, text_to_tokens
 from core.kv_cache import KVCache, cache_bytes
+from core.zoo import WEIGHTS
 from explainers.figures import figure, grid, on
 from explainers.inputs import clamp_setting, get_model, join_notes
 from explainers.widgets import code_panel
@@ -99,9 +100,9 @@ def summary_markdown(device, runs: dict, tokens_same: bool | None, text: str, n_
     return out + f"\n\nDevice: **{describe(device)}**. Generated: `{text!r}`"
 
 
-def _check(model_name: str, text: str, n_new, device_name: str):
+def _check(model_name: str, text: str, n_new, device_name: str, weights: str = "fp32"):
     device = pick_device(device_name or "cpu")
-    model = get_model(model_name, str(device))
+    model = get_model(model_name, str(device), weights)
     if not model.cfg.causal or model.unembed is None:
         raise InputError(f"{model_name} does not generate text (it is an encoder). Pick a decoder such as smollm2-135m.")
     tokens, notice = text_to_tokens(model, text)
@@ -129,11 +130,13 @@ def new_stop_flag() -> threading.Event:
     return threading.Event()
 
 
-def run(model_name: str, text: str, n_new, device_name: str, stop: threading.Event | None = None):
+def run(model_name: str, text: str, n_new, device_name: str, stop: threading.Event | None = None,
+        weights: str = "fp32"):
     """A generator: yields (timing plot, memory plot, summary) every REFRESH_SECONDS, so the page updates live
     (the summary line is the progress report; a progress bar per step would cost the browser more than the plot).
-    The loop checks this session's stop flag after every step and reports what it measured."""
-    model, device, prompt, n_new, notice = _check(model_name, text, n_new, device_name)
+    The loop checks this session's stop flag after every step and reports what it measured. weights="int8" runs
+    the model with int8 linear layers (core.quant.Int8Linear)."""
+    model, device, prompt, n_new, notice = _check(model_name, text, n_new, device_name, weights)
     stop = stop if isinstance(stop, threading.Event) else threading.Event()
     with torch.no_grad():  # warm-up: first calls allocate and pick kernels; keep that out of the timings
         model(torch.tensor([prompt], device=model.device))
@@ -174,17 +177,18 @@ def build(page) -> None:
     with gr.Row():
         n_new = gr.Slider(1, 512, value=64, step=1, label="New tokens N")
         device = gr.Dropdown(available_devices(), value=str(pick_device().type), label="Device")
+        weights = gr.Radio(list(WEIGHTS), value="fp32", label="Weights")
         start = gr.Button("Generate both ways", variant="primary")
         stop = gr.Button("Cancel")
     summary = gr.Markdown()
     timing_plot = gr.Plot()
     memory_plot = gr.Plot()
     code_panel(generate_steps, KVCache.append, cache_bytes, median_slope)
-    page.link("kv_cache", text=text, n=n_new, device=device)
+    page.link("kv_cache", text=text, n=n_new, device=device, weights=weights)
     gr.Examples([["The history of the printing press begins", 32], ["Once upon a time", 128]], [text, n_new])
     stop_flag = gr.State(None, delete_callback=cancel)  # per session; Gradio drops it some time after the page closes
     start.click(new_stop_flag, None, stop_flag, queue=False, api_visibility="private").then(
-        **page.event(run, [page.model, text, n_new, device, stop_flag], [timing_plot, memory_plot, summary],
+        **page.event(run, [page.model, text, n_new, device, stop_flag, weights], [timing_plot, memory_plot, summary],
                      remember=False, group="generate", api="kv_cache"))
     # not Gradio's cancels=: a yield already in flight could then overwrite the message; the run reports it
     stop.click(cancel, stop_flag, None, queue=False, api_visibility="private")

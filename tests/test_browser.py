@@ -22,6 +22,9 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "4 · Out to text": [("lm_head", "LM head & sampling")],
     "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching")],
+
+
+    "5 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("quantization", "Quantization")],
 }
 TABS = [title for tabs in CHAPTERS.values() for _, title in tabs]
 
@@ -452,4 +455,26 @@ def test_fine_tuning_runs_its_default_draws_its_curves_cancels_and_refuses_bad_i
     panel.get_by_label("Learning rate, full").fill("5")
     run.click()
     fresh.locator(".toast-body.error").filter(has_text="must be from").first.wait_for(timeout=WAIT)
+
+
+def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_group(fresh, url):
+    open_link(fresh, url + "?tab=quantization&model=tiny-gpt-char")
+    panel = tab_panel(fresh)
+    panel.get_by_text("bytes per weight").wait_for(timeout=120_000)
+    settle(fresh)
+    assert panel.locator(".js-plotly-plot").count() == 4  # the GGUF block, the errors, the scales, the size
+    assert "groups of 32" in panel.inner_text() and "Layer 0's relative error" in panel.inner_text()
+    group = panel.get_by_label("Group size (int4)")
+    group.fill("64")
+    group.press("Enter")
+    panel.get_by_text("groups of 64").wait_for(timeout=120_000)
+    assert "int4, one per group of 64" in " ".join(panel.locator(".ytick").all_text_contents())
+    track = panel.locator("input[type=range]").first.bounding_box()  # a click at the end: the last layer, 3
+    fresh.mouse.click(track["x"] + track["width"] - 2, track["y"] + track["height"] / 2)
+    panel.get_by_text("Layer 3's relative error").wait_for(timeout=120_000)
+    panel.get_by_text("blk.3.ffn_down.weight").first.wait_for(timeout=120_000)
+    group.fill("48")
+    group.press("Enter")
+    fresh.locator(".toast-body.error").first.wait_for(timeout=WAIT)
+    assert "does not divide rows of 128" in "".join(error_toasts(fresh))
     assert fresh.console_errors == []
