@@ -318,10 +318,10 @@ def build(page) -> None:
     stop_flag = gr.State(None, delete_callback=cancel)  # per session; Gradio drops it some time after the page closes
     inputs = [model, corpus, pasted, prompt, steps, batch, seq_len, lr_full, lr_lora, rank, alpha, dropout, targets,
               stop_flag]
-    start.click(new_stop_flag, None, stop_flag, queue=False, api_visibility="undocumented").then(
+    start.click(new_stop_flag, None, stop_flag, queue=False, api_visibility="private").then(
         **page.event(run, inputs, [status, curves, cost, metrics, probs, samples, delta, merged], remember=False,
                      group="train", api="finetune"))
     # not Gradio's cancels=: a yield already in flight could overwrite the message; the run reports it
-    stop.click(cancel, stop_flag, None, queue=False, api_visibility="undocumented")
+    stop.click(cancel, stop_flag, None, queue=False, api_visibility="private")
     corpus.change(corpus_prompt, corpus, prompt, queue=False, api_visibility="undocumented")
     model.change(model_defaults, model, [steps, batch, seq_len], queue=False, api_visibility="undocumented")

@@ -406,8 +406,8 @@ def build(page) -> None:
     outputs = [summary, curves, samples, attention, embeddings]
     for button, fn, inputs, api in [(start, train_live, [recipe, width, layers, steps, lr, batch], "train"),
                                     (memorise, memorise_live, [recipe, width, layers], "memorise")]:
-        button.click(new_live, None, [live, summary], queue=False).then(
+        button.click(new_live, None, [live, summary], queue=False, api_visibility="private").then(
             **page.event(fn, [*inputs, live], outputs, remember=False, group="train", api=api))
     # not Gradio's cancels=: the run checks the flag before every step and reports where it stopped
-    stop.click(cancel, live, None, queue=False)
+    stop.click(cancel, live, None, queue=False, api_visibility="private")
     page.on([keep_button.click], keep, live, [kept, page.model], remember=False)
