@@ -29,6 +29,7 @@ from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
 from explainers import CHAPTERS, TABS, tab_id  # noqa: E402
 from explainers.inputs import model_choices, unavailable_note  # noqa: E402
+from explainers.lessons import build as build_lessons  # noqa: E402
 from explainers.links import make_query, restore  # noqa: E402
 from explainers.serving import Page  # noqa: E402
 
@@ -65,6 +66,7 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
             gr.Markdown(note)
         page = Page(model_picker, lecture_box,
                     limits={"model": min(cores(), 4), "generate": 1, "sweep": 1, "train": 1, "quantize": 1})
+        lesson = build_lessons(page)  # a sidebar: a lesson's steps drive the view (wired below, after the restore)
         # What is on screen, for links: the chapter, and the tab each chapter's row shows (Gradio keeps it while
         # another chapter is open). A Tab's select fires whenever its row selects it, by a click or by restore().
         chapter_on_screen = gr.State("chapter-1")
@@ -82,21 +84,21 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
                             tab.select(lambda name=name: name, None, shown[chapter_id], queue=False)
                 chapter.select(lambda chapter_id=chapter_id: chapter_id, None, chapter_on_screen, queue=False)
         links = page.links
-        link_inputs = {chapter_on_screen, *shown.values(), model_picker, lecture_box, *links.values()}
+        link_inputs = {chapter_on_screen, *shown.values(), model_picker, lecture_box, *links.values(), lesson.state}
 
         def link_query(values: dict) -> str:
             tab = next((values[tab] for chapter, tab in shown.items() if chapter == values[chapter_on_screen]), None)
-            return make_query(tab, values[model_picker], values[lecture_box],
-                              {key: values[c] for key, c in links.items()}, lecture)
+            return lesson.link(values[lesson.state], values[lecture_box], lecture) or make_query(  # a lesson's step
+                tab, values[model_picker], values[lecture_box], {key: values[c] for key, c in links.items()}, lecture)
 
         def restored(text: str):
-            return restore(text, links, tab_ids, default, lecture)
+            return restore(lesson.view_query(text), links, tab_ids, default, lecture)  # a lesson link: its step
 
-        restoring = demo.load(restored, query, [chapter_row, *rows.values(), model_picker, lecture_box, link_note,
-                                                *links.values()], js="() => [window.location.search]",
-                              concurrency_limit=None)
+        view = [chapter_row, *rows.values(), model_picker, lecture_box, link_note, *links.values()]
+        restoring = demo.load(restored, query, view, js="() => [window.location.search]", concurrency_limit=None)
         restoring.then(None, lecture_box, None, js="(on) => { document.body.classList.toggle('lecture', on) }")
         page.loaded.attach(restoring)
+        lesson.wire(restored, restoring, view)
         link_button.click(link_query, link_inputs, query, queue=False).then(None, query, link_box, js=SHOW_LINK)
         # lecture mode changes every figure: reload this view with it switched
         lecture_box.input(link_query, link_inputs, query, queue=False).then(
