@@ -1,7 +1,9 @@
 """Lesson files: parsed with their line numbers, checked like deep links, bad steps named and left out."""
+import re
 import textwrap
 from urllib.parse import parse_qs
 
+import gradio as gr
 import pytest
 
 from explainers import TABS, lessons, tab_id
@@ -182,3 +184,55 @@ def test_a_lesson_link_opens_its_steps_view_and_copy_link_names_the_step(demo):
     assert panel.link({"lesson": "tokens-to-sampling", "step": 4}, True, lecture_default=True) == \
         "?lesson=tokens-to-sampling&step=5"
     assert panel.link({"bogus": 1}, False) is None and panel.link(None, True) is None
+
+
+def test_the_lesson_readme_lists_every_tab_and_its_settings(LINKS):
+    """The table a lecturer writes from is the page's own list of link settings."""
+    text = (lessons.Path(__file__).resolve().parent.parent / "assets" / "lessons" / "README.md").read_text()
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| `")]
+    listed = {row[1].strip(" `"): set(re.findall(r"`([a-z_]+)`", row[2])) for row in rows}
+    registered = {}
+    for key in LINKS:
+        tab, setting = key.split(".", 1)
+        registered.setdefault(tab, set()).add(setting)
+    assert listed == registered
+
+
+class Pressed:
+    """The event Gradio hands a handler: its target is the session's copy of the pressed button."""
+
+    def __init__(self, elem_id: str):
+        self.target = type("Button", (), {"elem_id": elem_id})()
+
+
+@pytest.fixture(scope="module")
+def panel(demo):
+    return next(f.fn.__self__ for f in demo.fns.values()
+                if isinstance(getattr(f.fn, "__self__", None), lessons.LessonPanel))
+
+
+def test_start_next_and_back_show_a_step_and_redraw_only_its_tab(panel):
+    name = "tokens-to-sampling"
+    first = panel.go(name, None, "smollm2-135m", False, Pressed("lesson-start"))
+    assert first[panel.state] == {"lesson": name, "step": 0} and "Step 1 of 16" in first[panel.heading]
+    assert first[panel.page.model] == "smollm2-135m" and panel.redraw["overview"] in first
+    assert panel.redraw["*"] not in first  # the model stays: only the step's tab redraws
+    second = panel.go(name, first[panel.state], "smollm2-135m", False, Pressed("lesson-next"))
+    assert second[panel.state]["step"] == 1 and panel.redraw["tokenizer"] in second
+    assert second[panel.back].interactive is True
+    back = panel.go(name, second[panel.state], "tiny-gpt-char", True, Pressed("lesson-back"))
+    assert back[panel.state]["step"] == 0 and panel.redraw["*"] in back  # the model changes: every tab redraws
+    assert back[panel.page.lecture] is True  # the viewer's lecture mode is kept
+
+
+@pytest.mark.parametrize("name, state, pressed, shown", [
+    ("tokens-to-sampling", {"bogus": 1}, "lesson-next", "Step 1 of 16"),  # no lesson runs: Next starts it
+    ("tokens-to-sampling", {"lesson": "tokens-to-sampling", "step": 99}, "lesson-next", "Step 16 of 16"),
+    ("nope", None, "lesson-start", None), (None, "state", "lesson-start", None)])
+def test_odd_states_and_names_give_a_step_or_a_note(panel, name, state, pressed, shown):
+    out = panel.go(name, state, "smollm2-135m", False, Pressed(pressed))
+    if shown:
+        assert shown in out[panel.heading]
+    else:
+        assert out[panel.state] is None and "There is no lesson" in out[panel.report]
+    assert panel.go(name, state, "smollm2-135m", False) == {panel.state: gr.skip()}  # not pressed: nothing
