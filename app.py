@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import socket
@@ -30,6 +31,7 @@ from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
 from explainers import CHAPTERS, TABS, tab_id  # noqa: E402
 from explainers.inputs import model_choices, unavailable_note  # noqa: E402
+from explainers.lessons import build as build_lessons  # noqa: E402
 from explainers.links import linked_view, make_query, restore  # noqa: E402
 from explainers.serving import Page, zero_gpu  # noqa: E402
 
@@ -70,6 +72,7 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
             gr.Markdown(note)
         page = Page(model_picker, lecture_box,
                     limits={"model": min(cores(), 4), "generate": 1, "sweep": 1, "train": 1, "quantize": 1})
+        lesson = build_lessons(page)  # a sidebar: a lesson's steps drive the view (wired below, after the restore)
         # What is on screen, for links: the chapter, and the tab each chapter's row shows (Gradio keeps it while
         # another chapter is open). A Tab's select fires whenever its row selects it, by a click or by restore().
         chapter_on_screen = gr.State("chapter-1")
@@ -98,20 +101,23 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
                         [restored_count, drawn[name], shown[chapter_id]], drawn[name], **GATE))
         page.building = None
         links = page.links
-        link_inputs = {chapter_on_screen, *shown.values(), model_picker, lecture_box, *links.values()}
+        link_inputs = {chapter_on_screen, *shown.values(), model_picker, lecture_box, *links.values(), lesson.state}
 
         def link_query(values: dict) -> str:
             tab = next((values[tab] for chapter, tab in shown.items() if chapter == values[chapter_on_screen]), None)
-            return make_query(tab, values[model_picker], values[lecture_box],
-                              {key: values[c] for key, c in links.items()}, lecture)
+            return lesson.link(values[lesson.state], values[lecture_box], lecture) or make_query(  # a lesson's step
+                tab, values[model_picker], values[lecture_box], {key: values[c] for key, c in links.items()}, lecture)
 
-        def restored(text: str, count: int):
-            """The link's view, and what is on screen for the tabs to know; on a fresh server whose default model is
-            still being prepared, a tiny one meanwhile."""
+        restore_ids = itertools.count(1)  # a new one for every link restored: every tab drawn before it is stale
+
+        def restored(text: str):
+            """The link's view (a lesson link: its step's), and what is on screen for the tabs to know; on a fresh
+            server whose default model is still being prepared, a tiny one meanwhile."""
+            text = lesson.view_query(text)
             start = default if zoo.ready(default) else FIRST_MODEL
             updates = restore(text, links, tab_ids, start, lecture)
             chapter, tab = linked_view(text, tab_ids)
-            on_screen = [chapter or gr.skip(), *[tab if c == chapter else gr.skip() for c in shown], (count or 0) + 1]
+            on_screen = [chapter or gr.skip(), *[tab if c == chapter else gr.skip() for c in shown], next(restore_ids)]
             if start == default or updates[len(rows) + 1] != start:  # ready, or the link names a model
                 return *updates, *on_screen
             note = (f"**{default}** is being prepared for its first use on this server (once, under a minute), so "
@@ -119,10 +125,9 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
             return (*updates[:len(rows) + 3], " ".join(n for n in (updates[len(rows) + 3], note) if n),
                     *updates[len(rows) + 4:], *on_screen)
 
-        restoring = demo.load(restored, [query, restored_count],
-                              [chapter_row, *rows.values(), model_picker, lecture_box, link_note, *links.values(),
-                               chapter_on_screen, *shown.values(), restored_count],
-                              js="(q, n) => [window.location.search, n]", concurrency_limit=None,
+        view = [chapter_row, *rows.values(), model_picker, lecture_box, link_note, *links.values(),
+                chapter_on_screen, *shown.values(), restored_count]
+        restoring = demo.load(restored, query, view, js="() => [window.location.search]", concurrency_limit=None,
                               api_visibility="private")
         restoring.then(None, lecture_box, None, js="(on) => { document.body.classList.toggle('lecture', on) }")
         for chapter_id, names in tab_ids.items():  # after a link: the tab on screen draws, the others when shown
@@ -133,6 +138,7 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
                     inputs=[restored_count, chapter_on_screen, shown[chapter_id]], outputs=drawn[name], **GATE),
                     page.view(name))
         page.loaded.attach(restoring)
+        lesson.wire(restored, restoring, view)
         link_button.click(link_query, link_inputs, query, **UI).then(None, query, link_box, js=SHOW_LINK)
         # lecture mode changes every figure: reload this view with it switched
         lecture_box.input(link_query, link_inputs, query, **UI).then(

@@ -7,6 +7,7 @@ widget is left at its default and named in a note, never an error.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlencode
 
 import gradio as gr
@@ -64,47 +65,65 @@ def linked_view(query: str, chapters: dict[str, list[str]]) -> tuple[str | None,
     return next(((chapter, tab) for chapter, tab_ids in chapters.items() if tab in tab_ids), (None, None))
 
 
+@dataclass
+class View:
+    """What a query string asks for, checked: the tab, the model, lecture mode and the settings that fit their
+    widgets (`"tab.key" -> value`), and what could not be used as (parameter, sentence)."""
+    tab: str | None
+    model: str | None
+    lecture: bool
+    values: dict = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_view(query: str, links: dict, tabs, lecture_default: bool = False) -> View:
+    """The view a query string asks for, each parameter checked against the tabs (`tabs`: their ids), the models
+    available here and the linked widgets. What restore() shows, and what a lesson checks its steps with."""
+    params = {k: v[-1] for k, v in parse_qs(str(query or "").lstrip("?"), keep_blank_values=True).items()}
+    view = View(None, None, lecture_default)
+    tab = params.pop("tab", None)
+    if tab is not None and tab not in tabs:
+        view.problems.append(("tab", f"no tab {tab!r}"))
+        tab = None
+    view.tab = tab
+    model = params.pop("model", None)
+    names = [name for _, name in model_choices()]
+    if model is not None and model not in names:
+        view.problems.append(("model", f"model {model!r} is not available here (choose one of {', '.join(names)})"))
+        model = None
+    view.model = model
+    if "lecture" in params:
+        raw = params.pop("lecture")
+        if raw in ("0", "1"):
+            view.lecture = raw == "1"
+        else:
+            view.problems.append(("lecture", "lecture must be 0 or 1"))
+    for key, raw in params.items():
+        component = links.get(f"{tab}.{key}")
+        if component is None:
+            view.problems.append((key, f"unknown setting {key!r}" + ("" if tab else " (no tab given)")))
+            continue
+        try:
+            view.values[f"{tab}.{key}"] = parse_value(component, raw)
+        except (ValueError, TypeError):
+            view.problems.append((key, f"{key}={raw[:40]!r} does not fit {getattr(component, 'label', key)!r}"))
+    return view
+
+
 def restore(query: str, links: dict, chapters: dict[str, list[str]], default_model: str,
             lecture_default: bool = False) -> tuple:
     """Updates for (chapter row, each chapter's tab row, model picker, lecture box, note, *links) from a query string.
 
     `chapters` maps each chapter's id to its tabs' ids, in the page's order. The linked tab is selected in its
     chapter's row and that chapter in the chapter row."""
-    params = {k: v[-1] for k, v in parse_qs(str(query or "").lstrip("?"), keep_blank_values=True).items()}
-    problems = []
-    tab = params.pop("tab", None)
     chapter_of = {t: chapter for chapter, tab_ids in chapters.items() for t in tab_ids}
-    if tab is not None and tab not in chapter_of:
-        problems.append(f"no tab {tab!r}")
-        tab = None
-    model = params.pop("model", None)
-    names = [name for _, name in model_choices()]
-    if model is not None and model not in names:
-        problems.append(f"model {model!r} is not available here (choose one of {', '.join(names)})")
-        model = None
-    lecture = lecture_default
-    if "lecture" in params:
-        raw = params.pop("lecture")
-        if raw in ("0", "1"):
-            lecture = raw == "1"
-        else:
-            problems.append("lecture must be 0 or 1")
-    values = {}
-    for key, raw in params.items():
-        component = links.get(f"{tab}.{key}")
-        if component is None:
-            problems.append(f"unknown setting {key!r}" + ("" if tab else " (no tab given)"))
-            continue
-        try:
-            values[f"{tab}.{key}"] = parse_value(component, raw)
-        except (ValueError, TypeError):
-            problems.append(f"{key}={raw[:40]!r} does not fit {getattr(component, 'label', key)!r}")
+    view = read_view(query, links, chapter_of, lecture_default)
     note = ("This link had settings that could not be used, so their defaults are shown: "
-            + "; ".join(problems) + ".") if problems else ""
-    chapter = chapter_of.get(tab)  # None without a tab: the page stays on its first chapter's first tab
-    rows = [gr.Tabs(selected=tab) if c == chapter else gr.skip() for c in chapters]
-    return (gr.Tabs(selected=chapter), *rows, model or default_model, lecture, note,
-            *[as_update(links[k], values[k]) if k in values else gr.skip() for k in links])
+            + "; ".join(sentence for _, sentence in view.problems) + ".") if view.problems else ""
+    chapter = chapter_of.get(view.tab)  # None without a tab: the page stays on its first chapter's first tab
+    rows = [gr.Tabs(selected=view.tab) if c == chapter else gr.skip() for c in chapters]
+    return (gr.Tabs(selected=chapter), *rows, view.model or default_model, view.lecture, note,
+            *[as_update(links[k], view.values[k]) if k in view.values else gr.skip() for k in links])
 
 
 def as_update(component, value):

@@ -477,4 +477,170 @@ def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_gro
     group.press("Enter")
     fresh.locator(".toast-body.error").first.wait_for(timeout=WAIT)
     assert "does not divide rows of 128" in "".join(error_toasts(fresh))
+
+
+# Lesson mode: a lesson on the tiny models walks through six tabs; a broken one is reported with its lines.
+WALK = """# A test walk
+model: tiny-gpt-char
+text: To be or not
+
+## Tokens
+tab: tokenizer
+tokenizers: tiny-gpt-char
+
+Characters, one token each.
+
+## The mask
+tab: causal_mask
+layer: 1
+mask: causal
+
+Only the past.
+
+## Heads
+tab: attention
+layer: 2
+head: 1
+
+A head.
+
+## A block
+tab: block
+layer: 1
+
+Norm and FFN.
+
+## The stream
+tab: residual
+
+Sums.
+
+## Sampling
+tab: lm_head
+temperature: 0.5
+top_k: 5
+
+The next token.
+"""
+BROKEN = """# A broken lesson
+model: tiny-gpt-char
+
+## Good one
+tab: overview
+
+First.
+
+## Typo
+tab: atention
+
+## Too hot
+tab: lm_head
+temperature: 9
+
+## Good two
+tab: causal_mask
+
+Last.
+"""
+WALK_TABS = ["tokenizer", "causal_mask", "attention", "block", "residual", "lm_head"]
+
+
+@pytest.fixture(scope="module")
+def lesson_url(tmp_path_factory):
+    """The app with a lessons folder of its own: the test lessons and the shipped one."""
+    folder = tmp_path_factory.mktemp("lessons")
+    (folder / "test-walk.md").write_text(WALK)
+    (folder / "broken.md").write_text(BROKEN)
+    (folder / "tokens-to-sampling.md").write_text((ROOT / "assets/lessons/tokens-to-sampling.md").read_text())
+    port = free_port()
+    log = folder / "app.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "EXPLAINER_LESSONS": str(folder)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", "tiny-gpt-char"], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(address, timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.5)
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def lesson_heading(page) -> str:
+    return page.locator(".lesson-heading").first.inner_text()
+
+
+def wait_for_step(page, k: int, n: int, tab: str) -> None:
+    """Step k of n is shown: its heading, its tab open in its chapter, its figures drawn, no error."""
+    page.wait_for_function(f"document.querySelector('.lesson-heading')?.innerText.includes('Step {k} of {n}')",
+                           timeout=WAIT)
+    page.locator(f"#tab-{tab}").wait_for(state="visible", timeout=WAIT)
+    settle(page)
+    assert error_toasts(page) == [], (k, error_toasts(page))
+
+
+def test_a_lesson_runs_start_to_end_with_next_and_the_arrow_keys(fresh, lesson_url):
+    fresh.goto(lesson_url)
+    fresh.wait_for_selector(".js-plotly-plot >> visible=true", timeout=120_000)
+    settle(fresh)
+    fresh.locator(".lesson-launcher input").first.click()
+    fresh.get_by_role("option", name="A test walk").click()
+    fresh.get_by_role("button", name="Start the lesson").click()
+    n = len(WALK_TABS)
+    wait_for_step(fresh, 1, n, WALK_TABS[0])
+    assert fresh.get_by_role("button", name="← Back").is_disabled()
+    assert fresh.get_by_role("button", name="Start the lesson").count() == 0  # the launcher hides during a lesson
+    for k, tab in enumerate(WALK_TABS[1:], 2):
+        if k % 2:
+            fresh.keyboard.press("ArrowRight")
+        else:
+            fresh.get_by_role("button", name="Next →").click()
+        wait_for_step(fresh, k, n, tab)
+        if tab == "causal_mask":  # the figures follow the step: its text, redrawn
+            panel = tab_panel(fresh)
+            assert panel.locator("textarea").first.input_value() == "To be or not"
+            assert "0:T" in panel.locator(".js-plotly-plot").first.inner_text()
+            assert slider_value(panel, "number input for Layer") == "1"
+    assert fresh.get_by_role("button", name="Next →").is_disabled()
+    assert slider_value(tab_panel(fresh), "number input for Temperature (0 = greedy)") == "0.5"
+    fresh.keyboard.press("ArrowLeft")
+    wait_for_step(fresh, n - 1, n, WALK_TABS[-2])
+    box = tab_panel(fresh).locator("textarea").first  # arrows in a text box move the caret, not the lesson
+    box.focus()
+    box.press("ArrowLeft")
+    fresh.wait_for_timeout(1000)
+    assert f"Step {n - 1} of {n}" in lesson_heading(fresh)
+    assert parse_qs(urlsplit(copy_link(fresh)).query) == {"lesson": ["test-walk"], "step": [str(n - 1)]}
+    fresh.get_by_role("button", name="End the lesson").click()
+    fresh.get_by_role("button", name="Start the lesson").wait_for(timeout=WAIT)
+    assert fresh.console_errors == []
+
+
+def test_a_broken_lesson_names_its_bad_steps_by_line_and_runs_the_rest(fresh, lesson_url):
+    fresh.goto(lesson_url + "?lesson=broken")
+    wait_for_step(fresh, 1, 2, "overview")
+    report = fresh.locator(".lesson-report").first.inner_text()
+    assert "line 10: step “Typo”: no tab 'atention'" in report, report
+    assert "line 14: step “Too hot”: temperature='9' does not fit" in report, report
+    fresh.keyboard.press("ArrowRight")
+    wait_for_step(fresh, 2, 2, "causal_mask")
+    assert "Last." in fresh.locator(".lesson-narration").first.inner_text()
+    assert fresh.console_errors == []
+
+
+def test_a_link_opens_the_shipped_lesson_at_a_step(fresh, lesson_url):
+    fresh.goto(lesson_url + "?lesson=tokens-to-sampling&step=13&lecture=1")
+    wait_for_step(fresh, 13, 16, "lm_head")
+    assert tab_panel(fresh).locator("textarea").first.input_value() == "Once upon a time, there was a little"
+    assert "smollm2-135m" in fresh.locator("input[role=listbox], input[aria-label=Model]").first.input_value()
+    assert fresh.evaluate("document.body.classList.contains('lecture')")
+    fresh.get_by_role("tab", name="4 · Out to text", exact=True).wait_for()  # the chapter row fits beside the panel
     assert fresh.console_errors == []

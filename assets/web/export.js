@@ -102,6 +102,21 @@
     });
   }
 
+  // Lesson mode (explainers/lessons.py): the arrow keys press the lesson's Back / Next, unless one is typing, moving a
+  // slider or choosing among tabs (their own arrow keys), or no lesson runs (the buttons are hidden or disabled).
+  const LESSON_KEYS = {ArrowRight: "lesson-next", ArrowLeft: "lesson-back"};
+  const OWN_ARROWS = "input, textarea, select, [contenteditable=''], [contenteditable=true], [role=tablist], " +
+                     "[role=slider], [role=listbox], .js-plotly-plot";
+  document.addEventListener("keydown", (event) => {
+    const id = LESSON_KEYS[event.key];
+    if (!id || event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    if (event.target.closest?.(OWN_ARROWS)) return;
+    const button = document.getElementById(id);
+    if (!button || button.disabled || !button.offsetParent) return;
+    event.preventDefault();
+    button.click();
+  });
+
   let queued = false;
   new MutationObserver(() => {
     if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; addBars(); addLinks(); }); }
