@@ -151,7 +151,8 @@ def stale(count: int, last: int, on_screen: bool = True) -> int:
     """Opens a tab's view (returns the count of links restored, for its `drawn` state) when it is on screen and
     has not drawn since the last link; otherwise stops the tab's page-load handlers, silently."""
     if not on_screen or last == count:
-        raise gr.Error("", visible=False, print_exception=False)
+        raise gr.Error("Nothing to draw: this tab is not on screen, or drew since the last link.", visible=False,
+                       print_exception=False)
     return count
 
 
