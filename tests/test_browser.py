@@ -460,7 +460,7 @@ def test_fine_tuning_runs_its_default_draws_its_curves_cancels_and_refuses_bad_i
 def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_group(fresh, url):
     open_link(fresh, url + "?tab=quantization&model=tiny-gpt-char")
     panel = tab_panel(fresh)
-    panel.get_by_text("bytes per weight").wait_for(timeout=120_000)
+    panel.get_by_text("bytes per weight (fp32: 4)").wait_for(timeout=120_000)
     settle(fresh)
     assert panel.locator(".js-plotly-plot").count() == 4  # the GGUF block, the errors, the scales, the size
     assert "groups of 32" in panel.inner_text() and "Layer 0's relative error" in panel.inner_text()
@@ -468,7 +468,7 @@ def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_gro
     group.fill("64")
     group.press("Enter")
     panel.get_by_text("groups of 64").wait_for(timeout=120_000)
-    assert "int4, one per group of 64" in " ".join(panel.locator(".ytick").all_text_contents())
+    assert "int4, one per group of 64" in " ".join(panel.locator(".y2tick").all_text_contents())
     track = panel.locator("input[type=range]").first.bounding_box()  # a click at the end: the last layer, 3
     fresh.mouse.click(track["x"] + track["width"] - 2, track["y"] + track["height"] / 2)
     panel.get_by_text("Layer 3's relative error").wait_for(timeout=120_000)
