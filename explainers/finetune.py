@@ -93,6 +93,8 @@ def curves_figure(c: ft.Comparison) -> go.Figure:
                    dict(type="scatter", x=steps, y=side.step_seconds, mode="lines", name=side.name, showlegend=False,
                         line=dict(color=colour), legendgroup=side.name, **on(1))]
     layout["yaxis2"]["rangemode"] = "tozero"
+    if c.step == 0:  # nothing timed yet: fixed ranges (an empty plot's axis line, drawn in lecture style, has none)
+        layout["xaxis2"]["range"], layout["yaxis2"]["range"] = [0, 1], [0, 1]
     return figure(traces, **layout, height=380, margin=dict(l=10, r=10, t=40, b=10),
                   legend=dict(orientation="h", y=-0.25))
 
@@ -122,14 +124,14 @@ def delta_figure(c: ft.Comparison) -> go.Figure:
         svals["full fine-tuning's change"] = torch.linalg.svdvals(c.full_delta)
     k = min(d.shape)
     n = min(k, 48)
-    layout = grid(2, titles=[f"dW = (alpha/r) B A, {c.matrix}", "singular values"], gap=(0.1, 0), widths=[1, 1.2])
+    layout = grid(2, titles=[f"dW = (alpha/r) B A, {c.matrix}", "singular values"], gap=(0.2, 0), widths=[1, 1.2])
     layout["xaxis"]["title"] = dict(text=f"input column{shown}")
     layout["yaxis"].update(autorange="reversed", title=dict(text="output row"))
     layout["yaxis2"].update(type="log", exponentformat="power")
     layout["xaxis2"].update(title=dict(text="index (from the largest)"))
     limit = float(crop.abs().max()) or 1.0
     traces = [dict(type="heatmap", z=crop.numpy(), colorscale=scale("RdBu"), zmin=-limit, zmax=limit,
-                   colorbar=dict(x=0.42, len=0.9), hovertemplate="row %{y}, column %{x}: %{z:.2e}<extra></extra>",
+                   colorbar=dict(x=0.38, len=0.9), hovertemplate="row %{y}, column %{x}: %{z:.2e}<extra></extra>",
                    **on(0))]
     for name, s in svals.items():
         colour = COLOURS["LoRA" if name.startswith("LoRA") else "full"]
