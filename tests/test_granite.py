@@ -135,7 +135,7 @@ def granite_in_zoo(granite, monkeypatch):
     model = granite[0]
     model.tokenizer = CharTokenizer(["\n"] + [chr(c) for c in range(32, 32 + VOCAB - 1)])   # one char per id
     model.name = zoo.GRANITE
-    monkeypatch.setitem(zoo._loaded, (zoo.GRANITE, "cpu"), model)
+    monkeypatch.setitem(zoo._loaded, (zoo.GRANITE, "cpu", "fp32"), model)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # listed, as where the hub is reachable
     monkeypatch.setattr(moe, "SAMPLE_CHARS", 2_000)
     yield model
