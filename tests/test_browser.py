@@ -37,11 +37,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
+    yield from serve(tmp_path_factory.mktemp("app") / "app.log")
+
+
+def serve(log, *args: str, **env: str):
+    """A server of the app (`app.py --port P *args`, with `env` added) until the caller is done: its address.
+    Its log must hold no traceback."""
     port = free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **env}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{port}/"
     try:
@@ -549,26 +554,7 @@ def lesson_url(tmp_path_factory):
     (folder / "test-walk.md").write_text(WALK)
     (folder / "broken.md").write_text(BROKEN)
     (folder / "tokens-to-sampling.md").write_text((ROOT / "assets/lessons/tokens-to-sampling.md").read_text())
-    port = free_port()
-    log = folder / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "EXPLAINER_LESSONS": str(folder)}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", "tiny-gpt-char"], cwd=ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    address = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(address, timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.5)
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-    assert "Traceback" not in log.read_text(), log.read_text()
+    yield from serve(folder / "app.log", "--model", "tiny-gpt-char", EXPLAINER_LESSONS=str(folder))
 
 
 def lesson_heading(page) -> str:
