@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.load import free_port  # noqa: E402
+from benchmarks.load import free_port, start_server  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -29,21 +27,10 @@ CHROMIUM = "/usr/bin/chromium"
 def one_run(browser, cache: Path) -> dict[str, float]:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "EXPLAINER_CACHE": str(cache)}
-    log = cache / "app.log"
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    times = {}
+    proc, served = start_server(port, cache / "app.log", env)
+    times = {"page served": served}
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise SystemExit(log.read_text()) from None
-                time.sleep(0.05)
-        times["page served"] = time.perf_counter() - start
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_selector("#tab-overview .js-plotly-plot", timeout=300_000)

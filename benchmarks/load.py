@@ -75,10 +75,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, log: Path) -> tuple[subprocess.Popen, float]:
-    """The app in its own process, and seconds from launch to the first served page."""
+def start_server(port: int, log: Path, env: dict | None = None) -> tuple[subprocess.Popen, float]:
+    """The app in its own process (with `env`, default this one's), and seconds from launch to the first served page."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     while True:
         try:
