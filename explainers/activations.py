@@ -5,7 +5,6 @@ opened in another tab, or a slider that only changes the drawing, does not run t
 """
 from __future__ import annotations
 
-import functools
 from contextlib import nullcontext
 
 import torch
@@ -22,19 +21,23 @@ _ROUTING = kinds("router_logits", "expert_weights", "expert_indices")
 
 class Run:
     """A forward of one sequence: its hook values (batch dimension removed, on the CPU), its final hidden
-    states, and its logits, unembedded on first use (a tab that reads only hook values never pays for them)."""
+    states, and the logits of a position, unembedded when first asked for: a tab that reads only hook values
+    never pays for them, and one that reads a position pays for that one (SmolLM2's head is 49,152 rows)."""
 
     def __init__(self, model, cache: ActivationCache, hidden: torch.Tensor):
         self.model, self.cache, self.hidden = model, cache, hidden                # hidden (T, C)
+        self._logits: dict[int, torch.Tensor] = {}
 
-    @functools.cached_property
-    def logits(self) -> torch.Tensor:
-        """(T, V) on the CPU."""
-        with torch.no_grad():
-            return self.model.head(self.hidden[None])[0].float().cpu()
+    def logits(self, position: int) -> torch.Tensor:
+        """(V,) at this position (negative counts from the end), on the CPU."""
+        position %= len(self.hidden)
+        if position not in self._logits:
+            with torch.no_grad():
+                self._logits[position] = self.model.head(self.hidden[None, position:position + 1])[0, 0].float().cpu()
+        return self._logits[position]
 
 
-@shared(8)
+@shared(8, key=lambda args: (*args, None)[:3])  # run(m, ids) and run(m, ids, None) are the same forward
 def run(model_name: str, ids: tuple[int, ...], change=None) -> Run:
     """The recorded forward of these token ids, with an intervention (core.attention.ZeroHeads, MaskOverride,
     core.moe.Routing: anything with .apply(model)) or none. Records the residual stream and expert routing, and,

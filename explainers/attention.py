@@ -11,7 +11,7 @@ from core.attention import Attention, ZeroHeads, kv_head_of, pattern_summary, re
 from core.inputs import InputError, text_to_tokens
 from core.kv_cache import cache_bytes
 from explainers.activations import prediction_position, run
-from explainers.figures import axis, compare_figure, figure, grid, on, scale, token_labels
+from explainers.figures import axis, compare_figure, figure, grid, on, png, scale, token_labels
 from explainers.inputs import clamp_setting, get_model, join_notes
 from explainers.widgets import code_panel
 
@@ -52,20 +52,20 @@ def layer_figure(patterns: torch.Tensor, labels: list[str], layer: int) -> go.Fi
 
 
 def grid_figure(patterns: torch.Tensor) -> go.Figure:
-    """All layers x heads as thumbnails tiled into one image, patterns (L, H, T, S)."""
+    """All layers x heads as thumbnails tiled into one image (a PNG: see figures.png), patterns (L, H, T, S)."""
     L, H, T, S = patterns.shape
     tiles = torch.full((L * (T + 1), H * (S + 1)), float("nan"))           # one blank row/column between tiles
     for layer in range(L):
         for h in range(H):
             tiles[layer * (T + 1):layer * (T + 1) + T, h * (S + 1):h * (S + 1) + S] = patterns[layer, h]
-    thumbnails = dict(type="heatmap", z=tiles.numpy(), colorscale=scale("Blues"), zmin=0, zmax=1, showscale=False,
-                      hovertemplate="%{z:.2f}<extra></extra>")
-    return figure([thumbnails], title=dict(text="Every layer × head (thumbnails)"), height=min(1400, 60 + 34 * L),
+    thumbnails = dict(type="image", source=png(tiles.numpy(), scale("Blues"), 0, 1), hoverinfo="skip")
+    return figure([thumbnails], title=dict(text="Every layer × head (thumbnails; darker = more weight)"),
+                  height=min(1400, 60 + 34 * L),
                   xaxis=dict(tickvals=[h * (S + 1) + S / 2 for h in range(H)], ticktext=[f"H{h}" for h in range(H)],
                              side="top", showgrid=False, zeroline=False),
                   yaxis=dict(tickvals=[layer * (T + 1) + T / 2 for layer in range(L)],
-                             ticktext=[f"L{layer}" for layer in range(L)], autorange="reversed", showgrid=False,
-                             zeroline=False),
+                             ticktext=[f"L{layer}" for layer in range(L)], showgrid=False, zeroline=False,
+                             scaleanchor=False),  # the image fills the plot: its pixels need not be square
                   margin=dict(l=10, r=10, t=70, b=10))
 
 
@@ -206,8 +206,8 @@ def update_ablation(model_name: str, text: str, chosen):
     heads = parse_heads(chosen, model.cfg)
     ids = tuple(t.id for t in tokens)
     position = prediction_position(model, ids)
-    before = run(model_name, ids).logits[position].softmax(-1)
-    after = run(model_name, ids, ZeroHeads(heads) if heads else None).logits[position].softmax(-1)
+    before = run(model_name, ids).logits(position).softmax(-1)
+    after = run(model_name, ids, ZeroHeads(heads) if heads else None).logits(position).softmax(-1)
     label = f"position {position} ('{tokens[position].piece}')"
     if not heads:
         note = "No head zeroed: the two sides are identical. Pick heads above to remove them."

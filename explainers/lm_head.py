@@ -183,7 +183,7 @@ def update(model_name: str, text: str, position, temperature, top_k, top_p, seed
     settings, seed, note = check_settings(model, temperature, top_k, top_p, seed)
     n_draws, note_n = clamp_setting("number of draws", n_draws, 1, 100_000)
     pos, _ = _position(model, ids, position)
-    st = stages(run(model_name, tuple(ids)).logits[pos], settings)
+    st = stages(run(model_name, tuple(ids)).logits(pos), settings)
     counts = draw(st["probs"], n_draws, seed)
     tv = 0.5 * (counts.float() / n_draws - st["probs"]).abs().sum().item()
     current = model.tokenizer.readable(ids[pos])
@@ -222,7 +222,7 @@ def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, stat
         if mask_id not in ids:
             raise InputError("A masked language model fills in blanks: type [MASK] where a word should go.")
         pos = ids.index(mask_id)
-    logits = run(model_name, tuple(ids)).logits[pos]
+    logits = run(model_name, tuple(ids)).logits(pos)
     st = stages(logits, settings)
     step = len(state["rows"])
     token = int(sample(logits, settings, torch.Generator().manual_seed(seed + step)))  # seed + step: reproducible
@@ -241,7 +241,7 @@ def next_token(model_name: str, text: str, temperature, top_k, top_p, seed, stat
 
 def _candidates(model_name: str, ids: list[int], pos: int) -> torch.return_types.topk:
     """The CANDIDATES most likely next tokens after position pos (softmax of the logits, no sampling filter)."""
-    return run(model_name, tuple(ids)).logits[pos].softmax(-1).topk(CANDIDATES)
+    return run(model_name, tuple(ids)).logits(pos).softmax(-1).topk(CANDIDATES)
 
 
 def branch_choices(model_name: str, text: str, position):

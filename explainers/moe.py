@@ -50,7 +50,7 @@ def routing_of(model_name: str, ids: tuple[int, ...], change: Routing | None) ->
     from the shared forward with this routing."""
     recorded = run(model_name, ids, change)
     return {"router_logits": recorded.cache.stack("router_logits"), "weights": recorded.cache.stack("expert_weights"),
-            "indices": recorded.cache.stack("expert_indices"), "next": recorded.logits[-1]}
+            "indices": recorded.cache.stack("expert_indices"), "next": recorded.logits(-1)}
 
 
 def sample_chars(model) -> int:

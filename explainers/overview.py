@@ -136,7 +136,7 @@ def update_flow(model_name: str, text: str):
     top, where = None, ""
     if model.unembed is not None:
         pos = prediction_position(model, ids)
-        top = top_tokens(traced.logits[pos].softmax(-1), model.tokenizer, SHOWN)
+        top = top_tokens(traced.logits(pos).softmax(-1), model.tokenizer, SHOWN)
         where = f"after {tokens[pos].piece!r}" if model.cfg.causal else f"at {tokens[pos].piece!r}"
     fig = flow_figure(names, norms, token_labels(tokens), links, top, view_link("lm_head", model_name, text=shown), where)
     return stages_html(stages(model, model_name, tokens, norms, top, shown)), fig, notice

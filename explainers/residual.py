@@ -105,7 +105,7 @@ def update(model_name: str, text: str, position, token_text):
     traced = run(model_name, ids)
     try:
         labels, pieces = decompose(model, traced.cache, pos)
-        token, note_token = target_token(model, traced.logits[pos], token_text) if model.unembed else (0, "")
+        token, note_token = target_token(model, traced.logits(pos), token_text) if model.unembed else (0, "")
         dla = direct_logit_attribution(model, pieces, token)
     except InputError as e:  # said on the tab, not as an error: this runs whenever the model changes
         return f"**{e}**", None, None, None
@@ -125,7 +125,7 @@ def update(model_name: str, text: str, position, token_text):
     attn = [float(traced.cache["attn_out", i][pos].norm()) for i in range(L)]
     mlp = [float(traced.cache["mlp_out", i][pos].norm()) for i in range(L)]
     head = (f"Position **{pos}** ({tokens[pos].piece!r}), explaining the logit of **{name!r}** "
-            f"(the model gives it {float(traced.logits[pos].softmax(-1)[token]):.1%}). "
+            f"(the model gives it {float(traced.logits(pos).softmax(-1)[token]):.1%}). "
             f"The {len(labels)} pieces sum to the final stream within **{gap:.1e}** (largest difference in any "
             f"dimension). Direct effects {float(dla['direct'].sum()):+.3f} + constant {dla['constant']:+.3f} = "
             f"**{float(dla['direct'].sum()) + dla['constant']:.3f}**; the model's logit is **{dla['logit']:.3f}**. "

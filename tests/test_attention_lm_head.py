@@ -29,11 +29,25 @@ def test_one_panel_per_head_and_one_tile_per_layer_head(name):
         name, "the cat sat on the mat", cfg.n_layers - 1, cfg.n_heads - 1, [])
     assert len(layer_fig.data) == cfg.n_heads
     assert {t.hovertemplate.split("<br>")[0] for t in layer_fig.data} == {f"head {h}" for h in range(cfg.n_heads)}
-    tiles = torch.tensor(grid_fig.data[0].z)
-    T = len(zoo.load(name, "cpu").tokenizer.tokens("the cat sat on the mat"))
+    tiles = png_levels(grid_fig.data[0].source)                      # a PNG: one pixel per weight, 64 levels + blank
+    tokens = zoo.load(name, "cpu").tokenizer.tokens("the cat sat on the mat")
+    T = len(tokens)
     assert tiles.shape == (cfg.n_layers * (T + 1), cfg.n_heads * (T + 1))
-    assert torch.isnan(tiles).sum() == cfg.n_layers * (T + 1) * cfg.n_heads * (T + 1) - cfg.n_layers * cfg.n_heads * T * T
+    assert (tiles == 64).sum() == cfg.n_layers * (T + 1) * cfg.n_heads * (T + 1) - cfg.n_layers * cfg.n_heads * T * T
+    patterns = run(name, tuple(t.id for t in tokens)).cache.stack("pattern")
+    last = tiles[-(T + 1):-1, -(T + 1):-1]                            # the last layer's last head
+    assert (last == (patterns[-1, -1].numpy() * 63 + 0.5).astype(int)).all()
     assert len(qkvz_fig.data) == 4 and all(len(fig.data) for fig in (summary_fig, gqa_fig, head_fig))
+
+
+def png_levels(source: str):
+    """The palette index of every pixel of a figures.png data URI."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))))
 
 
 def test_gqa_map_matches_smollm2_config():
@@ -55,9 +69,10 @@ def test_ablating_none_is_bit_identical_and_a_head_changes_the_prediction(name):
     ids = ids_of(name)
     with torch.no_grad():
         plain = model(torch.tensor([ids]))[0]
-    assert torch.equal(run(name, ids, ZeroHeads(())).logits, run(name, ids).logits)
-    torch.testing.assert_close(run(name, ids).logits, plain, rtol=0, atol=1e-4)  # explicit attention vs SDPA
-    changed = run(name, ids, ZeroHeads(((0, 0), (model.cfg.n_layers - 1, 1)))).logits
+    every = lambda recorded: torch.stack([recorded.logits(p) for p in range(len(ids))])  # noqa: E731
+    assert torch.equal(every(run(name, ids, ZeroHeads(()))), every(run(name, ids)))
+    torch.testing.assert_close(every(run(name, ids)), plain, rtol=0, atol=1e-4)  # explicit attention vs SDPA
+    changed = every(run(name, ids, ZeroHeads(((0, 0), (model.cfg.n_layers - 1, 1)))))
     assert (changed[-1].softmax(-1) - plain[-1].softmax(-1)).abs().sum() > 1e-3
     fig, note = attention.update_ablation(name, CAT, [])
     assert "identical" in note and [b.x for b in fig.data[:1]] == [b.x for b in fig.data[1:]]
@@ -114,7 +129,7 @@ def test_every_stage_shown_equals_core_sampling(settings):
     T, k, p = settings
     name = "smollm2-135m"
     fig, note, lab, _ = lm_head.update(name, CAT, -1, T, k, p, 0, 200)
-    logits = run(name, ids_of(name)).logits[-1]
+    logits = run(name, ids_of(name)).logits(-1)
     st = stages(logits, SamplingSettings(T, k, p))
     order = logits.topk(lm_head.SHOWN).indices
     for panel, (key, _) in enumerate(lm_head.STAGES):
@@ -128,7 +143,7 @@ def test_every_stage_shown_equals_core_sampling(settings):
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_temperature_zero_always_picks_the_argmax(name):
-    argmax = int(run(name, ids_of(name)).logits[-1].argmax())
+    argmax = int(run(name, ids_of(name)).logits(-1).argmax())
     for seed in range(5):
         text, rows, state = lm_head.next_token(name, CAT, 0, 50, 0.9, seed, None)
         assert state["ids"] == list(ids_of(name)) + [argmax] and rows[0][2] == "100.0%"
@@ -151,7 +166,7 @@ def test_next_token_appends_step_by_step_and_fills_masks():
 
 
 def test_sampling_lab_frequencies_converge_to_the_distribution():
-    logits = run("smollm2-135m", ids_of("smollm2-135m")).logits[-1]
+    logits = run("smollm2-135m", ids_of("smollm2-135m")).logits(-1)
     probs = stages(logits, SamplingSettings(1.0, 12, 1.0))["probs"]
     kept = probs > 0
     counts = draw(probs, 100_000, seed=1)

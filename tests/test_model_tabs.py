@@ -36,7 +36,7 @@ def test_the_flow_draws_every_stage_with_the_streams_real_length(name):
     assert html.count("data-view") >= 7 and "tab=lm_head" in html if model.unembed else "tab=lm_head" not in html
     if model.unembed is not None:  # the top next tokens are the model's own probabilities
         bars = fig.data[1]
-        probs = run(name, ids).logits[len(ids) - 1].softmax(-1)
+        probs = run(name, ids).logits(len(ids) - 1).softmax(-1)
         assert bars.x[0] == pytest.approx(float(probs.max()), rel=1e-5) and query(bars.customdata[0])["tab"] == "lm_head"
     else:
         assert len(fig.data) == 1
