@@ -40,6 +40,14 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# Model events run as many at a time as there are cores (at most 4), each with its share of the cores as torch
+# threads: threads x events never exceed the cores. On 2 cores that is 2 events of 1 thread: one thread per
+# forward is ~1.5x slower for a lone learner than two, but two forwards of two threads each on two cores thrash
+# (OpenMP teams waiting on each other's cores: 20x slower, measured), and a class sends many at once.
+LIMITS = {"model": min(cores(), 4), "generate": 1, "sweep": 1, "train": 1, "quantize": 1}
+THREADS = max(1, cores() // LIMITS["model"])
+
+
 UI = dict(queue=False, api_visibility="private")  # page plumbing: instant, and not an API endpoint
 GATE = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")  # queued: a stop is no HTTP error
 
@@ -48,9 +56,8 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
     """The page: a model picker, lecture mode and deep links around a row of chapters (explainers.CHAPTERS),
     each a row of tabs, one per module.
 
-    Model events share one queue group, as many at a time as there are cores (each uses all the cores' torch
-    threads; the Python half of one, building figures, runs while another's matrix products do). Generation
-    runs one at a time in its own group, so a long run never holds up the other tabs."""
+    Model events share one queue group, LIMITS["model"] at a time (see THREADS). Generation, sweeps, training and
+    quantization run one at a time in groups of their own, so long work never holds up the other tabs."""
     choices = model_choices()
     names = [name for _, name in choices]
     default = default_model if default_model in names else ("smollm2-135m" if "smollm2-135m" in names else names[0])
@@ -70,8 +77,7 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
         note = unavailable_note()
         if note:
             gr.Markdown(note)
-        page = Page(model_picker, lecture_box,
-                    limits={"model": min(cores(), 4), "generate": 1, "sweep": 1, "train": 1, "quantize": 1})
+        page = Page(model_picker, lecture_box, limits=LIMITS)
         lesson = build_lessons(page)  # a sidebar: a lesson's steps drive the view (wired below, after the restore)
         # What is on screen, for links: the chapter, and the tab each chapter's row shows (Gradio keeps it while
         # another chapter is open). A Tab's select fires whenever its row selects it, by a click or by restore().
@@ -216,7 +222,7 @@ def main() -> None:
             parser.error(str(e))
     if args.model and args.model not in zoo.SPECS:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
-    torch.set_num_threads(cores())
+    torch.set_num_threads(THREADS)  # every handler thread starts with this count
     warm_up(args.model)
     demo = build_app(args.model, lecture=args.lecture)
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, **page_extras())

@@ -177,11 +177,14 @@ class HookedTransformer(nn.Module):
         return x if self.unembed is None else self.unembed(x, self.embed.weight)
 
     def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               kv_cache: KVCache | None = None, resume: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
+               kv_cache: KVCache | None = None, resume: tuple[int, torch.Tensor] | None = None,
+               stop: int | None = None) -> torch.Tensor:
         """ids (B, T) -> the final hidden states (B, T, C) that the head reads.
 
         resume=(layer, x): start at that block with x (B, T, C) as its residual stream input, skipping the blocks
-        before it (activation patching runs many sequences that agree up to the patched layer)."""
+        before it (activation patching runs many sequences that agree up to the patched layer).
+        stop=n: run blocks 0..n-1 only and return the residual stream after them, not normed (a figure of layer
+        n-1 needs no more)."""
         if ids.dim() == 1:
             ids = ids[None]
         B, T = ids.shape
@@ -199,9 +202,9 @@ class HookedTransformer(nn.Module):
         first = 0
         if resume is not None:
             first, x = resume
-        for block in self.blocks[first:]:
+        for block in self.blocks[first:stop]:
             x = block(x, mask, rope, kv_cache)
-        return x if self.ln_final is None else self.ln_final(x)
+        return x if self.ln_final is None or stop is not None else self.ln_final(x)
 
     def hooks(self, fns: dict):
         """`with model.hooks({name: fn}): model(ids)` runs fn at that hook point for this call only."""

@@ -30,6 +30,8 @@ class Run:
 
     def logits(self, position: int) -> torch.Tensor:
         """(V,) at this position (negative counts from the end), on the CPU."""
+        if self.hidden is None:
+            raise ValueError("a forward that stopped before the last block has no logits")
         position %= len(self.hidden)
         if position not in self._logits:
             with torch.no_grad():
@@ -37,18 +39,27 @@ class Run:
         return self._logits[position]
 
 
-@shared(8, key=lambda args: (*args, None)[:3])  # run(m, ids) and run(m, ids, None) are the same forward
-def run(model_name: str, ids: tuple[int, ...], change=None) -> Run:
+@shared(8, key=lambda args: (*args, None, None)[:4])  # run(m, ids) and run(m, ids, None) are the same forward
+def run(model_name: str, ids: tuple[int, ...], change=None, layers: int | None = None) -> Run:
     """The recorded forward of these token ids, with an intervention (core.attention.ZeroHeads, MaskOverride,
     core.moe.Routing: anything with .apply(model)) or none. Records the residual stream and expert routing, and,
     when the sequence is short enough to draw them, attention's Q, K, V, mask, pattern and z, the embeddings and
-    what each sublayer adds to the stream (attn_out, resid_mid, mlp_out)."""
+    what each sublayer adds to the stream (attn_out, resid_mid, mlp_out). layers=n runs blocks 0..n-1 only:
+    see `run_upto`."""
     model = get_model(model_name)
     stream = set(resid_names(model.cfg.n_layers))
     wanted = lambda n: n in stream or _ROUTING(n) or (len(ids) <= ATTENTION_TOKENS and _DETAIL(n))
     with change.apply(model) if change is not None else nullcontext():
-        hidden, cache = model.run_with_cache(torch.tensor([ids], device=model.device), names=wanted, logits=False)
-    return Run(model, cache.remove_batch_dim().to("cpu"), hidden[0])
+        hidden, cache = model.run_with_cache(torch.tensor([ids], device=model.device), names=wanted, logits=False,
+                                             stop=layers)
+    return Run(model, cache.remove_batch_dim().to("cpu"), hidden[0] if layers is None else None)
+
+
+def run_upto(model_name: str, ids: tuple[int, ...], change, layer: int) -> Run:
+    """A recorded forward that reaches block `layer`: the whole one if it is at hand, else blocks 0..layer alone.
+    A tab that draws one layer (the causal mask) skips the blocks above it: on average half the model's work
+    for a new text, which a class of learners each typing their own feels."""
+    return run.peek(model_name, ids, change) or run(model_name, ids, change, layer + 1)
 
 
 def forget_runs() -> None:

@@ -9,7 +9,7 @@ from core.attention import Attention, MaskOverride, build_mask, head_steps, left
 from core.cache import act_name
 from core.embeddings import prefix_change
 from core.inputs import InputError, clean_text, text_to_tokens
-from explainers.activations import run
+from explainers.activations import run_upto
 from explainers.figures import figure, grid, on, scale, token_labels
 from explainers.inputs import clamp_setting, get_model, join_notes
 from explainers.widgets import code_panel, fit_sliders
@@ -72,7 +72,7 @@ def update(model_name: str, text: str, layer, head, mask: str, window):
         raise InputError(f"Choose a mask among: {', '.join(MASKS)}.")
     window, note_window = clamp_setting("window", window, 1, 64)
     change = None if mask == "model's own" else MaskOverride(mask, window)
-    cache = run(model_name, tuple(t.id for t in tokens), change).cache
+    cache = run_upto(model_name, tuple(t.id for t in tokens), change, layer).cache
     labels = token_labels(tokens)
     fig = steps_figure(compute_steps(model, cache, layer, head), labels, model.cfg.attn_scale)
     return fig, join_notes(notice, note_layer, note_head, note_window)

@@ -127,6 +127,30 @@ def test_steps_figure_is_labelled_with_tokens():
     assert torch.all(pattern.nan_to_num().triu(1) == 0)
 
 
+@pytest.mark.parametrize("mask", ["model's own", "sliding window"])
+def test_the_causal_mask_tab_runs_the_blocks_up_to_its_layer_and_draws_what_the_whole_forward_gives(mask):
+    from core.attention import MaskOverride
+    from explainers.activations import forget_runs, run
+    from explainers.inputs import get_model
+    model, text, layer = get_model("smollm2-135m"), "A new text for the causal mask tab alone", 3
+    ran = []
+    hooks = [b.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, b in enumerate(model.blocks)]
+    try:
+        forget_runs()
+        alone, _ = causal_mask.update("smollm2-135m", text, layer, 2, mask, 3)
+        assert ran == list(range(layer + 1))                       # blocks 0..3 of 30
+        forget_runs()
+        ran.clear()
+        ids = tuple(t.id for t in causal_mask.text_to_tokens(model, text, causal_mask.MAX_TOKENS)[0])
+        run("smollm2-135m", ids, None if mask == "model's own" else MaskOverride(mask, 3))  # the whole forward
+        after_whole, _ = causal_mask.update("smollm2-135m", text, layer, 2, mask, 3)
+        assert ran == list(range(model.cfg.n_layers))              # the update ran nothing more
+    finally:
+        for h in hooks:
+            h.remove()
+    assert alone.to_json() == after_whole.to_json()
+
+
 @pytest.mark.parametrize("mask", ["bidirectional", "sliding window", "ALiBi", "causal"])
 def test_masks_applied_live(mask):
     name = "smollm2-135m"
