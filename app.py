@@ -186,8 +186,9 @@ FIRST_MODEL = "tiny-gpt-char"  # what a page opens with while the default model 
 
 def warm_up(default_model: str | None) -> None:
     """Start-up work in one background thread, in the order learners need it, so it does not compete with the
-    first pages for the cores: the default model (SmolLM2's first start converts its GGUF: pages open with a
-    tiny model meanwhile), then each tab's own warm-up, then UMAP's numba compile (CPU seconds on first use)."""
+    first pages for the cores: the default model (SmolLM2's first start converts its GGUF, in a low-priority
+    process of its own: pages open with a tiny model meanwhile), then each tab's own warm-up, then UMAP's numba
+    compile (CPU seconds on first use)."""
     def run():
         names = [default_model or "smollm2-135m"]
         if zero_gpu():  # a request runs in a forked GPU worker, which sees only the models loaded here, at start
@@ -196,6 +197,7 @@ def warm_up(default_model: str | None) -> None:
         for name in names:
             if zoo.available().get(name) is None:
                 try:
+                    zoo.convert_apart(name)
                     zoo.load(name)
                 except Exception:  # a request will meet the same problem and say it plainly
                     logging.getLogger("explainer").exception("preparing %s at start failed", name)

@@ -11,6 +11,8 @@ import importlib.util
 import itertools
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +127,19 @@ def _smollm2() -> HookedTransformer:
     except OSError:
         pass  # a read-only home only costs the fast second start
     return model
+
+
+def convert_apart(name: str) -> None:
+    """Convert a model's weights into the cache in a process of its own, at low priority, and wait: a server's
+    start does this so the conversion (SmolLM2: ~35 s of CPU, much of it Python holding the GIL) neither blocks
+    the server's threads nor takes the cores from the first pages. Then `load` only reads the cache. Nothing to
+    do for a model that needs no conversion or has it; a failure is left for `load` to meet and report."""
+    if name != "smollm2-135m" or _smollm2_cache() is None:
+        return
+    with _locks[name]:  # a request for the model meanwhile waits for this, then reads the cache
+        if not _smollm2_converted():
+            subprocess.run([sys.executable, "-c", "from core import zoo; zoo._smollm2()"], cwd=ASSETS.parent,
+                           preexec_fn=lambda: os.nice(10), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _minilm() -> HookedTransformer:
