@@ -284,7 +284,9 @@ def main() -> None:
                 run_one(warm, index, (name,))
         print(f"second start to first served page: {second_start:.1f} s; loading every offline model: "
               f"{time.perf_counter() - t:.1f} s; server idle {wait_until_idle(proc.pid):.1f} s later")
+        cpu_before, own_before = cpu_seconds(proc.pid), time.process_time()
         latencies, errors, results, wall = run_sessions(port, plan, reading)
+        server_cpu, client_cpu = cpu_seconds(proc.pid) - cpu_before, time.process_time() - own_before
         rss = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -299,6 +301,8 @@ def main() -> None:
           f"({total / wall:.1f} requests/s), {os.cpu_count()} cores, reading time {reading[0]:g} to {reading[1]:g} s"
           + (", every request a new prompt" if args.own_prompts else ""))
     print(f"errors: {len(errors)}   results different from the serial ones: {len(mismatches)}")
+    print(f"CPU per request: server {server_cpu / len(results) * 1000:.0f} ms, the sessions' gradio_client "
+          f"{client_cpu / len(results) * 1000:.0f} ms; server busy {server_cpu / wall:.2f} of {os.cpu_count()} cores")
     for e in errors[:5]:
         print("  ", e)
     print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms   p95 {q[18] * 1000:.0f} ms   "
