@@ -7,8 +7,10 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
+START = time.monotonic()
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
@@ -29,7 +31,7 @@ import torch  # noqa: E402
 from core import zoo  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
 from core.projection import warm_umap  # noqa: E402
-from explainers import CHAPTERS, TABS, tab_id  # noqa: E402
+from explainers import CHAPTERS, TABS, serving, tab_id  # noqa: E402
 from explainers.inputs import model_choices, unavailable_note  # noqa: E402
 from explainers.lessons import build as build_lessons  # noqa: E402
 from explainers.links import linked_view, make_query, restore  # noqa: E402
@@ -119,6 +121,7 @@ def build_app(default_model: str | None = None, lecture: bool = False) -> gr.Blo
         def restored(text: str):
             """The link's view (a lesson link: its step's), and what is on screen for the tabs to know; on a fresh
             server whose default model is still being prepared, a tiny one meanwhile."""
+            serving.last_call[0] = time.monotonic()
             text = lesson.view_query(text)
             start = default if zoo.ready(default) else FIRST_MODEL
             updates = restore(text, links, tab_ids, start, lecture)
@@ -187,8 +190,8 @@ FIRST_MODEL = "tiny-gpt-char"  # what a page opens with while the default model 
 def warm_up(default_model: str | None) -> None:
     """Start-up work in one background thread, in the order learners need it, so it does not compete with the
     first pages for the cores: the default model (SmolLM2's first start converts its GGUF, in a low-priority
-    process of its own: pages open with a tiny model meanwhile), then each tab's own warm-up, then UMAP's numba
-    compile (CPU seconds on first use)."""
+    process of its own: pages open with a tiny model meanwhile), then, once the first page has drawn, each tab's
+    own warm-up and UMAP's numba compile (CPU seconds on first use)."""
     def run():
         names = [default_model or "smollm2-135m"]
         if zero_gpu():  # a request runs in a forked GPU worker, which sees only the models loaded here, at start
@@ -201,10 +204,17 @@ def warm_up(default_model: str | None) -> None:
                     zoo.load(name)
                 except Exception:  # a request will meet the same problem and say it plainly
                     logging.getLogger("explainer").exception("preparing %s at start failed", name)
+        # The rest is Python holding the GIL for seconds (UMAP's compile: ~20 s): not while the first pages draw.
+        # It waits for a first page or request (at most a minute), then for 3 s without one.
+        begun = time.monotonic()
+        while time.monotonic() - begun < 60 and (serving.last_call[0] == 0 or
+                                                 time.monotonic() - serving.last_call[0] < 3):
+            time.sleep(0.5)
         for module in TABS:
             if hasattr(module, "warm_up"):
                 module.warm_up()
         warm_umap()
+        print(f"start-up work done, {time.monotonic() - START:.0f} s after the start", flush=True)
     threading.Thread(target=run, daemon=True, name="warm-up").start()
 
 

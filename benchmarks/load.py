@@ -95,16 +95,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_until_idle(pid: int, limit: float = 90.0) -> float:
-    """Seconds until the server uses under a quarter of a core over a second (an idle Gradio server polls its
-    queue every millisecond: ~12%): the start-up work it does in the background (UMAP's numba compile, about
-    20 s of CPU) is done, and the sessions meet a server in steady state."""
+def wait_until_idle(log: Path, limit: float = 180.0) -> float:
+    """Seconds until the server says its start-up work (app.warm_up: UMAP's numba compile, about 20 s of CPU,
+    begun after the first request) is done, so the sessions meet a server in steady state."""
     start = time.perf_counter()
-    while time.perf_counter() - start < limit:
-        before = cpu_seconds(pid)
-        time.sleep(1)
-        if cpu_seconds(pid) - before < 0.25:
-            break
+    while time.perf_counter() - start < limit and "start-up work done" not in log.read_text():
+        time.sleep(0.5)
     return time.perf_counter() - start
 
 
@@ -283,7 +279,8 @@ def main() -> None:
             if problem is None:
                 run_one(warm, index, (name,))
         print(f"second start to first served page: {second_start:.1f} s; loading every offline model: "
-              f"{time.perf_counter() - t:.1f} s; server idle {wait_until_idle(proc.pid):.1f} s later")
+              f"{time.perf_counter() - t:.1f} s; start-up work done "
+              f"{wait_until_idle(logs / 'load-concurrent.log'):.1f} s later")
         cpu_before, own_before = cpu_seconds(proc.pid), time.process_time()
         latencies, errors, results, wall = run_sessions(port, plan, reading)
         server_cpu, client_cpu = cpu_seconds(proc.pid) - cpu_before, time.process_time() - own_before

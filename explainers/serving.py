@@ -20,6 +20,7 @@ import inspect
 import logging
 import sys
 import threading
+import time
 
 import gradio as gr
 import plotly.graph_objects as go
@@ -30,6 +31,7 @@ from explainers.figures import lecture_style
 
 log = logging.getLogger("explainer")
 ANSWERS_KEPT = 256
+last_call = [0.0]  # time.monotonic() of the latest handler call or page load: start-up work waits for a lull
 
 
 def shared(maxsize: int = 32, key=lambda args: args):
@@ -164,6 +166,7 @@ def handler(fn, remember: bool = True, gpu_seconds: int = 30):
 
     def answers(args, kwargs):
         """fn's answer, or each answer a generator yields, styled; failures turned into messages."""
+        last_call[0] = time.monotonic()
         values, special, on = split(args, kwargs)
         with plain_errors(fn.__name__):
             if inspect.isgeneratorfunction(fn):
