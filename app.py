@@ -25,6 +25,23 @@ def hub_reachable(timeout: float = 1.5) -> bool:
 if "HF_HUB_OFFLINE" not in os.environ and not os.environ.get("SPACE_ID") and not hub_reachable():
     os.environ["HF_HUB_OFFLINE"] = "1"  # no hub: never wait on it
 
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Model events run as many at a time as there are cores (at most 4), each with its share of the cores as torch
+# threads: threads x events never exceed the cores. On 2 cores that is 2 events of 1 thread: one thread per
+# forward is ~1.5x slower for a lone learner than two, but two forwards of two threads each on two cores thrash
+# (OpenMP teams waiting on each other's cores: 20x slower, measured), and a class sends many at once.
+# The count goes in OMP_NUM_THREADS before torch is imported: torch.set_num_threads does not reach MKL in the
+# handler threads Gradio starts later (each ran its matrix products on both cores: two requests at once
+# took as long as two one after the other, measured).
+LIMITS = {"model": min(cores(), 4), "generate": 1, "sweep": 1, "train": 1, "quantize": 1}
+THREADS = max(1, cores() // LIMITS["model"])
+for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(variable, str(THREADS))
+
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
@@ -36,19 +53,6 @@ from explainers.inputs import model_choices, unavailable_note  # noqa: E402
 from explainers.lessons import build as build_lessons  # noqa: E402
 from explainers.links import linked_view, make_query, restore  # noqa: E402
 from explainers.serving import Page, zero_gpu  # noqa: E402
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-# Model events run as many at a time as there are cores (at most 4), each with its share of the cores as torch
-# threads: threads x events never exceed the cores. On 2 cores that is 2 events of 1 thread: one thread per
-# forward is ~1.5x slower for a lone learner than two, but two forwards of two threads each on two cores thrash
-# (OpenMP teams waiting on each other's cores: 20x slower, measured), and a class sends many at once.
-LIMITS = {"model": min(cores(), 4), "generate": 1, "sweep": 1, "train": 1, "quantize": 1}
-THREADS = max(1, cores() // LIMITS["model"])
-
 
 UI = dict(queue=False, api_visibility="private")  # page plumbing: instant, and not an API endpoint
 GATE = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")  # queued: a stop is no HTTP error
