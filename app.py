@@ -43,7 +43,6 @@ for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(variable, str(THREADS))
 
 import gradio as gr  # noqa: E402
-import torch  # noqa: E402
 
 from core import zoo  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
@@ -238,7 +237,6 @@ def main() -> None:
             parser.error(str(e))
     if args.model and args.model not in zoo.SPECS:
         parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
-    torch.set_num_threads(THREADS)  # every handler thread starts with this count
     warm_up(args.model)
     demo = build_app(args.model, lecture=args.lecture)
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, **page_extras())

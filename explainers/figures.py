@@ -40,17 +40,17 @@ def scale(name: str) -> list:
     return plotly.colors.get_colorscale(name)
 
 
-def png(z: np.ndarray, colorscale: list, zmin: float, zmax: float, stretch: int = 1, levels: int = 64) -> str:
-    """A heatmap as a PNG data URI, one pixel per value (`stretch` pixels wide), in `levels` colours of the scale,
-    NaN white: for a figure with too many cells to send as numbers (an image trace's `source`). The attention
-    tab's 270 thumbnails are 280,000 values: 1.7 MB of JSON with every update, some 50 kB as a PNG."""
+def png(z: np.ndarray, colorscale: list, zmin: float, zmax: float, levels: int = 64) -> str:
+    """A heatmap as a PNG data URI, one pixel per value, in `levels` colours of the scale, NaN white: for a figure
+    with too many cells to send as numbers (an image trace's `source`). The attention tab's 270 thumbnails are
+    280,000 values: 1.7 MB of JSON with every update, about 100 kB as a PNG."""
     stops = np.array([s for s, _ in colorscale])
     rgb = np.array([plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c, "rgb")[0][0])
                     for _, c in colorscale])
     palette = np.stack([np.interp(np.linspace(0, 1, levels), stops, rgb[:, c]) for c in range(3)], -1)
     t = (np.asarray(z, dtype=np.float64) - zmin) / (zmax - zmin)
     index = np.where(np.isnan(t), levels, np.clip(t, 0, 1) * (levels - 1) + 0.5).astype(np.uint8)
-    image = Image.fromarray(np.repeat(index, stretch, axis=1), "P")
+    image = Image.fromarray(index, "P")
     image.putpalette([*palette.round().astype(np.uint8).ravel().tolist(), 255, 255, 255])
     buffer = io.BytesIO()
     image.save(buffer, "png")
