@@ -58,7 +58,8 @@ def describe(device: torch.device) -> str:
             return "CUDA (ZeroGPU)"
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"CPU, {n} thread{'s' if n > 1 else ''}"
 
 
 @contextmanager
