@@ -59,7 +59,12 @@ def run_upto(model_name: str, ids: tuple[int, ...], change, layer: int) -> Run:
     """A recorded forward that reaches block `layer`: the whole one if it is at hand, else blocks 0..layer alone.
     A tab that draws one layer (the causal mask) skips the blocks above it: on average half the model's work
     for a new text, which a class of learners each typing their own feels."""
-    return run.peek(model_name, ids, change) or run(model_name, ids, change, layer + 1)
+    model = get_model(model_name)
+    for depth in (None, *range(layer + 1, model.cfg.n_layers + 1)):  # the whole forward, or one that went deeper
+        recorded = run.peek(model_name, ids, change, depth)
+        if recorded is not None:
+            return recorded
+    return run(model_name, ids, change, layer + 1)
 
 
 def forget_runs() -> None:

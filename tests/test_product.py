@@ -253,14 +253,14 @@ def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
     runs = []
     hook = model.embed.register_forward_hook(lambda *_: runs.append(1))
     try:
-        args = ("tiny-gpt-char", "A text remembered once", 1, 2, "causal", 3)
+        args = ("tiny-gpt-char", "A text remembered once", 2, 2, "causal", 3)
         first = update(*args, False)
         again = update(*args, False)
         assert again[0] is first[0] and len(runs) == 1  # the second click did not run the model
         big = update(*args, True)[0]
         assert big is not first[0] and big.layout.font.size and first[0].layout.font.size is None
-        other_layer = update(*args[:2], 2, *args[3:], False)[0]
-        assert other_layer is not first[0] and len(runs) == 1  # a new drawing from the shared forward
+        other_layer = update(*args[:2], 1, *args[3:], False)[0]
+        assert other_layer is not first[0] and len(runs) == 1  # a new drawing from the shared (deeper) forward
     finally:
         hook.remove()
 
