@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from core import zoo  # noqa: E402
+from core.weights import zoo  # noqa: E402
 
 
 def smollm2_pair(threads: int = 2):

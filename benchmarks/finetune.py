@@ -9,8 +9,9 @@ import time
 import torch
 from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
 
-from core import finetune as ft
-from explainers import finetune as tab
+from core.learning import finetune as ft
+from explainers.page.jobs import Job
+from explainers.tabs import finetune as tab
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("model", nargs="?", default="tiny-gpt-char", choices=tab.MODELS)
@@ -22,7 +23,7 @@ corpus = next(iter(ft.CORPORA))
 lora = ft.LoraSettings()
 start = time.perf_counter()
 for out in tab.run(args.model, corpus, "", ft.CORPORA[corpus][1], steps, batch, window, ft.RunSettings.lr_full,
-                   ft.RunSettings.lr_lora, lora.rank, lora.alpha, lora.dropout, list(lora.targets)):
+                   ft.RunSettings.lr_lora, lora.rank, lora.alpha, lora.dropout, list(lora.targets), Job()):
     print(f"{time.perf_counter() - start:6.1f} s  {out[0][:90]}", flush=True)
 status, curves, cost, metrics, probs, samples, delta, merged = out
 print("\n\n".join([cost, metrics, samples, merged]))

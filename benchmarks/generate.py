@@ -5,7 +5,7 @@ Target: core <= 1.20x transformers' generate. Also checks that both produce the 
 import torch
 from common import interleaved_medians, smollm2_pair
 
-from core.generation import generate
+from core.inference.generation import generate
 
 
 def main(new_tokens: int = 128, reps: int = 3) -> None:

@@ -14,7 +14,7 @@ import torch
 from common import interleaved_medians, zoo
 
 from core.device import describe, pick_device
-from core.generation import generate, median_slope
+from core.inference.generation import generate, median_slope
 
 
 def main() -> None:

@@ -240,7 +240,7 @@ def main() -> None:
     args = parser.parse_args()
     from gradio_client import Client
 
-    from core import zoo
+    from core.weights import zoo
     tok = zoo.load("smollm2-135m").tokenizer
     PROMPTS[:] = [tok.decode(tok.encode(p)[:32]) for p in PROMPTS]
     print("prompt tokens:", [len(tok.encode(p)) for p in PROMPTS])

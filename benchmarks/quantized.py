@@ -1,6 +1,6 @@
 """fp32 against int8 weights on SmolLM2, 64 greedy new tokens: `python benchmarks/quantized.py [--threads N]`.
 
-In one run: transformers' generate (fp32), core fp32 and core int8 (core.quant.Int8Linear), interleaved; then
+In one run: transformers' generate (fp32), core fp32 and core int8 (core.inference.int8.Int8Linear), interleaved; then
 the share of greedy tokens that int8 writes as fp32 does (position by position, on three prompts), the
 same with the fp32 tokens fed in (teacher forcing: does int8 pick the same next token?), and the mean next-token
 KL(fp32 || int8) on held-out text. Targets (issue #17): int8 decode >= 1.8x transformers fp32, >= 90% identical
@@ -11,9 +11,10 @@ import argparse
 import torch
 from common import interleaved_medians, smollm2_pair
 
-from core import quant, zoo
-from core.data import corpus_split
-from core.generation import generate
+from core.analysis import quantization as quant
+from core.inference.generation import generate
+from core.learning.data import corpus_split
+from core.weights import zoo
 
 PROMPTS = ["The history of the printing press begins", "Once upon a time", "The capital of France is"]
 

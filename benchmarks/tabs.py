@@ -13,9 +13,10 @@ import time
 import torch
 from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
 
-from core import zoo
-from explainers import attention, block, causal_mask, embeddings, lm_head, moe, overview, patching, residual, tokenizer
+from core.weights import zoo
 from explainers.activations import forget_runs
+from explainers.page.jobs import Job
+from explainers.tabs import attention, block, causal_mask, embeddings, lm_head, moe, overview, patching, residual, tokenizer
 
 PROMPT = ("The bank is near the river bank, and every morning the old fisherman walks there "
           "to watch the boats come in before the sun rises over the quiet grey harbour.")
@@ -65,7 +66,8 @@ def main() -> None:
         "block: other layer and position (cached)": lambda: block.update(name, PROMPT, 20, 5, block.NORMS[0]),
         "residual stream: new text": fresh(lambda: residual.update(name, PROMPT, -1, "")),
         "residual stream: other position (cached)": lambda: residual.update(name, PROMPT, 7, ""),
-        "patching: residual sweep, 30 x 14": lambda: list(patching.update(name, *patching.PRESETS[1], ["residual stream"])),
+        "patching: residual sweep, 30 x 14": lambda: list(patching.update(name, *patching.PRESETS[1], ["residual stream"],
+                                                                          Job())),
     }
     print(f"SmolLM2-135M, {ids.shape[1]}-token prompt, {torch.get_num_threads()} threads, median of 5")
     reference = None

@@ -1,10 +1,10 @@
 """The Training tab's cost, measured against its own loop: `python benchmarks/training.py [--rounds N]`.
 
-1. Overhead: the tab's handler (explainers.training.train_live: the loop plus the held-out checks, samples,
+1. Overhead: the tab's handler (explainers.tabs.training.train_live: the loop plus the held-out checks, samples,
    attention patterns, embedding maps and every figure serialised, as Gradio sends them) against the same loop
-   in a plain script (core.training.prepare + train_steps, as `python -m core.training` runs it), the default
-   run each, same seed and threads, taken in pairs; the median of the pairs' ratios. Target: the tab costs at
-   most 10% more.
+   in a plain script (core.learning.training.prepare + train_steps, as `python -m core.learning.training` runs
+   it), the default run each, same seed and threads, taken in pairs; the median of the pairs' ratios.
+   Target: the tab costs at most 10% more.
 2. Sharing: the attention tab's handler on SmolLM2 (a new text, so the model runs) on a server thread, timed
    with nothing else running and while a default training run goes on in another thread. Reports both medians
    and their ratio, and the training run's own speed beside it.
@@ -21,10 +21,11 @@ import plotly.graph_objects as go
 import torch
 from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
 
-from core.training import prepare, train_steps
-from explainers import attention, training
+from core.learning.training import prepare, train_steps
 from explainers.activations import forget_runs
-from explainers.serving import forget_answers
+from explainers.page.jobs import Job
+from explainers.page.serving import forget_answers
+from explainers.tabs import attention, training
 
 PROMPT = ("The bank is near the river bank, and every morning the old fisherman walks there "
           "to watch the boats come in before the sun rises over the quiet grey harbour.")
@@ -43,12 +44,12 @@ def plain_loop() -> float:
     return time.perf_counter() - start
 
 
-def app_loop(live: training.Live | None = None) -> tuple[float, str]:
+def app_loop(job: Job | None = None) -> tuple[float, str]:
     """Seconds for the default run through the tab's handler, every figure it yields turned into JSON, and the
     tab's last status line."""
     start = time.perf_counter()
     for answer in training.train_live("tiny-gpt-char", D["width"], D["layers"], D["steps"], D["learning rate"],
-                                      D["batch"], live):
+                                      D["batch"], job or Job()):
         for part in answer:
             if isinstance(part, go.Figure):
                 part.to_json()
@@ -91,12 +92,12 @@ def main() -> None:
     server = ThreadPoolExecutor(1)  # a request thread that exists before training starts, as Gradio's do
     attention_latency(server, n=2)  # load SmolLM2, warm up
     idle = attention_latency(server)
-    live, shared = training.Live(), {}
-    trainer = threading.Thread(target=lambda: shared.update(status=app_loop(live)[1]))
+    job, shared = Job(), {}
+    trainer = threading.Thread(target=lambda: shared.update(status=app_loop(job)[1]))
     trainer.start()
     time.sleep(5)  # past preparation, into the steps
     busy = attention_latency(server)
-    live.stop.set()
+    job.stop.set()
     trainer.join()
     i, b = statistics.median(idle), statistics.median(busy)
     print(f"attention tab (SmolLM2, new text): idle {i:.2f} s  |  during training {b:.2f} s  |  ratio {b / i:.2f} "

@@ -6,7 +6,7 @@ Shape letters used in comments throughout `core`:
     C model width        F FFN width            V vocabulary
     E experts            K experts per token
 """
-from core.config import ModelConfig
-from core.model import HookedTransformer
+from core.model.config import ModelConfig
+from core.model.transformer import HookedTransformer
 
 __all__ = ["ModelConfig", "HookedTransformer"]

@@ -38,7 +38,7 @@ def clean_text(text, max_chars: int = MAX_CHARS) -> tuple[str, str]:
 
 
 def text_to_tokens(model, text, limit: int | None = None, keep: str = "first") -> tuple[list, str]:
-    """A text as the model's tokens (core.tokenizers.Token), at most `limit` of them and never more than its
+    """A text as the model's tokens (core.weights.tokenizers.Token), at most `limit` of them and never more than its
     context: the first ones, or the last ones (keep="last", where a prediction is read at the end).
     Returns (tokens, a notice of what was cleaned or cut, or '')."""
     text, notice = clean_text(text)

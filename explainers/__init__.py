@@ -1,18 +1,3 @@
-"""One module per tab, grouped into chapters; CHAPTERS is the order they appear in, TABS the same tabs in one list."""
-from explainers import attention, block, causal_mask, embeddings, kv_cache, lm_head, moe  # noqa: I001
-from explainers import finetune, overview, patching, quantization, residual, tokenizer, training
+"""The Gradio side: tabs (explainers.tabs), the page around them (explainers.page), drawing (explainers.draw).
 
-CHAPTERS = [  # (title, its tabs); a chapter with no tabs is not drawn
-    ("The whole model", [overview]),
-    ("Text to tokens", [tokenizer, embeddings]),
-    ("Inside a block", [causal_mask, attention, block, moe, residual]),
-    ("Out to text", [lm_head]),
-    ("Learning", [training, finetune]),
-    ("Beyond", [kv_cache, patching, quantization]),
-]
-TABS = [module for _, modules in CHAPTERS for module in modules]
-
-
-def tab_id(module) -> str:
-    """A tab's id, in deep links and in the page: its module's name (`?tab=attention`)."""
-    return module.__name__.rsplit(".", 1)[-1]
+Importing one tab imports only what it uses; explainers.chapters lists every tab, in the page's order."""

@@ -9,9 +9,9 @@ from contextlib import nullcontext
 
 import torch
 
-from core.cache import ActivationCache, kinds, resid_names
-from explainers.inputs import get_model
-from explainers.serving import shared
+from core.model.cache import ActivationCache, kinds, resid_names
+from explainers.page.inputs import get_model
+from explainers.page.serving import shared
 
 ATTENTION_TOKENS = 64  # Q, K, V, masks, patterns and each sublayer's output are kept for sequences up to this long
 _DETAIL = kinds("q", "k", "v", "rot_q", "rot_k", "mask", "pattern", "z", "embed", "pos_embed", "resid_mid",
@@ -41,8 +41,8 @@ class Run:
 
 @shared(8, key=lambda args: (*args, None, None)[:4])  # run(m, ids) and run(m, ids, None) are the same forward
 def run(model_name: str, ids: tuple[int, ...], change=None, layers: int | None = None) -> Run:
-    """The recorded forward of these token ids, with an intervention (core.attention.ZeroHeads, MaskOverride,
-    core.moe.Routing: anything with .apply(model)) or none. Records the residual stream and expert routing, and,
+    """The recorded forward of these token ids, with an intervention (core.model.attention.ZeroHeads, MaskOverride,
+    core.model.moe.Routing: anything with .apply(model)) or none. Records the residual stream and expert routing, and,
     when the sequence is short enough to draw them, attention's Q, K, V, mask, pattern and z, the embeddings and
     what each sublayer adds to the stream (attn_out, resid_mid, mlp_out). layers=n runs blocks 0..n-1 only:
     see `run_upto`."""

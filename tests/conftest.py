@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
-from core.convert import from_transformers  # noqa: E402
+from core.weights.convert import from_transformers  # noqa: E402
 
 VOCAB = 101
 
@@ -75,13 +75,13 @@ def ids():
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from core import zoo
+    from core.weights import zoo
     return zoo.load("smollm2-135m", "cpu")
 
 
 @pytest.fixture(scope="session")
 def minilm():
-    from core import zoo
+    from core.weights import zoo
     return zoo.load("minilm-l6", "cpu")
 
 

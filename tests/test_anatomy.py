@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import zoo
-from core.anatomy import decompose, direct_logit_attribution, inside_block, norm_steps
+from core.analysis.anatomy import decompose, direct_logit_attribution, inside_block, norm_steps
 from core.inputs import InputError
+from core.weights import zoo
 
 TEXT = "The capital of France is"
 

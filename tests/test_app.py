@@ -3,8 +3,8 @@ import gradio as gr
 import pytest
 
 from core.inputs import InputError, clean_text
-from explainers import overview
-from explainers.inputs import get_model
+from explainers.page.inputs import get_model
+from explainers.tabs import overview
 
 
 def test_app_builds_offline_with_a_model_picker():
@@ -78,7 +78,7 @@ def test_on_a_zero_gpu_space_the_handlers_run_inside_spaces_gpu(monkeypatch):
     import app
     fns = {f.api_name: f.fn for f in app.build_app().fns.values() if f.api_name}
     assert "tiny-gpt-char" in fns["tokenize"]("The cat sat.", ["tiny-gpt-char"], False)
-    *_, summary = list(fns["kv_cache"]("tiny-gpt-char", "ROMEO:", 4, "cpu", None, "fp32", False))[-1]
+    *_, summary = list(fns["kv_cache"]("tiny-gpt-char", "ROMEO:", 4, "cpu", "fp32", None, False))[-1]
     assert ("update", 30) in calls and ("run", 120) in calls, calls
     monkeypatch.delitem(sys.modules, "spaces")
     calls.clear()

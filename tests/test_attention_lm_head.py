@@ -3,13 +3,13 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from core import zoo
-from core.attention import ZeroHeads, kv_head_of, pattern_summary, zero_heads
+from core.analysis.lens import logit_lens
+from core.inference.sampling import SamplingSettings, draw, stages
 from core.inputs import InputError
-from core.lens import logit_lens
-from core.sampling import SamplingSettings, draw, stages
-from explainers import attention, lm_head
+from core.model.attention import ZeroHeads, kv_head_of, pattern_summary, zero_heads
+from core.weights import zoo
 from explainers.activations import run
+from explainers.tabs import attention, lm_head
 
 MODELS = ["smollm2-135m", "tiny-gpt-char", "tiny-moe", "tiny-bert-word", "minilm-l6"]
 DECODERS = ["smollm2-135m", "tiny-gpt-char", "tiny-moe"]

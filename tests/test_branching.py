@@ -5,11 +5,11 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from core import zoo
-from core.generation import branch, generate
+from core.inference.generation import branch, generate
+from core.inference.sampling import SamplingSettings
 from core.inputs import InputError
-from core.sampling import SamplingSettings
-from explainers import lm_head
+from core.weights import zoo
+from explainers.tabs import lm_head
 
 CAT = "The cat sat on the"
 

@@ -60,8 +60,8 @@ def test_three_cold_starts_open_a_deep_link_at_once_with_no_error(tmp_path):
 LOAD_EVERY_MODEL = """
 import sys
 import app  # what the server imports before it serves
-from core import zoo
-from core.projection import project
+from core.weights import zoo
+from core.analysis.projection import project
 import numpy
 before = dict(sys.modules)
 for name, problem in zoo.available().items():

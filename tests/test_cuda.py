@@ -16,7 +16,7 @@ def test_the_default_device_is_the_gpu_and_the_page_says_so():
 
 @pytest.mark.parametrize("name", ["tiny-gpt-char", "tiny-moe", "tiny-bert-word"])
 def test_a_model_on_the_gpu_gives_the_cpus_logits(name):
-    from core import zoo
+    from core.weights import zoo
     cpu, gpu = zoo.load(name, "cpu"), zoo.load(name, "cuda")
     assert next(gpu.parameters()).device.type == "cuda"
     ids = torch.tensor([cpu.tokenizer.encode("ROMEO: the king and queen are here")[:24]])
@@ -28,7 +28,7 @@ def test_a_model_on_the_gpu_gives_the_cpus_logits(name):
 def test_core_matches_transformers_on_the_gpu(family):
     from conftest import tiny_hf
 
-    from core.convert import from_transformers
+    from core.weights.convert import from_transformers
     hf = tiny_hf(family).cuda()
     ours = from_transformers(hf).cuda()
     ids = torch.randint(0, 101, (2, 17), device="cuda")
@@ -37,19 +37,20 @@ def test_core_matches_transformers_on_the_gpu(family):
 
 
 def test_kv_cache_tab_on_the_gpu_times_every_step_and_keeps_the_tokens():
-    from core import zoo
-    from core.generation import generate
-    from explainers import kv_cache
+    from core.inference.generation import generate
+    from core.weights import zoo
+    from explainers.page.jobs import Job
+    from explainers.tabs import kv_cache
     model = zoo.load("tiny-gpt-char", "cuda")
     prompt = model.tokenizer.encode("ROMEO:")
     cached, plain = (generate(model, prompt, 32, use_cache=c) for c in (True, False))
     assert cached.new_ids == plain.new_ids and min(cached.step_seconds) > 0
-    timing, memory, summary = list(kv_cache.run("tiny-gpt-char", "ROMEO:", 40, "cuda"))[-1]
+    timing, memory, summary = list(kv_cache.run("tiny-gpt-char", "ROMEO:", 40, "cuda", "fp32", Job()))[-1]
     assert "Identical tokens in both runs: yes" in summary and "CUDA" in summary
 
 
 def test_the_tabs_draw_from_a_model_on_the_gpu():
-    from explainers import attention, lm_head
+    from explainers.tabs import attention, lm_head
     figures = attention.update_all("tiny-gpt-char", "ROMEO: the king", 1, 2, [])
     assert figures[0].data
     stages, notice, *_ = lm_head.update("tiny-gpt-char", "ROMEO: the kin", -1, 1.0, 0, 1.0, 0, 100)

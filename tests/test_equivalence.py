@@ -4,7 +4,7 @@ import importlib.util
 import torch
 from conftest import assert_close
 
-from core import zoo
+from core.weights import zoo
 
 
 def hf_output(hf, ids, **kw):

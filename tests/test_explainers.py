@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from core import zoo
-from core.attention import MaskOverride
 from core.inputs import InputError
-from explainers import causal_mask, embeddings, tokenizer
+from core.model.attention import MaskOverride
+from core.weights import zoo
 from explainers.activations import run
+from explainers.tabs import causal_mask, embeddings, tokenizer
 
 ODD = ["", "   ", "x" * 10_000, "👩‍👩‍👧 family", "مرحبا بالعالم", "a\x00b\x07c", "日本語のテキスト"]
 REAL = ["smollm2-135m", "minilm-l6"]
@@ -129,9 +129,9 @@ def test_steps_figure_is_labelled_with_tokens():
 
 @pytest.mark.parametrize("mask", ["model's own", "sliding window"])
 def test_the_causal_mask_tab_runs_the_blocks_up_to_its_layer_and_draws_what_the_whole_forward_gives(mask):
-    from core.attention import MaskOverride
+    from core.model.attention import MaskOverride
     from explainers.activations import forget_runs, run
-    from explainers.inputs import get_model
+    from explainers.page.inputs import get_model
     model, text, layer = get_model("smollm2-135m"), "A new text for the causal mask tab alone", 3
     ran = []
     hooks = [b.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, b in enumerate(model.blocks)]

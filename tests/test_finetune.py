@@ -6,10 +6,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from core import finetune as ft
-from core import zoo
 from core.inputs import InputError
-from explainers import finetune as tab
+from core.learning import finetune as ft
+from core.weights import zoo
+from explainers.page.jobs import Job
+from explainers.tabs import finetune as tab
 
 CONSTITUTION = "The Constitution of the United States"
 SMALL = ft.RunSettings(steps=4, batch=2, seq_len=32, eval_every=2)
@@ -134,30 +135,29 @@ def test_out_of_range_settings_get_a_plain_sentence(field, value):
 
 def test_the_tab_runs_and_draws_every_figure_and_table():
     out = list(tab.run("tiny-gpt-char", CONSTITUTION, "", "The Congress", 3, 2, 32, 1e-3, 5e-3, 2, 4, 0.0,
-                       ["q_proj", "v_proj"]))
+                       ["q_proj", "v_proj"], Job()))
     status, curves, cost, metrics, probs, samples, delta, merged = out[-1]
     assert "| full |" in metrics and "| LoRA |" in metrics and "| before |" in metrics
     assert "ROUGE-L" in metrics and "BLEU" in metrics and "optimiser state" in cost
     assert len(curves.data) == 7 and len(probs.data) == 3 and delta.data[0].type == "heatmap"
     assert "Merged" in merged and "The Congress" in samples
     again = list(tab.run("tiny-gpt-char", CONSTITUTION, "", "We the People", 3, 2, 32, 1e-3, 5e-3, 2, 4, 0.0,
-                         ["q_proj", "v_proj"]))
+                         ["q_proj", "v_proj"], Job()))
     assert len(again) == 1 and "kept" in again[0][0] and "We the People" in again[0][5]   # answered from the kept run
 
 
 def test_cancel_in_the_tab_stops_at_once_and_says_so():
-    import threading
-    stop = threading.Event()
-    stop.set()
-    out = list(tab.run("tiny-gpt-char", CONSTITUTION, "", "", 50, 2, 32, 1e-3, 5e-3, 2, 4, 0.0, ["q_proj"], stop))
+    job = Job()
+    job.stop.set()  # the Cancel button
+    out = list(tab.run("tiny-gpt-char", CONSTITUTION, "", "", 50, 2, 32, 1e-3, 5e-3, 2, 4, 0.0, ["q_proj"], job))
     assert len(out) == 1 and out[0][0].startswith("**Cancelled** at step 0")
 
 
 def test_a_pasted_text_is_used_and_a_bad_one_is_refused():
     with pytest.raises(InputError, match="at least"):
-        list(tab.run("tiny-gpt-char", tab.PASTE, "abc", "", 3, 2, 32, 1e-3, 5e-3, 2, 4, 0.0, ["q_proj"]))
+        list(tab.run("tiny-gpt-char", tab.PASTE, "abc", "", 3, 2, 32, 1e-3, 5e-3, 2, 4, 0.0, ["q_proj"], Job()))
     with pytest.raises(InputError, match="Fine-tune one of"):
-        list(tab.run("tiny-bert-word", CONSTITUTION, "", "", 3, 2, 32, 1e-3, 5e-3, 2, 4, 0.0, ["q_proj"]))
+        list(tab.run("tiny-bert-word", CONSTITUTION, "", "", 3, 2, 32, 1e-3, 5e-3, 2, 4, 0.0, ["q_proj"], Job()))
 
 
 @pytest.mark.parametrize("targets", [[], ["nope"], "q_proj", None])

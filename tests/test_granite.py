@@ -10,16 +10,17 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import GraniteMoeForCausalLM, PreTrainedTokenizerFast
 
-import core.model
-from core import HookedTransformer, ModelConfig, zoo
-from core.anatomy import decompose, direct_logit_attribution, inside_block
-from core.cache import kinds
-from core.convert import from_transformers
-from core.model import active_parameters
-from core.moe import route
-from core.tokenizers import CharTokenizer
-from explainers import causal_mask, moe
+import core.model.transformer
+from core import HookedTransformer, ModelConfig
+from core.analysis.anatomy import decompose, direct_logit_attribution, inside_block
+from core.model.cache import kinds
+from core.model.moe import route
+from core.model.transformer import active_parameters
+from core.weights import zoo
+from core.weights.convert import from_transformers
+from core.weights.tokenizers import CharTokenizer
 from explainers.activations import forget_runs
+from explainers.tabs import causal_mask, moe
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_the_converted_config_carries_granites_multipliers(granite):
 
 def test_a_checkpoint_in_granites_hub_layout_loads_through_the_zoo(tmp_path, ids):
     """save_pretrained writes the hub's layout (experts as input_linear / output_linear, router.layer); the zoo's
-    hub loader reads such a folder as it reads the hub, and core.convert finds every weight."""
+    hub loader reads such a folder as it reads the hub, and core.weights.convert finds every weight."""
     hf = tiny_hf("granitemoe")
     hf.save_pretrained(tmp_path)
     assert "model.layers.0.block_sparse_moe.input_linear.weight" in load_file(tmp_path / "model.safetensors")
@@ -94,7 +95,7 @@ def test_residual_stream_and_attention_patterns_match_transformers(granite, ids)
 
 
 def test_granites_softmax_over_the_top_k_logits_is_our_renormalised_top_k():
-    """Granite keeps the k largest router logits and softmaxes only them; Mixtral (and core.moe.route) softmaxes
+    """Granite keeps the k largest router logits and softmaxes only them; Mixtral (and core.model.moe.route) softmaxes
     all E, keeps the k largest and renormalises. The denominators cancel: the same experts, the same weights."""
     logits = torch.randn(1000, 32, generator=torch.Generator().manual_seed(0))
     top_logits, granite_experts = logits.topk(8, dim=-1)
@@ -162,7 +163,7 @@ def test_moe_tab_runs_on_granite(granite_in_zoo):
 
 def test_the_real_model_is_1_3b_parameters_with_400m_active_and_reads_a_short_corpus_sample(monkeypatch):
     """granite-3.x-1b-a400m's shape (its config.json), built on the meta device: no memory, no weights."""
-    monkeypatch.setattr(core.model, "_init_weights", lambda module: None)  # nothing to initialise on meta
+    monkeypatch.setattr(core.model.transformer, "_init_weights", lambda module: None)  # nothing to initialise on meta
     cfg = ModelConfig(family="moe", vocab_size=49155, d_model=1024, n_layers=24, n_heads=16, n_kv_heads=8, d_ff=512,
                       positions="rope", norm="rmsnorm", act="silu", gated_ffn=True, bias=False, n_experts=32, top_k=8)
     with torch.device("meta"):

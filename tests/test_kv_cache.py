@@ -4,8 +4,8 @@ import torch
 from conftest import assert_close
 
 from core import HookedTransformer, ModelConfig
-from core.generation import generate
-from core.kv_cache import KVCache, cache_bytes
+from core.inference.generation import generate
+from core.model.kv_cache import KVCache, cache_bytes
 
 EXTRA_DECODERS = {
     "alibi": ModelConfig(positions="alibi", n_ctx=64),

@@ -3,11 +3,11 @@ import re
 import textwrap
 from urllib.parse import parse_qs
 
-import gradio as gr
 import pytest
 
-from explainers import TABS, lessons, tab_id
-from explainers.lessons import check, lesson_link, parse
+from explainers.chapters import TABS, tab_id
+from explainers.page import lesson_files as lessons
+from explainers.page.lesson_files import check, lesson_link, parse
 
 TAB_IDS = [tab_id(module) for module in TABS]
 
@@ -21,7 +21,7 @@ def demo():
 @pytest.fixture(scope="module")
 def LINKS(demo):
     """The real page's link settings, as the lessons are checked against them."""
-    return demo.page.links
+    return demo.views.links
 
 
 GOOD = textwrap.dedent("""\
@@ -173,9 +173,8 @@ def test_every_step_of_the_shipped_lessons_shows_as_written(LINKS):
 def test_a_lesson_link_opens_its_steps_view_and_copy_link_names_the_step(demo):
     """The panel turns `?lesson=...&step=k` into that step's deep link for the page's restore (keeping the link's
     lecture setting), and "Copy link" in a lesson gives the lesson and step."""
-    panel = next(f.fn.__self__ for f in demo.fns.values()
-                 if isinstance(getattr(f.fn, "__self__", None), lessons.LessonPanel))
-    walk = lessons.load("tokens-to-sampling", demo.page.links, TAB_IDS)
+    panel = demo.lesson
+    walk = lessons.load("tokens-to-sampling", demo.views.links, TAB_IDS)
     assert panel.view_query("?lesson=tokens-to-sampling&step=5&lecture=1") == walk.steps[4].query + "&lecture=1"
     assert panel.view_query("?lesson=tokens-to-sampling&step=99") == walk.steps[-1].query
     assert panel.view_query("?lesson=nope") == "?"
@@ -207,22 +206,35 @@ class Pressed:
 
 @pytest.fixture(scope="module")
 def panel(demo):
-    return next(f.fn.__self__ for f in demo.fns.values()
-                if isinstance(getattr(f.fn, "__self__", None), lessons.LessonPanel))
+    return demo.lesson
 
 
-def test_start_next_and_back_show_a_step_and_redraw_only_its_tab(panel):
-    name = "tokens-to-sampling"
-    first = panel.go(name, None, "smollm2-135m", False, Pressed("lesson-start"))
+def test_start_next_and_back_show_a_step_and_the_page_draws_only_its_tab(demo, panel):
+    """A step's view is applied as a link is: the step's tab is selected and draws; every other tab is stale and
+    draws when it is next shown."""
+    views, name = demo.views, "tokens-to-sampling"
+
+    def step(out, drawn):
+        applied = views.apply(out[panel.step_query])
+        looked = views.look(applied[views.screen], applied[views.generation], drawn)
+        requested = [tab for tab, request in views.requests.items() if request in looked]
+        return applied, looked, requested
+
+    first = panel.go(name, None, False, Pressed("lesson-start"))
     assert first[panel.state] == {"lesson": name, "step": 0} and "Step 1 of 16" in first[panel.heading]
-    assert first[panel.page.model] == "smollm2-135m" and panel.redraw["overview"] in first
-    assert panel.redraw["*"] not in first  # the model stays: only the step's tab redraws
-    second = panel.go(name, first[panel.state], "smollm2-135m", False, Pressed("lesson-next"))
-    assert second[panel.state]["step"] == 1 and panel.redraw["tokenizer"] in second
-    assert second[panel.back].interactive is True
-    back = panel.go(name, second[panel.state], "tiny-gpt-char", True, Pressed("lesson-back"))
-    assert back[panel.state]["step"] == 0 and panel.redraw["*"] in back  # the model changes: every tab redraws
-    assert back[panel.page.lecture] is True  # the viewer's lecture mode is kept
+    applied, looked, requested = step(first, {})
+    assert applied[views.w["model"]] == "smollm2-135m" and requested == ["overview"]
+    second = panel.go(name, first[panel.state], False, Pressed("lesson-next"))
+    assert second[panel.state]["step"] == 1 and second[panel.back].interactive is True
+    applied, looked, requested = step(second, looked[views.drawn])
+    assert requested == ["tokenizer"]  # the step's tab only
+    generation, drawn = applied[views.generation], looked[views.drawn]
+    back = panel.go(name, second[panel.state], True, Pressed("lesson-back"))
+    assert back[panel.state]["step"] == 0
+    applied, looked, requested = step(back, drawn)
+    assert requested == ["overview"] and applied[views.w["lecture"]] is True  # the viewer's lecture mode is kept
+    assert applied[views.generation] > generation and all(  # every other tab draws again when shown
+        looked[views.drawn].get(tab) != applied[views.generation] for tab in views.requests if tab != "overview")
 
 
 @pytest.mark.parametrize("name, state, pressed, shown", [
@@ -230,9 +242,9 @@ def test_start_next_and_back_show_a_step_and_redraw_only_its_tab(panel):
     ("tokens-to-sampling", {"lesson": "tokens-to-sampling", "step": 99}, "lesson-next", "Step 16 of 16"),
     ("nope", None, "lesson-start", None), (None, "state", "lesson-start", None)])
 def test_odd_states_and_names_give_a_step_or_a_note(panel, name, state, pressed, shown):
-    out = panel.go(name, state, "smollm2-135m", False, Pressed(pressed))
+    out = panel.go(name, state, False, Pressed(pressed))
     if shown:
         assert shown in out[panel.heading]
     else:
         assert out[panel.state] is None and "There is no lesson" in out[panel.report]
-    assert panel.go(name, state, "smollm2-135m", False) == {panel.state: gr.skip()}  # not pressed: nothing
+    assert panel.go(name, state, False) == {panel.step_query: None}  # not pressed: nothing to apply

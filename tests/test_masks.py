@@ -2,7 +2,7 @@
 import torch
 
 from core import HookedTransformer, ModelConfig
-from core.attention import causal_mask, sliding_window_mask
+from core.model.attention import causal_mask, sliding_window_mask
 
 
 def patterns(model, ids, **kw):
@@ -62,6 +62,6 @@ def test_alibi_bias_penalises_distance_per_head():
 
 
 def test_left_pad_puts_padding_first():
-    from core.attention import left_pad
+    from core.model.attention import left_pad
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from core.inputs import InputError
-from explainers import block, lm_head, overview, residual
 from explainers.activations import forget_runs, run
-from explainers.inputs import get_model
+from explainers.page.inputs import get_model
+from explainers.tabs import block, lm_head, overview, residual
 
 TEXT = "The capital of France is"
 

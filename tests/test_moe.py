@@ -4,7 +4,7 @@ import math
 import torch
 
 from core import HookedTransformer, ModelConfig
-from core.moe import load_balancing_loss, route
+from core.model.moe import load_balancing_loss, route
 
 
 def moe_model(**kw):

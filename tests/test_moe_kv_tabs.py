@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from core import zoo
-from core.generation import generate, generate_steps, median_slope
+from core.inference.generation import generate, generate_steps, median_slope
 from core.inputs import InputError
-from core.kv_cache import cache_bytes
-from core.moe import Routing, route, routing
-from explainers import kv_cache, moe
+from core.model.kv_cache import cache_bytes
+from core.model.moe import Routing, route, routing
+from core.weights import zoo
+from explainers.page.jobs import Job, cancel
+from explainers.tabs import kv_cache, moe
 
 TEXT = "ROMEO:\nBut, soft! what light"
 OWN = dict(top_k=2, noise=0, seed=0, disabled=[], forced="none")
@@ -117,7 +118,7 @@ def test_median_slope_is_robust_to_outliers():
 
 
 def test_kv_tab_runs_live_and_ends_with_the_proof():
-    outs = list(kv_cache.run("tiny-gpt-char", "ROMEO:", 40, "cpu"))
+    outs = list(kv_cache.run("tiny-gpt-char", "ROMEO:", 40, "cpu", "fp32", Job()))
     timing, memory, summary = outs[-1]
     assert "Identical tokens in both runs: yes" in summary and "Speedup" in summary and "CPU" in summary
     assert {t.name for t in timing.data if t.name} == {"with KV cache", "without cache"}
@@ -132,12 +133,12 @@ def test_kv_tab_runs_live_and_ends_with_the_proof():
     (("x" * 200, 10, "cpu"), "fills this model's context")])
 def test_kv_tab_bad_input(args, message):
     with pytest.raises(InputError, match=message):
-        list(kv_cache.run("tiny-gpt-char", *args))
+        list(kv_cache.run("tiny-gpt-char", *args, "fp32", Job()))
 
 
 def test_kv_tab_refuses_encoders_and_can_be_stopped_early():
     with pytest.raises(InputError, match="encoder"):
-        list(kv_cache.run("minilm-l6", "hello", 5, "cpu"))
+        list(kv_cache.run("minilm-l6", "hello", 5, "cpu", "fp32", Job()))
     model = zoo.load("tiny-gpt-char", "cpu")
     steps = generate_steps(model, model.tokenizer.encode("ROMEO:"), 50)
     first = [len(next(steps).new_ids) for _ in range(3)]
@@ -148,11 +149,11 @@ def test_kv_tab_refuses_encoders_and_can_be_stopped_early():
 
 def test_cancel_stops_the_run_of_its_own_session_and_reports_what_ran(monkeypatch):
     monkeypatch.setattr(kv_cache, "REFRESH_SECONDS", 0.0)           # yield after every step
-    ours, other = kv_cache.new_stop_flag(), kv_cache.new_stop_flag()  # each session's gr.State
-    mine = kv_cache.run("tiny-gpt-char", "ROMEO:", 100, "cpu", ours)
-    theirs = kv_cache.run("tiny-gpt-char", "ROMEO:", 20, "cpu", other)
+    ours, other = Job(), Job()  # each session's gr.State
+    mine = kv_cache.run("tiny-gpt-char", "ROMEO:", 100, "cpu", "fp32", ours)
+    theirs = kv_cache.run("tiny-gpt-char", "ROMEO:", 20, "cpu", "fp32", other)
     next(mine), next(theirs), next(mine)
-    kv_cache.cancel(ours)
+    cancel(ours)  # the Cancel button
     rest = list(mine)
     assert len(rest) == 1 and rest[0][2].startswith("**Cancelled** (with KV cache: 3 of 100 tokens)")
     assert "Identical tokens in both runs: yes" in list(theirs)[-1][2]       # the other session ran on

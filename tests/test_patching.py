@@ -5,11 +5,12 @@ import functools
 import pytest
 import torch
 
-from core import zoo
-from core.cache import kinds
+from core.analysis.patching import logit_diff, run_patched, sweep
 from core.inputs import InputError
-from core.patching import logit_diff, run_patched, sweep
-from explainers import patching
+from core.model.cache import kinds
+from core.weights import zoo
+from explainers.page.jobs import Job
+from explainers.tabs import patching
 
 PAIRS = {"smollm2-135m": ("The capital of France is", "The capital of Italy is", " Paris", " Rome"),
          "tiny-gpt-char": ("the king and quee", "the lord and ladi", "n", "e")}
@@ -77,14 +78,14 @@ def test_patching_the_one_differing_token_at_the_input_restores_everything(name)
 
 
 def test_the_tab_draws_each_sweep_as_it_finishes_and_refuses_plainly():
-    steps = list(patching.update("tiny-gpt-char", *PAIRS["tiny-gpt-char"], ["residual stream", "heads"]))
+    steps = list(patching.update("tiny-gpt-char", *PAIRS["tiny-gpt-char"], ["residual stream", "heads"], Job()))
     assert len(steps) == 2 and "2 of 2 sweeps" in steps[-1][0] and len(steps[-1][1].data) == 2
     with pytest.raises(InputError, match="same length"):
-        list(patching.update("tiny-gpt-char", "to be", "not to be", "a", "b", ["heads"]))
+        list(patching.update("tiny-gpt-char", "to be", "not to be", "a", "b", ["heads"], Job()))
     with pytest.raises(InputError, match="does not predict a next token"):
-        list(patching.update("minilm-l6", *PAIRS["smollm2-135m"], ["heads"]))
+        list(patching.update("minilm-l6", *PAIRS["smollm2-135m"], ["heads"], Job()))
     with pytest.raises(InputError, match="Tick at least one"):
-        list(patching.update("tiny-gpt-char", *PAIRS["tiny-gpt-char"], []))
+        list(patching.update("tiny-gpt-char", *PAIRS["tiny-gpt-char"], [], Job()))
     steps = list(patching.update("smollm2-135m", "The capital of France is", "The capital of Italy is", " Paris city",
-                                 " Rome", ["residual stream"]))
+                                 " Rome", ["residual stream"], Job()))
     assert "Warning: the answer ' Paris city' is 2 tokens" in steps[-1][0]

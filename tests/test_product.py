@@ -9,8 +9,9 @@ import gradio as gr
 import pytest
 import torch
 
-from explainers.links import make_query, parse_value, restore
-from explainers.serving import handler
+from explainers.page.groups import GROUPS
+from explainers.page.links import make_query, parse_value, restore
+from explainers.page.serving import handler
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def demo():
 
 @pytest.fixture(scope="module")
 def LINKS(demo):
-    return demo.page.links
+    return demo.views.links
 
 
 def test_every_tab_registers_link_settings_for_its_widgets(demo, LINKS):
@@ -36,17 +37,15 @@ CHAPTERS = {"chapter-1": ["overview"], "chapter-2": ["tokenizer", "embeddings"],
 
 
 def test_a_link_restores_tab_model_and_settings(LINKS):
-    out = restore("?tab=causal_mask&model=tiny-gpt-char&text=ROMEO%3A+hi&layer=2&head=1&mask=bidirectional&window=5",
-                  LINKS, {"chapter-1": ["overview"], "chapter-2": ["causal_mask"]}, "smollm2-135m")
-    chapters, first, second, model, lecture, note, *values = out
-    assert chapters.selected == "chapter-2" and second.selected == "causal_mask" and first == gr.skip()
-    assert model == "tiny-gpt-char"
-    assert lecture is False and note == ""
-    got = dict(zip(LINKS, values))
+    view = restore("?tab=causal_mask&model=tiny-gpt-char&text=ROMEO%3A+hi&layer=2&head=1&mask=bidirectional&window=5",
+                   LINKS, {"chapter-1": ["overview"], "chapter-2": ["causal_mask"]}, "smollm2-135m")
+    assert view.chapter == "chapter-2" and view.tab == "causal_mask"
+    assert view.model == "tiny-gpt-char"
+    assert view.lecture is False and view.note == ""
+    got = view.values
     assert got["causal_mask.text"] == "ROMEO: hi" and got["causal_mask.layer"] == 2 and got["causal_mask.head"] == 1
     assert got["causal_mask.mask"] == "bidirectional" and got["causal_mask.window"] == 5
-    untouched = [v for k, v in got.items() if not k.startswith("causal_mask.")]
-    assert all(v == gr.skip() for v in untouched)
+    assert all(k.startswith("causal_mask.") for k in got)  # the other widgets are left as they are
 
 
 def test_a_link_made_from_a_view_restores_that_view(LINKS):
@@ -54,29 +53,35 @@ def test_a_link_made_from_a_view_restores_that_view(LINKS):
     values.update({"moe.layer": 3, "moe.noise": 0.25, "moe.disable": ["e1", "e6"], "moe.text": "To be & not, = ?"})
     query = make_query("moe", "tiny-moe", True, values)
     assert parse_qs(query[1:])["disable"] == ["e1,e6"]
-    chapters, row, model, lecture, note, *restored = restore(query, LINKS, {"chapter-1": ["moe"]}, "smollm2-135m")
-    got = dict(zip(LINKS, restored))
-    assert (chapters.selected, row.selected, model, lecture, note) == ("chapter-1", "moe", "tiny-moe", True, "")
+    view = restore(query, LINKS, {"chapter-1": ["moe"]}, "smollm2-135m")
+    assert (view.chapter, view.tab, view.model, view.lecture, view.note) == ("chapter-1", "moe", "tiny-moe", True, "")
     for key in LINKS:
         if key.startswith("moe."):
-            assert got[key] == values[key], key
-    assert restore("?tab=moe", LINKS, {"chapter-1": ["moe"]}, "smollm2-135m", lecture_default=True)[3] is True
-    assert restore("?tab=moe&lecture=0", LINKS, {"chapter-1": ["moe"]}, "smollm2-135m", lecture_default=True)[3] is False
+            got = view.values[key]
+            assert (got.value if isinstance(got, gr.Dropdown) else got) == values[key], key
+    assert restore("?tab=moe", LINKS, {"chapter-1": ["moe"]}, "smollm2-135m", lecture_default=True).lecture is True
+    assert restore("?tab=moe&lecture=0", LINKS, {"chapter-1": ["moe"]}, "smollm2-135m", lecture_default=True).lecture \
+        is False
 
 
-@pytest.mark.parametrize("query, chapter", [("?tab=attention", "chapter-3"), ("?tab=kv_cache", "chapter-5"),
+@pytest.mark.parametrize("query, chapter", [("?tab=attention", "chapter-3"), ("?tab=kv_cache", "chapter-6"),
                                             ("?tab=embeddings&model=tiny-gpt-char", "chapter-2")])
-def test_a_link_to_a_tab_selects_its_chapter_and_the_tab_in_it(LINKS, query, chapter):
-    chapters, *rows = restore(query, LINKS, CHAPTERS, "smollm2-135m")[:1 + len(CHAPTERS)]
+def test_a_link_to_a_tab_selects_its_chapter_and_the_tab_in_it(demo, query, chapter):
+    """The page's updates for a link: its chapter in the chapter row, its tab in that chapter's row, no other row."""
+    views = demo.views
+    updates = views.apply(query)
     tab = query.split("&")[0].removeprefix("?tab=")
-    assert chapters.selected == chapter
-    assert [row if row == gr.skip() else row.selected for row in rows] == [
-        tab if c == chapter else gr.skip() for c in CHAPTERS]
+    assert updates[views.w["chapters"]].selected == chapter
+    rows = {c: updates[row].selected for c, row in views.w["rows"].items() if row in updates}
+    assert rows == {chapter: tab} and updates[views.screen]["tabs"][chapter] == tab
+    assert updates[views.screen]["chapter"] == chapter
 
 
-def test_a_link_without_a_tab_stays_on_the_first_chapter_and_tab(LINKS):
-    chapters, *rows = restore("?model=tiny-gpt-char", LINKS, CHAPTERS, "smollm2-135m")[:1 + len(CHAPTERS)]
-    assert chapters.selected is None and all(row == gr.skip() for row in rows)  # the page opens on them
+def test_a_link_without_a_tab_stays_on_the_first_chapter_and_tab(demo):
+    views = demo.views
+    updates = views.apply("?model=tiny-gpt-char")
+    assert updates[views.w["chapters"]].selected is None  # the page opens on them
+    assert not any(row in updates for row in views.w["rows"].values()) and views.screen not in updates
 
 
 @pytest.mark.parametrize("query, problem", [
@@ -93,9 +98,9 @@ def test_a_link_without_a_tab_stays_on_the_first_chapter_and_tab(LINKS):
     ("?lecture=maybe", "lecture must be 0 or 1"),
 ])
 def test_a_bad_link_shows_defaults_and_says_which_settings_it_dropped(LINKS, query, problem):
-    model, _, note, *values = restore(query, LINKS, CHAPTERS, "smollm2-135m")[1 + len(CHAPTERS):]
-    assert problem in note and model == "smollm2-135m"
-    assert all(v == gr.skip() for v in values)
+    view = restore(query, LINKS, CHAPTERS, "smollm2-135m")
+    assert problem in view.note and view.model == "smollm2-135m"
+    assert view.values == {}
 
 
 def test_link_values_are_checked_against_the_widget():
@@ -116,7 +121,7 @@ def test_lecture_mode_styles_the_figures_of_a_session_in_lecture_mode_once():
     """`--lecture` makes the box start ticked; each session's box is the handler's last input, so a session that
     untick it gets plain figures, and figures are styled once (the attention update calls two other updates)."""
     import app
-    from explainers import attention
+    from explainers.tabs import attention
     demo = app.build_app(lecture=True)
     assert demo.page.lecture.value is True
     event = event_of(demo, attention.update_all)
@@ -132,7 +137,7 @@ def test_lecture_mode_styles_the_figures_of_a_session_in_lecture_mode_once():
 
 
 def resolve(dotted: str):
-    """core.attention.Attention.forward -> that function: the longest importable module, then attributes."""
+    """core.model.attention.Attention.forward -> that function: the longest importable module, then attributes."""
     import importlib
     parts = dotted.split(".")
     for cut in range(len(parts) - 1, 0, -1):
@@ -200,18 +205,15 @@ def call(block_fn, values):
     return list(result)[-1] if inspect.isgenerator(result) else result
 
 
-def stopped_handle(api_name: str):
-    """A training run's handle (the session's State) with Cancel already pressed."""
-    import threading
+LONG_JOBS = [name for name, group in GROUPS.items() if group.cap is not None]
 
-    from explainers import training
-    if api_name in ("train", "memorise"):
-        handle = training.Live()
-        handle.stop.set()
-        return handle
-    stop = threading.Event()
-    stop.set()
-    return stop
+
+def stopped_job():
+    """A long job's handle (the session's State) with Cancel already pressed."""
+    from explainers.page.jobs import Job
+    job = Job()
+    job.stop.set()
+    return job
 
 
 @pytest.mark.parametrize("block_fn", handlers())
@@ -219,13 +221,13 @@ def test_every_handler_answers_bad_input_with_a_plain_message(block_fn, caplog):
     """Each input in turn gets each bad value (the others their defaults, on the tiny model): the handler returns
     or raises gr.Error with a sentence; nothing else escapes and nothing is logged as a bug."""
     defaults = ["tiny-gpt-char" if getattr(c, "label", None) == "Model" else c.value for c in block_fn.inputs]
-    if block_fn.concurrency_id == "train":  # training: each call checks its input, then stops before a step
-        defaults = [stopped_handle(block_fn.api_name) if isinstance(c, gr.State) else v
+    if block_fn.concurrency_id in LONG_JOBS:  # a long job: each call checks its input, then stops before a step
+        defaults = [stopped_job() if isinstance(c, gr.State) else v
                     for c, v in zip(block_fn.inputs, defaults)]
     tried, bugs = 0, []
     with caplog.at_level(logging.ERROR, logger="explainer"):
         for i, component in enumerate(block_fn.inputs):
-            if block_fn.concurrency_id == "train" and isinstance(component, gr.State):
+            if block_fn.concurrency_id in LONG_JOBS and isinstance(component, gr.State):
                 continue  # a run's handle is the page's, not input: with a bad one a whole default run would start
             for bad in bad_values(component):
                 values = list(defaults)
@@ -246,8 +248,8 @@ def test_every_handler_answers_bad_input_with_a_plain_message(block_fn, caplog):
 
 
 def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
-    from explainers import causal_mask
-    from explainers.inputs import get_model
+    from explainers.page.inputs import get_model
+    from explainers.tabs import causal_mask
     update = handler(causal_mask.update)
     model = get_model("tiny-gpt-char")
     runs = []
@@ -268,10 +270,10 @@ def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
 def test_one_text_in_three_tabs_runs_the_model_once():
     """Attention heads, LM head and embeddings read one shared forward of the same token ids, and it gives what
     each of them computed on its own (the LM head a plain forward, the embeddings core.hidden_states)."""
-    from core.embeddings import hidden_states
-    from explainers import attention, embeddings, lm_head
+    from core.analysis.embeddings import hidden_states
     from explainers.activations import run
-    from explainers.inputs import get_model
+    from explainers.page.inputs import get_model
+    from explainers.tabs import attention, embeddings, lm_head
     name, text = "tiny-gpt-char", "Seen in three tabs at once"
     model = get_model(name)
     runs = []
@@ -290,7 +292,7 @@ def test_one_text_in_three_tabs_runs_the_model_once():
 
 
 def test_a_handler_with_a_progress_bar_is_remembered_too():
-    from explainers import embeddings
+    from explainers.tabs import embeddings
     update = handler(embeddings.update_static)
     args = ("tiny-bert-word", ["numbers"], "apple, pear, plum", "PCA", "2D", 5, "king", False)
     first = update(*args, gr.Progress())
@@ -350,7 +352,7 @@ def test_every_figure_the_tabs_draw_is_valid_plotly():
 def test_grid_lays_out_plots_where_make_subplots_does(rows, cols, gap):
     from plotly.subplots import make_subplots
 
-    from explainers.figures import grid
+    from explainers.draw.figures import grid
     titles = [f"plot {i}" for i in range(rows * cols)]
     want = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=gap[0],
                          vertical_spacing=gap[1]).layout
@@ -368,7 +370,7 @@ def test_a_shared_call_runs_once_for_callers_that_arrive_together():
     import threading
     import time
 
-    from explainers.serving import shared
+    from explainers.page.serving import shared
     runs = []
 
     @shared(4)

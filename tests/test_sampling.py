@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from core.sampling import SamplingSettings, sample, stages
+from core.inference.sampling import SamplingSettings, sample, stages
 
 SETTINGS = [(0.7, 0, 1.0), (1.3, 20, 1.0), (1.0, 0, 0.9), (0.8, 50, 0.75), (2.0, 5, 0.3), (1.0, 1000, 0.01)]
 

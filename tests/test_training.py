@@ -5,11 +5,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from core import zoo
-from core.data import corpus_split, mlm_mask
-from core.evaluation import evaluate
-from core.tokenizers import WordTokenizer
-from core.training import RECIPES, SLICE_CHARS, train
+from core.learning.data import corpus_split, mlm_mask
+from core.learning.evaluation import evaluate
+from core.learning.training import RECIPES, SLICE_CHARS, train
+from core.paths import ASSETS
+from core.weights import zoo
+from core.weights.tokenizers import WordTokenizer
 
 TEXT = "To be, or not to be, that is the question.\n" * 40
 
@@ -62,7 +63,7 @@ def test_shipped_checkpoint_loads_and_matches_its_metrics(name):
     if zoo.available()[name]:
         pytest.fail(f"{name}: {zoo.available()[name]}")
     model = zoo.load(name, "cpu")
-    recorded = json.loads((zoo.ASSETS / name / "metrics.json").read_text())["heldout_slice"]
+    recorded = json.loads((ASSETS / name / "metrics.json").read_text())["heldout_slice"]
     _, heldout = corpus_split()
     got = evaluate(model, heldout[:SLICE_CHARS], sample_tokens=0)  # the sample's 400 steps are not compared
     for key in ["cross_entropy", "accuracy"]:

@@ -7,12 +7,13 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from core import zoo
 from core.device import torch_threads
 from core.inputs import InputError
-from core.training import prepare, train_steps
-from explainers import training
-from explainers.inputs import model_choices
+from core.learning.training import prepare, train_steps
+from core.weights import zoo
+from explainers.page.inputs import model_choices
+from explainers.page.jobs import Job
+from explainers.tabs import training
 
 DEFAULT_HELDOUT_BELOW = 2.25  # nats per character; ln V (guessing) is 4.2, the seeded default run ends near 2.1
 
@@ -45,13 +46,13 @@ def test_cancel_stops_within_one_step():
 
 
 def test_the_tab_reports_a_cancel_and_a_run_cancelled_while_waiting_never_starts():
-    live = training.Live()
-    answers = training.train_live("tiny-gpt-char", 16, 1, 50, 5e-3, 4, live)
+    job = Job()
+    answers = training.train_live("tiny-gpt-char", 16, 1, 50, 5e-3, 4, job)
     next(answers)  # the untrained model is drawn; no step has run
-    live.stop.set()
+    job.stop.set()
     *_, last = answers
-    assert "**Cancelled** after 0 steps" in last[0] and live.ended
-    waiting = training.Live()
+    assert "**Cancelled** after 0 steps" in last[0] and job.ended
+    waiting = Job()
     waiting.stop.set()
     assert [a[0] for a in training.train_live("tiny-gpt-char", 16, 1, 50, 5e-3, 4, waiting)] == \
         ["Cancelled before the run started."]
@@ -61,16 +62,16 @@ def test_the_tab_reports_a_cancel_and_a_run_cancelled_while_waiting_never_starts
 def test_each_recipe_streams_valid_figures_and_keeps_its_model(name, monkeypatch):
     monkeypatch.setattr(zoo, "SPECS", dict(zoo.SPECS))
     monkeypatch.setattr(zoo, "_kept", [])
-    live = training.Live()
-    answers = list(training.train_live(name, 16, 1, 10, 5e-3, 4, live))
+    job = Job()
+    answers = list(training.train_live(name, 16, 1, 10, 5e-3, 4, job))
     status, curves, text, attention, embeddings = answers[-1]
     assert "**Finished**" in status and all(valid(f) for f in (curves, attention, embeddings))
     assert ("Masked LM at step 10" if name == "tiny-bert-word" else "step 10") in text
     assert len(attention.data) == (2 if name == "tiny-moe" else 1)  # MoE: the expert load beside the pattern
-    message, picker = training.keep(live)
-    kept = zoo.load(live.kept_as)
-    assert live.kept_as in message and live.kept_as in [value for _, value in picker.choices]
-    assert kept is not live.model and torch.equal(kept.embed.weight, live.model.embed.weight)
+    message, picker = training.keep(job)
+    kept = zoo.load(job.result.kept_as)
+    assert job.result.kept_as in message and job.result.kept_as in [value for _, value in picker.choices]
+    assert kept is not job.result.model and torch.equal(kept.embed.weight, job.result.model.embed.weight)
 
 
 def test_out_of_range_settings_get_a_plain_message():
@@ -94,7 +95,7 @@ def test_out_of_range_settings_get_a_plain_message():
     with pytest.raises(InputError, match="Train a model first"):
         training.keep(None)
     with pytest.raises(InputError, match="still going"):
-        training.keep(training.Live(model=prepare(small()).model))
+        training.keep(Job(result=training.Trained(prepare(small()).model, "tiny-gpt-char")))
 
 
 def test_the_server_keeps_a_bounded_number_of_trained_models_under_new_names(monkeypatch):

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from core import zoo
 from core.device import pick_device
 from core.inputs import InputError
-from core.tokenizers import CharTokenizer, WordTokenizer
+from core.weights import zoo
+from core.weights.tokenizers import CharTokenizer, WordTokenizer
 
 
 def test_unknown_model_is_named_in_the_error():

@@ -102,7 +102,7 @@
     });
   }
 
-  // Lesson mode (explainers/lessons.py): the arrow keys press the lesson's Back / Next, unless one is typing, moving a
+  // Lesson mode (explainers/page/lessons.py): the arrow keys press the lesson's Back / Next, unless one is typing, moving a
   // slider or choosing among tabs (their own arrow keys), or no lesson runs (the buttons are hidden or disabled).
   const LESSON_KEYS = {ArrowRight: "lesson-next", ArrowLeft: "lesson-back"};
   const OWN_ARROWS = "input, textarea, select, [contenteditable=''], [contenteditable=true], [role=tablist], " +

@@ -1,0 +1,1 @@
+"""Changing the weights: the corpus and batches, training from scratch, evaluation, fine-tuning (full and LoRA)."""

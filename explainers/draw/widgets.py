@@ -1,0 +1,28 @@
+"""Widgets more than one tab builds: the code panel, sliders fitted to the chosen model."""
+from __future__ import annotations
+
+import inspect
+import textwrap
+
+import gradio as gr
+
+from core.inputs import InputError
+from explainers.page.inputs import get_model
+
+
+def code_panel(*functions) -> None:
+    """A closed panel with the source of the core functions that made a tab's figures, read from the running code."""
+    with gr.Accordion("Code: the core functions behind these figures", open=False):
+        for f in functions:
+            gr.Code(textwrap.dedent(inspect.getsource(f)), language="python", label=f"{f.__module__}.{f.__qualname__}",
+                    interactive=False)
+
+
+def fit_sliders(model_name: str, blocks_plus_one: bool = False):
+    """Layer and head sliders fitted to the model (layer 0..L when the embeddings count as a layer)."""
+    try:
+        cfg = get_model(model_name).cfg
+    except InputError:
+        return gr.Slider(), gr.Slider()
+    top = cfg.n_layers if blocks_plus_one else cfg.n_layers - 1
+    return gr.Slider(maximum=top), gr.Slider(maximum=cfg.n_heads - 1)

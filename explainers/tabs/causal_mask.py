@@ -1,0 +1,170 @@
+"""Causal mask tab: masked self-attention step by step, other masks tried live, causality proven."""
+from __future__ import annotations
+
+import gradio as gr
+import plotly.graph_objects as go
+import torch
+
+from core.analysis.embeddings import prefix_change
+from core.inputs import InputError, clean_text, text_to_tokens
+from core.model.attention import Attention, MaskOverride, build_mask, head_steps, left_pad, mask_of_kind
+from core.model.cache import act_name
+from explainers.activations import run_upto
+from explainers.draw.figures import figure, grid, on, scale, token_labels
+from explainers.draw.widgets import code_panel, fit_sliders
+from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.tab import View
+
+TITLE = "Causal mask"
+INTRO = r"""### Masked self-attention, one step at a time
+For one head, every query position t scores every key position s with a dot product, scales it,
+adds a **mask**, and turns each row into weights that sum to 1:
+
+$$\text{pattern} = \text{softmax}\Big(\frac{QK^\top}{\sqrt{d_k}} + M\Big), \qquad z = \text{pattern}\,V$$
+
+A **causal** mask puts −∞ above the diagonal so a token never sees the future (decoders such as
+GPT and SmolLM2); a **bidirectional** encoder (BERT, MiniLM) uses no such mask. A **sliding window**
+also hides keys too far back, **padding** hides filler tokens in a batch, and **ALiBi** adds a
+penalty that grows with distance instead of position embeddings. The numbers below are the model's own."""
+
+MASKS = ["model's own", "causal", "bidirectional", "sliding window", "ALiBi"]
+STEPS = [("qk", "Q·Kᵀ"), ("scaled", "÷ √d_k"), ("scores", "+ mask"), ("pattern", "softmax")]
+
+
+MAX_TOKENS = 24
+
+
+def compute_steps(model, cache, layer: int, head: int) -> dict:
+    """One head's stages from a recorded forward (batch dimension removed)."""
+    rope = model.cfg.positions == "rope"
+    q, k = cache["rot_q" if rope else "q", layer], cache["rot_k" if rope else "k", layer]
+    return head_steps(q, k, cache["v", layer], cache["mask", layer], head, model.cfg.attn_scale)
+
+
+def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None) -> go.Figure:
+    titles = [t for _, t in STEPS] + ["z = pattern · V"]
+    if attn_scale is not None:  # a model with its own attention scale (Granite: 1/D)
+        titles[1] = f"× {attn_scale:g}"
+    layout = grid(5, titles=titles, gap=(0.04, 0),
+                  x=dict(tickfont=dict(size=10), tickangle=-60),
+                  y=dict(autorange="reversed", tickfont=dict(size=10), showticklabels=False))
+    layout["yaxis"]["showticklabels"] = True  # the rows are the same queries in every panel: label them once
+    maps = []
+    for i, (key, _) in enumerate(STEPS):
+        z = steps[key]
+        shown = z.masked_fill(torch.isinf(z), float("nan"))  # -inf cells drawn blank
+        # each panel gets its own colour range: dividing by sqrt(d_k) would wash out a shared one
+        maps.append(dict(type="heatmap", z=shown.numpy(), x=labels, y=labels, showscale=False, **on(i),
+                         colorscale=scale("Blues" if key == "pattern" else "RdBu"), zmid=None if key == "pattern" else 0,
+                         hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
+    maps.append(dict(type="heatmap", z=steps["z"].numpy(), y=labels, colorscale=scale("RdBu"), zmid=0, showscale=False,
+                     hovertemplate="query %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>", **on(4)))
+    return figure(maps, **layout, height=420, margin=dict(l=10, r=10, t=60, b=10))
+
+
+
+
+def update(model_name: str, text: str, layer, head, mask: str, window):
+    model = get_model(model_name)
+    tokens, notice = text_to_tokens(model, text, MAX_TOKENS)
+    layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
+    head, note_head = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
+    if mask not in MASKS:
+        raise InputError(f"Choose a mask among: {', '.join(MASKS)}.")
+    window, note_window = clamp_setting("window", window, 1, 64)
+    change = None if mask == "model's own" else MaskOverride(mask, window)
+    cache = run_upto(model_name, tuple(t.id for t in tokens), change, layer).cache
+    labels = token_labels(tokens)
+    fig = steps_figure(compute_steps(model, cache, layer, head), labels, model.cfg.attn_scale)
+    return fig, join_notes(notice, note_layer, note_head, note_window)
+
+
+def padding_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.Figure:
+    pattern_map = dict(type="heatmap", z=pattern.numpy(), x=labels, y=labels, colorscale=scale("Blues"),
+                       hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>")
+    return figure([pattern_map], title=dict(text=title), height=420, margin=dict(l=10, r=10, t=50, b=10),
+                  yaxis=dict(autorange="reversed"))
+
+
+def update_padding(model_name: str, long_text: str, short_text: str, layer, head):
+    model = get_model(model_name)
+    layer, _ = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
+    head, _ = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
+    longer, shorter = sorted((text_to_tokens(model, t, MAX_TOKENS)[0] for t in (long_text, short_text)), key=len,
+                             reverse=True)
+    a, b = [t.id for t in longer], [t.id for t in shorter]
+    pad = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
+    ids, attention_mask = left_pad([a, b], pad)
+    _, cache = model.run_with_cache(ids.to(model.device), names=act_name("pattern", layer), logits=False,
+                                    attention_mask=attention_mask.to(model.device))
+    pattern = cache["pattern", layer][1, head].cpu()
+    pattern[: len(a) - len(b)] = float("nan")  # padded queries' outputs are never used: drawn blank
+    labels = ["[pad]"] * (len(a) - len(b)) + [t.piece for t in shorter]
+    labels = [f"{i}:{p}" for i, p in enumerate(labels)]
+    title = f"the shorter prompt in a batch of two: its {len(a) - len(b)} padded keys get weight 0"
+    return padding_figure(pattern, labels, title)
+
+
+def verdict(diff: float, cfg) -> str:
+    if diff == 0:
+        return "unchanged (exactly 0)"
+    if cfg.causal and cfg.n_experts and diff < 1e-4:
+        # each expert runs on the tokens routed to it; the edit regroups them, and a matrix
+        # product of another shape rounds the last bits differently
+        return "unchanged up to float rounding (experts batch tokens by routing)"
+    return "changed"
+
+
+def update_causality(model_name: str, text: str, edited: str):
+    text, _ = clean_text(text)
+    edited, _ = clean_text(edited)
+    rows = []
+    names = [model_name] + [n for n in ("minilm-l6", "smollm2-135m") if n != model_name]
+    for name in names:
+        try:
+            model = get_model(name)
+        except InputError:  # not installed here
+            continue
+        tok = model.tokenizer
+        shared, diff = prefix_change(model, tok.encode(text)[: model.cfg.n_ctx], tok.encode(edited)[: model.cfg.n_ctx])
+        kind = "causal" if model.cfg.causal else "bidirectional"
+        rows.append([name, kind, shared, f"{diff:.3g}", verdict(diff, model.cfg)])
+    return rows
+
+
+def build(page) -> View:
+    gr.Markdown(INTRO)
+    text = gr.Textbox(label="Text", value="Your journey starts with one step")
+    with gr.Row():
+        layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
+        head = gr.Slider(0, 31, value=0, step=1, label="Head")
+        mask = gr.Radio(MASKS, value="model's own", label="Mask")
+        window = gr.Slider(1, 16, value=3, step=1, label="Sliding window width")
+    notice = gr.Markdown()
+    steps_plot = gr.Plot()
+    ex = gr.Examples([["Your journey starts with one step"], ["The cat sat on the mat"]], [text])
+    gr.Markdown("### Padding: two prompts of different length in one batch")
+    with gr.Row():
+        long_text = gr.Textbox(label="Longer prompt", value="The cat sat on the warm mat by the door")
+        short_text = gr.Textbox(label="Shorter prompt", value="A dog barked")
+    padding_plot = gr.Plot()
+    gr.Markdown("### Proof of causality: edit the end, compare the earlier outputs\n"
+                "The largest change of the final hidden state over the tokens both texts share.")
+    with gr.Row():
+        original = gr.Textbox(label="Text", value="The cat sat on the mat")
+        edited = gr.Textbox(label="Edited ending", value="The cat sat on the sofa")
+    causality = gr.Dataframe(headers=["model", "attention", "shared tokens", "max difference", "earlier outputs"],
+                             interactive=False)
+    code_panel(Attention.forward, build_mask, head_steps, mask_of_kind, left_pad, prefix_change)
+    inputs = [page.model, text, layer, head, mask, window]
+    page.on([text.submit, layer.release, head.release, mask.change, window.release, ex.load_input_event], update,
+            inputs, [steps_plot, notice], api="causal_mask")
+    pad_inputs = [page.model, long_text, short_text, layer, head]
+    page.on([long_text.submit, short_text.submit], update_padding, pad_inputs, padding_plot, api="padding")
+    page.on([original.submit, edited.submit], update_causality, [page.model, original, edited], causality,
+            api="causality")
+    return View(links=dict(text=text, layer=layer, head=head, mask=mask, window=window),
+                draws=[page.event(fit_sliders, page.model, [layer, head], remember=False),
+                       page.event(update, inputs, [steps_plot, notice]),
+                       page.event(update_padding, pad_inputs, padding_plot),
+                       page.event(update_causality, [page.model, original, edited], causality)])
