@@ -5,6 +5,7 @@ done"; its message is a plain sentence for them. Anything else raised is a bug.
 """
 from __future__ import annotations
 
+import math
 import unicodedata
 
 MAX_CHARS = 2000  # longer texts are cut here, with a notice: no figure can show more, and tokenizing stays quick
@@ -51,3 +52,32 @@ def text_to_tokens(model, text, limit: int | None = None, keep: str = "first") -
         notice = " ".join(n for n in (notice, cut + (" (the model's context)." if limit == model.cfg.n_ctx else ".")) if n)
         tokens = tokens[:limit] if keep == "first" else tokens[-limit:]
     return tokens, notice
+
+
+def number(name: str, value, low: float, high: float, whole: bool = True) -> int | float:
+    """A setting's value as a number from low to high (an int when whole), or InputError naming the setting and its
+    range: the one check of every numeric setting a widget or an API client sends."""
+    kind = "a whole number" if whole else "a number"
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):  # None, text, a list
+        raise InputError(f"The {name} must be {kind} from {low:g} to {high:g}.") from None
+    if not low <= x <= high:  # NaN fails too
+        raise InputError(f"The {name} must be from {low:g} to {high:g}; {value!r} is outside that range.")
+    if whole and x != int(x):
+        raise InputError(f"The {name} must be a whole number from {low:g} to {high:g}; got {value!r}.")
+    return int(x) if whole else x
+
+
+def fitted(name: str, value, low: int, high: int) -> tuple[int, str]:
+    """A whole-number setting whose range depends on the model (a layer, a head, a position), moved into it with a
+    note when it is outside (a link made for a bigger model, a slider left where another model put it): (value,
+    note or ''). Not a number at all is refused, as `number` refuses it."""
+    try:
+        asked = int(float(value))
+    except (TypeError, ValueError, OverflowError):  # None, text, NaN, infinity
+        raise InputError(f"The {name} must be a whole number from {low} to {high}.") from None
+    kept = min(max(asked, low), high)
+    if kept == asked:
+        return kept, ""
+    return kept, f"The {name} was {asked}; this model allows {low} to {high}, so {kept} is shown."
