@@ -5,7 +5,6 @@ done"; its message is a plain sentence for them. Anything else raised is a bug.
 """
 from __future__ import annotations
 
-import math
 import unicodedata
 
 MAX_CHARS = 2000  # longer texts are cut here, with a notice: no figure can show more, and tokenizing stays quick

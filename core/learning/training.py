@@ -118,7 +118,7 @@ def training_loss(model: HookedTransformer, x, y, aux_coef: float = 0.0) -> torc
     """Cross-entropy on labelled positions, plus the load-balancing loss of every MoE layer.
 
     The vocabulary head runs only where there is a label: for MLM that is 15% of positions,
-    which makes a TinyBERT step about a third cheaper than scoring every position."""
+    which makes a TinyBERT step cheaper than scoring every position."""
     router: list[torch.Tensor] = []
     names = {f"blocks.{i}.moe.hook_router_logits": (lambda t, h: router.append(t))
              for i in range(model.cfg.n_layers)} if model.cfg.n_experts else {}

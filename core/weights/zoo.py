@@ -131,7 +131,7 @@ def _smollm2() -> HookedTransformer:
 
 def convert_apart(name: str) -> None:
     """Convert a model's weights into the cache in a process of its own, at low priority, and wait: a server's
-    start does this so the conversion (SmolLM2: ~35 s of CPU, much of it Python holding the GIL) neither blocks
+    start does this so the conversion (tens of seconds of CPU, much of it Python holding the GIL) neither blocks
     the server's threads nor takes the cores from the first pages. Then `load` only reads the cache. Nothing to
     do for a model that needs no conversion or has it; a failure is left for `load` to meet and report."""
     if name != "smollm2-135m" or _smollm2_cache() is None:
