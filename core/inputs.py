@@ -56,16 +56,21 @@ def text_to_tokens(model, text, limit: int | None = None, keep: str = "first") -
 def number(name: str, value, low: float, high: float, whole: bool = True) -> int | float:
     """A setting's value as a number from low to high (an int when whole), or InputError naming the setting and its
     range: the one check of every numeric setting a widget or an API client sends."""
-    kind = "a whole number" if whole else "a number"
+    span = f"from {_plain(low)} to {_plain(high)}"
     try:
         x = float(value)
     except (TypeError, ValueError, OverflowError):  # None, text, a list
-        raise InputError(f"The {name} must be {kind} from {low:g} to {high:g}.") from None
+        raise InputError(f"The {name} must be a {'whole ' if whole else ''}number {span}.") from None
     if not low <= x <= high:  # NaN fails too
-        raise InputError(f"The {name} must be from {low:g} to {high:g}; {value!r} is outside that range.")
+        raise InputError(f"The {name} must be {span}; {value!r} is outside that range.")
     if whole and x != int(x):
-        raise InputError(f"The {name} must be a whole number from {low:g} to {high:g}; got {value!r}.")
+        raise InputError(f"The {name} must be a whole number {span}; got {value!r}.")
     return int(x) if whole else x
+
+
+def _plain(x: float) -> str:
+    """1000000 as "1000000" (not 1e+06), 0.0001 as "0.0001"."""
+    return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
 
 
 def fitted(name: str, value, low: int, high: int) -> tuple[int, str]:

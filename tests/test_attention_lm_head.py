@@ -218,9 +218,9 @@ def test_lm_head_answers_odd_text_plainly(text):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ((-0.5, 50, 0.9), "Temperature must be 0"), ((1.0, 50, 0.0), "Top-p must be above 0"),
-    ((1.0, 50, 1.5), "Top-p must be above 0"), (("hot", 50, 0.9), "must be numbers"),
-    ((float("nan"), 50, 0.9), "Temperature must be 0"), ((1.0, -4, 0.9), None), ((1.0, 10**9, 0.9), None)])
+    ((-0.5, 50, 0.9), "temperature must be from 0 to 10"), ((1.0, 50, 0.0), "top-p must be above 0"),
+    ((1.0, 50, 1.5), "top-p must be from 0 to 1"), (("hot", 50, 0.9), "temperature must be a number"),
+    ((float("nan"), 50, 0.9), "temperature must be from 0 to 10"), ((1.0, -4, 0.9), None), ((1.0, 10**9, 0.9), None)])
 def test_lm_head_settings_out_of_range(settings, message):
     T, k, p = settings
     if message:

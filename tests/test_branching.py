@@ -80,7 +80,7 @@ def test_the_candidates_are_the_ten_most_likely_tokens_with_their_probability():
 
 @pytest.mark.parametrize("candidate, length, message", [
     ("no such option", 5, "Pick the token"), (9999, 5, "not one of the 10 candidates"),
-    (None, float("nan"), "must be a number"), (None, "ten", "must be a number")])
+    (None, float("nan"), "must be a whole number"), (None, "ten", "must be a whole number")])
 def test_bad_branch_input_gets_a_plain_message(candidate, length, message):
     with pytest.raises(InputError, match=message):
         lm_head.add_branch("tiny-gpt-char", CAT, -1, candidate, length, "state")

@@ -84,7 +84,7 @@ def test_out_of_range_settings_get_a_plain_message():
                         ((16, 1, 20, "fast", 4), "learning rate must be a number"),
                         ((16, 1, 20, float("nan"), 4), "learning rate must be from"),
                         ((16, 1.5, 20, 5e-3, 4), "layers must be a whole number"),
-                        ((16, 1, 20, 5e-3, None), "batch must be a number")]:
+                        ((16, 1, 20, 5e-3, None), "batch must be a whole number")]:
         if words is None:
             training.app_recipe("tiny-gpt-char", *args)
             continue

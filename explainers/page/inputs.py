@@ -21,18 +21,6 @@ def get_model(name, device: str | None = None, weights: str = "fp32"):
     return zoo.load(name, device, weights)
 
 
-def clamp_setting(name: str, value, low: int, high: int) -> tuple[int, str]:
-    """(value as an int within [low, high], a notice if it had to move). Non-numbers are refused."""
-    try:
-        number = int(float(value))
-    except (TypeError, ValueError, OverflowError):  # None, text, NaN, infinity
-        raise InputError(f"The {name} must be a number between {low} and {high}.") from None
-    clamped = min(max(number, low), high)
-    if clamped == number:
-        return clamped, ""
-    return clamped, f"The {name} was {number}; this model allows {low} to {high}, so {clamped} is shown."
-
-
 def as_text(value) -> str:
     """What a text box sent, as a string (an API client may send None or a number)."""
     return "" if value is None else str(value)

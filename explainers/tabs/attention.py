@@ -7,13 +7,13 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
-from core.inputs import InputError, text_to_tokens
+from core.inputs import InputError, fitted, text_to_tokens
 from core.model.attention import Attention, ZeroHeads, kv_head_of, pattern_summary, repeat_kv, zero_heads
 from core.model.kv_cache import cache_bytes
 from explainers.activations import prediction_position, run
 from explainers.draw.figures import axis, compare_figure, figure, grid, on, png, scale, token_labels
 from explainers.draw.widgets import code_panel
-from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
 TITLE = "Attention heads"
@@ -156,8 +156,8 @@ def _tokens(model_name: str, text: str):
 
 
 def _layer_head(model, layer, head):
-    layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
-    head, note_head = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
+    layer, note_layer = fitted("layer", layer, 0, model.cfg.n_layers - 1)
+    head, note_head = fitted("head", head, 0, model.cfg.n_heads - 1)
     return layer, head, join_notes(note_layer, note_head)
 
 

@@ -7,13 +7,13 @@ import plotly.graph_objects as go
 import torch
 
 from core.analysis.anatomy import ffn_steps, inside_block, mlp_steps, norm_steps, top_neurons, vocabulary_reading
-from core.inputs import text_to_tokens
+from core.inputs import fitted, text_to_tokens
 from core.model.mlp import ACTIVATIONS
 from core.model.transformer import Block, Norm
 from explainers.activations import ATTENTION_TOKENS, run
 from explainers.draw.figures import figure, grid, on, piece, scale
 from explainers.draw.widgets import code_panel, fit_sliders
-from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
 TITLE = "Block: norm & FFN"
@@ -145,8 +145,8 @@ def neuron_rows(model, neurons: list[dict]) -> list[list]:
 
 
 def _settings(model, tokens, layer, position) -> tuple[int, int, str]:
-    layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
-    position, note_pos = clamp_setting("position", position, -1, len(tokens) - 1)
+    layer, note_layer = fitted("layer", layer, 0, model.cfg.n_layers - 1)
+    position, note_pos = fitted("position", position, -1, len(tokens) - 1)
     return layer, (len(tokens) - 1 if position == -1 else position), join_notes(note_layer, note_pos)
 
 

@@ -6,13 +6,13 @@ import plotly.graph_objects as go
 import torch
 
 from core.analysis.embeddings import prefix_change
-from core.inputs import InputError, clean_text, text_to_tokens
+from core.inputs import InputError, clean_text, fitted, text_to_tokens
 from core.model.attention import Attention, MaskOverride, build_mask, head_steps, left_pad, mask_of_kind
 from core.model.cache import act_name
 from explainers.activations import run_upto
 from explainers.draw.figures import figure, grid, on, scale, token_labels
 from explainers.draw.widgets import code_panel, fit_sliders
-from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
 TITLE = "Causal mask"
@@ -67,11 +67,11 @@ def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None
 def update(model_name: str, text: str, layer, head, mask: str, window):
     model = get_model(model_name)
     tokens, notice = text_to_tokens(model, text, MAX_TOKENS)
-    layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
-    head, note_head = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
+    layer, note_layer = fitted("layer", layer, 0, model.cfg.n_layers - 1)
+    head, note_head = fitted("head", head, 0, model.cfg.n_heads - 1)
     if mask not in MASKS:
         raise InputError(f"Choose a mask among: {', '.join(MASKS)}.")
-    window, note_window = clamp_setting("window", window, 1, 64)
+    window, note_window = fitted("window", window, 1, 64)
     change = None if mask == "model's own" else MaskOverride(mask, window)
     cache = run_upto(model_name, tuple(t.id for t in tokens), change, layer).cache
     labels = token_labels(tokens)
@@ -88,8 +88,8 @@ def padding_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.F
 
 def update_padding(model_name: str, long_text: str, short_text: str, layer, head):
     model = get_model(model_name)
-    layer, _ = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
-    head, _ = clamp_setting("head", head, 0, model.cfg.n_heads - 1)
+    layer, _ = fitted("layer", layer, 0, model.cfg.n_layers - 1)
+    head, _ = fitted("head", head, 0, model.cfg.n_heads - 1)
     longer, shorter = sorted((text_to_tokens(model, t, MAX_TOKENS)[0] for t in (long_text, short_text)), key=len,
                              reverse=True)
     a, b = [t.id for t in longer], [t.id for t in shorter]

@@ -8,13 +8,13 @@ import torch
 
 from core.analysis.embeddings import cosine_by_layer, nearest_tokens, rope_scores, word_vectors
 from core.analysis.projection import METHODS, project, umap_ready
-from core.inputs import InputError, clean_text, text_to_tokens
+from core.inputs import InputError, clean_text, fitted, text_to_tokens
 from core.model.cache import ActivationCache
 from core.model.positional import sinusoidal_table
 from explainers.activations import run
 from explainers.draw.figures import figure, scale
 from explainers.draw.widgets import code_panel, fit_sliders
-from explainers.page.inputs import as_text, clamp_setting, get_model, join_notes
+from explainers.page.inputs import as_text, get_model, join_notes
 from explainers.page.tab import View
 
 TITLE = "Embeddings"
@@ -69,7 +69,7 @@ def update_static(model_name: str, presets: list[str], custom: str, method: str,
     pairs = parse_groups(presets or [], as_text(custom)[:2000])
     if len(pairs) < 3:
         raise InputError("Pick at least one preset group or type three or more comma-separated words.")
-    neighbours, _ = clamp_setting("neighbours", neighbours, 2, 50)
+    neighbours, _ = fitted("neighbours", neighbours, 2, 50)
     if len(pairs) > 300:
         raise InputError("At most 300 words at once, please.")
     if method not in METHODS:
@@ -128,7 +128,7 @@ def update_contextual(model_name: str, text: str, layer, word: str):
     if len(tokens) < 3:
         raise InputError("Type a sentence of at least three tokens.")
     states = run(model_name, tuple(t.id for t in tokens)).cache.accumulated_resid()      # (L + 1, T, C)
-    layer, note_layer = clamp_setting("layer", layer, 0, model.cfg.n_layers)
+    layer, note_layer = fitted("layer", layer, 0, model.cfg.n_layers)
     pieces = [t.piece for t in tokens]
     word = as_text(word).strip()
     pair = occurrence_tokens(tokens, clean_text(text)[0], word)  # token offsets are into the cleaned text

@@ -8,7 +8,7 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
-from core.inputs import InputError, text_to_tokens
+from core.inputs import InputError, number, text_to_tokens
 from core.learning import finetune as ft
 from core.weights.zoo import available
 from explainers.draw.figures import figure, grid, on, scale, top_tokens
@@ -45,17 +45,6 @@ _kept: collections.OrderedDict = collections.OrderedDict()
 CROP = 128               # rows and columns of dW drawn (a crop of a rank-r matrix has rank r at most)
 
 
-def number(label: str, value, low, high, cast=int):
-    """value as a number within [low, high], or an InputError that says the range."""
-    try:
-        x = cast(float(value))
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"The {label} must be a number from {low} to {high}.") from None
-    if not low <= x <= high:
-        raise InputError(f"The {label} must be from {low} to {high}; got {value}.")
-    return x
-
-
 def settings(model, steps, batch, seq_len, lr_full, lr_lora, rank, alpha, dropout, targets):
     """The run's settings from the widgets, each checked against the model's bounds."""
     most_steps, most_batch, most_T = MAXIMA.get(model.name, MAXIMA["small"])
@@ -63,13 +52,13 @@ def settings(model, steps, batch, seq_len, lr_full, lr_lora, rank, alpha, dropou
     run = ft.RunSettings(steps=number("number of steps", steps, 1, most_steps),
                       batch=number("batch size", batch, 1, most_batch),
                       seq_len=number("window length", seq_len, 8, most_T),
-                      lr_full=number("learning rate (full)", lr_full, 1e-6, 0.1, float),
-                      lr_lora=number("learning rate (LoRA)", lr_lora, 1e-6, 0.1, float))
+                      lr_full=number("learning rate (full)", lr_full, 1e-6, 0.1, whole=False),
+                      lr_lora=number("learning rate (LoRA)", lr_lora, 1e-6, 0.1, whole=False))
     chosen = tuple(t for t in ft.LINEAR_NAMES if isinstance(targets, (list, tuple)) and t in targets)
     if not chosen:
         raise InputError(f"Tick at least one matrix for LoRA to adapt: {', '.join(ft.LINEAR_NAMES)}.")
-    lora = ft.LoraSettings(rank=number("rank r", rank, 1, min(64, C)), alpha=number("alpha", alpha, 1, 512, float),
-                           dropout=number("dropout", dropout, 0, 0.9, float), targets=chosen)
+    lora = ft.LoraSettings(rank=number("rank r", rank, 1, min(64, C)), alpha=number("alpha", alpha, 1, 512, whole=False),
+                           dropout=number("dropout", dropout, 0, 0.9, whole=False), targets=chosen)
     return run, lora
 
 

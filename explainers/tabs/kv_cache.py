@@ -9,12 +9,12 @@ import torch
 
 from core.device import available_devices, describe, pick_device
 from core.inference.generation import generate_steps, median_slope
-from core.inputs import InputError, text_to_tokens
+from core.inputs import InputError, number, text_to_tokens
 from core.model.kv_cache import KVCache, cache_bytes
 from core.weights.zoo import WEIGHTS
 from explainers.draw.figures import figure, grid, on
 from explainers.draw.widgets import code_panel
-from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
 
@@ -112,17 +112,11 @@ def _check(model_name: str, text: str, n_new, device_name: str, weights: str = "
     if room < 1:
         raise InputError(f"The prompt has {len(prompt)} tokens and fills this model's context of {model.cfg.n_ctx}; "
                          "shorten it.")
-    try:
-        wanted = int(float(n_new))
-    except (TypeError, ValueError, OverflowError):
-        raise InputError("The number of new tokens must be a whole number.") from None
-    if wanted < 1:
-        raise InputError("Generate at least 1 new token.")
+    wanted = number("number of new tokens", n_new, 1, 10**6)
     if wanted > room:
         raise InputError(f"The prompt has {len(prompt)} tokens and the context holds {model.cfg.n_ctx}, "
                          f"so at most {room} new tokens fit; asked for {wanted}.")
-    n_new, _ = clamp_setting("number of new tokens", wanted, 1, 512)
-    return model, device, prompt, n_new, join_notes(notice, "" if wanted <= 512 else "At most 512 new tokens.")
+    return model, device, prompt, min(wanted, 512), join_notes(notice, "" if wanted <= 512 else "At most 512 new tokens.")
 
 
 def run(model_name: str, text: str, n_new, device_name: str, weights: str, job: Job):

@@ -10,12 +10,12 @@ import torch
 from core.analysis.lens import logit_lens
 from core.inference.generation import branch, generate_steps
 from core.inference.sampling import SamplingSettings, draw, sample, stages
-from core.inputs import InputError, text_to_tokens
+from core.inputs import InputError, fitted, number, text_to_tokens
 from core.model.transformer import Unembed
 from explainers.activations import prediction_position, run
 from explainers.draw.figures import figure, grid, on, piece
 from explainers.draw.widgets import code_panel
-from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
 TITLE = "LM head & sampling"
@@ -39,22 +39,16 @@ STAGES = [("logits", "logits z"), ("temperature", "z / T"), ("top_k", "after top
 
 
 def check_settings(model, temperature, top_k, top_p, seed) -> tuple[SamplingSettings, int, str]:
-    """Plain-sentence refusals for settings no sampler accepts; top-k above the vocabulary is clamped."""
-    try:
-        temperature, top_p = float(temperature), float(top_p)
-    except (TypeError, ValueError):
-        raise InputError("Temperature and top-p must be numbers.") from None
-    if not math.isfinite(temperature) or temperature < 0:
-        raise InputError("Temperature must be 0 (always the most likely token) or more; negative values have no meaning.")
-    if temperature > 10:
-        raise InputError("Temperature above 10 makes every token about equally likely; use 0 to 10.")
-    if not (0 < top_p <= 1):
-        raise InputError("Top-p must be above 0 and at most 1: with p = 0 no token could be drawn. Use 1 to switch it off.")
+    """The widgets' sampling settings, checked; top-k above the vocabulary keeps every token, with a note."""
+    temperature = number("temperature", temperature, 0, 10, whole=False)  # 0 = always the most likely token
+    top_p = number("top-p", top_p, 0, 1, whole=False)
+    if top_p == 0:
+        raise InputError("The top-p must be above 0: with p = 0 no token could be drawn. Use 1 to switch it off.")
     V = model.cfg.vocab_size
-    top_k, note = clamp_setting("top-k", top_k, 0, V)
+    top_k, note = fitted("top-k", top_k, 0, V)
     if note:
         note = f"Top-k was above this model's vocabulary of {V:,} tokens, so every token is kept." if top_k == V else note
-    seed, note_seed = clamp_setting("seed", seed, 0, 2**31 - 1)
+    seed, note_seed = fitted("seed", seed, 0, 2**31 - 1)
     return SamplingSettings(temperature, top_k, top_p), seed, join_notes(note, note_seed)
 
 
@@ -173,7 +167,7 @@ def _prepare(model_name: str, text: str):
 
 def _position(model, ids, position) -> tuple[int, str]:
     """-1 (or anything past the end) means the model's own prediction point."""
-    position, _ = clamp_setting("position", position, -1, len(ids) - 1)
+    position, _ = fitted("position", position, -1, len(ids) - 1)
     return (prediction_position(model, ids), "") if position == -1 else (position, "")
 
 
@@ -182,7 +176,7 @@ def update(model_name: str, text: str, position, temperature, top_k, top_p, seed
         return None, no_head(model_name), None, ""
     model, ids, notice = _prepare(model_name, text)
     settings, seed, note = check_settings(model, temperature, top_k, top_p, seed)
-    n_draws, note_n = clamp_setting("number of draws", n_draws, 1, 100_000)
+    n_draws, note_n = fitted("number of draws", n_draws, 1, 100_000)
     pos, _ = _position(model, ids, position)
     st = stages(run(model_name, tuple(ids)).logits(pos), settings)
     counts = draw(st["probs"], n_draws, seed)
@@ -266,7 +260,7 @@ def add_branch(model_name: str, text: str, position, candidate, length, state):
                          f"tiny-gpt-char or tiny-moe; {model_name} is an encoder.")
     model, ids, notice = _prepare(model_name, text)
     pos, _ = _position(model, ids, position)
-    n, note = clamp_setting("branch length", length, 1, MAX_BRANCH)
+    n, note = fitted("branch length", length, 1, MAX_BRANCH)
     root = ids[:pos + 1]
     room = model.cfg.n_ctx - len(root) - 1
     if room < 1:

@@ -5,7 +5,7 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
-from core.inputs import InputError, text_to_tokens
+from core.inputs import InputError, fitted, number, text_to_tokens
 from core.learning.data import corpus_split
 from core.learning.evaluation import expert_choices, expert_load
 from core.model.moe import MoE, Routing, load_balancing_loss, route, routing
@@ -14,7 +14,7 @@ from core.weights import zoo
 from explainers.activations import run
 from explainers.draw.figures import SAFE_COLOURS, chips_html, compare_figure, figure, grid, on, scale, token_labels
 from explainers.draw.widgets import code_panel
-from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.inputs import get_model, join_notes
 from explainers.page.serving import shared
 from explainers.page.tab import View
 
@@ -156,14 +156,9 @@ def stats_markdown(model, cache: dict) -> str:
 
 def parse_routing(cfg, top_k, noise, seed, disabled, forced) -> tuple[Routing | None, str]:
     """Widget values -> a checked Routing (None when nothing differs from the model's own routing)."""
-    top_k, note_k = clamp_setting("top-k", top_k, 1, cfg.n_experts)
-    seed, note_seed = clamp_setting("seed", seed, 0, 2**31 - 1)
-    try:
-        noise = float(noise)
-    except (TypeError, ValueError):
-        raise InputError("The router noise must be a number (0 switches it off).") from None
-    if not 0 <= noise <= 10:
-        raise InputError("The router noise must be between 0 (off) and 10.")
+    top_k, note_k = fitted("top-k", top_k, 1, cfg.n_experts)
+    seed, note_seed = fitted("seed", seed, 0, 2**31 - 1)
+    noise = number("router noise", noise, 0, 10, whole=False)  # 0 switches it off
     try:
         off = frozenset(int(str(e).lstrip("e")) for e in disabled or [])
         force = None if forced in (None, "", "none") else int(str(forced).lstrip("e"))
@@ -182,8 +177,8 @@ def update(model_name: str, text: str, layer, position, top_k, noise, seed, disa
     model, name, note_model = moe_model(model_name)
     cfg = model.cfg
     tokens, notice = text_to_tokens(model, text, MAX_TOKENS)
-    layer, note_layer = clamp_setting("layer", layer, 0, cfg.n_layers - 1)
-    position, note_pos = clamp_setting("position", position, -1, len(tokens) - 1)
+    layer, note_layer = fitted("layer", layer, 0, cfg.n_layers - 1)
+    position, note_pos = fitted("position", position, -1, len(tokens) - 1)
     position = len(tokens) - 1 if position == -1 else position
     change, note_routing = parse_routing(cfg, top_k, noise, seed, disabled, forced)
     ids = tuple(t.id for t in tokens)

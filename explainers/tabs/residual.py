@@ -7,11 +7,11 @@ import plotly.graph_objects as go
 import torch
 
 from core.analysis.anatomy import decompose, direct_logit_attribution
-from core.inputs import InputError, clean_text, text_to_tokens
+from core.inputs import InputError, clean_text, fitted, text_to_tokens
 from explainers.activations import ATTENTION_TOKENS, run
 from explainers.draw.figures import figure, piece, scale
 from explainers.draw.widgets import code_panel
-from explainers.page.inputs import clamp_setting, get_model, join_notes
+from explainers.page.inputs import get_model, join_notes
 from explainers.page.links import view_link
 from explainers.page.tab import View
 
@@ -100,7 +100,7 @@ def growth_figure(stream_norms: list[float], attn_norms: list[float], mlp_norms:
 def update(model_name: str, text: str, position, token_text):
     model = get_model(model_name)
     tokens, notice = text_to_tokens(model, text, MAX_TOKENS, keep="last")
-    position, note_pos = clamp_setting("position", position, -1, len(tokens) - 1)
+    position, note_pos = fitted("position", position, -1, len(tokens) - 1)
     pos = len(tokens) - 1 if position == -1 else position
     ids = tuple(t.id for t in tokens)
     traced = run(model_name, ids)

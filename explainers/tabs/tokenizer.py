@@ -5,12 +5,12 @@ import html
 
 import gradio as gr
 
-from core.inputs import InputError, clean_text
+from core.inputs import InputError, clean_text, number
 from core.learning.data import CORPUS
 from core.weights.tokenizers import bpe_tokens, train_bpe
 from explainers.draw.figures import chips_html
 from explainers.draw.widgets import code_panel
-from explainers.page.inputs import clamp_setting, get_model, model_choices
+from explainers.page.inputs import get_model, model_choices
 from explainers.page.tab import View
 
 TITLE = "Tokenizer"
@@ -64,9 +64,7 @@ def compute_bpe(text: str, vocab_size: int) -> dict:
 
 def update_bpe(text: str, vocab_size):
     text, notice = clean_text(text, max_chars=BPE_INPUT_CHARS)
-    vocab_size, moved = clamp_setting("vocabulary size", vocab_size, 256, 5000)
-    if moved:  # training a different size than asked would mislead
-        raise InputError("The vocabulary size must be between 256 (bytes only) and 5000.")
+    vocab_size = number("vocabulary size", vocab_size, 256, 5000)  # 256: the bytes alone, no merge yet
     result = compute_bpe(text, vocab_size)
     rows = [[i + 1, a.replace("Ġ", "␣"), b.replace("Ġ", "␣"), (a + b).replace("Ġ", "␣")]
             for i, (a, b) in enumerate(result["merges"][:40])]

@@ -14,7 +14,7 @@ import torch
 
 from core.device import torch_threads
 from core.inference.sampling import SamplingSettings
-from core.inputs import InputError
+from core.inputs import InputError, number
 from core.learning.data import mlm_mask
 from core.learning.evaluation import sample_text
 from core.learning.training import (
@@ -80,17 +80,8 @@ FUNCTION_WORDS = {"the", "a", "an", "and", "or", "but", "of", "to", "in", "on", 
 
 
 def bounded(name: str, value, whole: bool = True):
-    """A setting within LIMITS[name], or InputError with a plain sentence."""
-    low, high = LIMITS[name]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"The {name} must be a number from {low:g} to {high:g}.") from None
-    if not low <= number <= high:  # NaN fails too
-        raise InputError(f"The {name} must be from {low:g} to {high:g}; {value!r} is outside that range.")
-    if whole and number != int(number):
-        raise InputError(f"The {name} must be a whole number; got {value!r}.")
-    return int(number) if whole else number
+    """A setting within LIMITS[name]."""
+    return number(name, value, *LIMITS[name], whole=whole)
 
 
 def app_recipe(name: str, width, layers, steps, lr, batch) -> Recipe:
