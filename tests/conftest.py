@@ -13,6 +13,33 @@ from core.weights.convert import from_transformers  # noqa: E402
 VOCAB = 101
 
 
+# Two tiers: the fast one (the README's test command) and, with --slow, also the tests marked slow: browsers,
+# cold starts, real training runs and sweeps over real weights.
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the slow tier (tests marked slow)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a browser, a cold start, a real training run or a real-weight sweep "
+                                       "(run with --slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:  # reported as "N deselected"
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """The app's page, built once for every test that reads it."""
+    import app
+    return app.build_app()
+
+
 def _randomise(hf):
     """HF initialises norms to 1 and many biases to 0; perturb everything so a wrong mapping shows."""
     g = torch.Generator().manual_seed(0)

@@ -7,9 +7,7 @@ from explainers.page.inputs import get_model
 from explainers.tabs import overview
 
 
-def test_app_builds_offline_with_a_model_picker():
-    import app
-    demo = app.build_app()
+def test_app_builds_offline_with_a_model_picker(demo):
     pickers = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model"]
     assert len(pickers) == 1 and "smollm2-135m" in [c[1] for c in pickers[0].choices]
 
@@ -20,11 +18,10 @@ PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/block", "/bpe", "/
               "/residual", "/tokenize", "/train"]
 
 
-def test_the_public_api_is_the_named_endpoints_and_nothing_else():
+def test_the_public_api_is_the_named_endpoints_and_nothing_else(demo):
     """"Use via API" lists what each tab computes under a name that says so; page plumbing (tab clicks, links,
     fitting sliders to a model) is not listed, and is not callable where it is only the page's."""
-    import app
-    info = app.build_app().get_api_info()
+    info = demo.get_api_info()
     assert sorted(info["named_endpoints"]) == PUBLIC_API
     assert not info["unnamed_endpoints"]
     lm_head = [p["parameter_name"] for p in info["named_endpoints"]["/lm_head"]["parameters"]]

@@ -1,8 +1,10 @@
 """The tokenizer, embeddings and causal-mask tabs on real models: figures, numbers and bad input."""
+import re
+
 import pytest
 import torch
 
-from core.inputs import InputError
+from core.inputs import InputError, clean_text
 from core.model.attention import MaskOverride
 from core.weights import zoo
 from explainers.activations import run
@@ -39,9 +41,10 @@ def test_tokenizer_tab_answers_odd_text_plainly(text):
             tokenizer.update(text, REAL)
         return
     html = tokenizer.update(text, REAL)
-    assert "tokens" in html
-    if len(text) > 2000:
-        assert "first 2000" in html
+    cleaned, _ = clean_text(text)
+    shown = [int(n.replace(",", "")) for n in re.findall(r"<div>([\d,]+) tokens · ", html)]
+    assert shown == [len(zoo.load(name, "cpu").tokenizer.tokens(cleaned)) for name in REAL]  # each tokenizer's count
+    assert ("first 2000" in html) == (len(text) > 2000) and ("control character" in html) == ("\x00" in text)
 
 
 def test_bpe_merge_list_grows_with_the_vocabulary():
@@ -191,14 +194,22 @@ def test_causal_mask_handler_answers_odd_text_plainly(text):
     assert len(fig.data) == 5
 
 
-@pytest.mark.parametrize("layer,head,mask,window", [(-1, 0, "causal", 3), (0, 99, "causal", 3),
-                                                    (0, 0, "nonsense", 3), ("x", 0, "causal", 3), (0, 0, "causal", 0)])
-def test_causal_mask_settings_out_of_range(layer, head, mask, window):
-    try:
-        _, note = causal_mask.update("smollm2-135m", "a b c", layer, head, mask, window)
-        assert "allows" in note
-    except InputError as e:
-        assert str(e)
+@pytest.mark.parametrize("layer,head,mask,window,note", [
+    (-1, 0, "causal", 3, "The layer was -1; this model allows 0 to 29, so 0 is shown."),
+    (0, 99, "causal", 3, "The head was 99; this model allows 0 to 8, so 8 is shown."),
+    (0, 0, "sliding window", 0, "The window was 0; this model allows 1 to 64, so 1 is shown."),
+    (0, 0, "sliding window", 10**6, "The window was 1000000; this model allows 1 to 64, so 64 is shown.")])
+def test_causal_mask_settings_out_of_range_are_moved_into_it_with_a_note(layer, head, mask, window, note):
+    fig, shown = causal_mask.update("smollm2-135m", "a b c", layer, head, mask, window)
+    assert shown == note and fig.data
+
+
+@pytest.mark.parametrize("layer,head,mask,window,message", [
+    (0, 0, "nonsense", 3, "Choose a mask among"), ("x", 0, "causal", 3, "layer must be a whole number from 0 to 29"),
+    (0, None, "causal", 3, "head must be a whole number from 0 to 8")])
+def test_causal_mask_settings_that_are_not_settings_are_refused(layer, head, mask, window, message):
+    with pytest.raises(InputError, match=message):
+        causal_mask.update("smollm2-135m", "a b c", layer, head, mask, window)
 
 
 # --- every tab on the project's own tiny models -------------------------------------------------

@@ -13,12 +13,6 @@ TAB_IDS = [tab_id(module) for module in TABS]
 
 
 @pytest.fixture(scope="module")
-def demo():
-    import app
-    return app.build_app()
-
-
-@pytest.fixture(scope="module")
 def LINKS(demo):
     """The real page's link settings, as the lessons are checked against them."""
     return demo.views.links

@@ -15,12 +15,6 @@ from explainers.page.serving import handler
 
 
 @pytest.fixture(scope="module")
-def demo():
-    import app
-    return app.build_app()
-
-
-@pytest.fixture(scope="module")
 def LINKS(demo):
     return demo.views.links
 
