@@ -9,7 +9,7 @@ from core.inputs import InputError
 from core.model.attention import ZeroHeads, kv_head_of, pattern_summary, zero_heads
 from core.weights import zoo
 from explainers.activations import run
-from explainers.tabs import attention, lm_head
+from explainers.tabs import attention, lm_head, lm_head_figures
 
 MODELS = ["smollm2-135m", "tiny-gpt-char", "tiny-moe", "tiny-bert-word", "minilm-l6"]
 DECODERS = ["smollm2-135m", "tiny-gpt-char", "tiny-moe"]
@@ -131,8 +131,8 @@ def test_every_stage_shown_equals_core_sampling(settings):
     fig, note, lab, _ = lm_head.update(name, CAT, -1, T, k, p, 0, 200)
     logits = run(name, ids_of(name)).logits(-1)
     st = stages(logits, SamplingSettings(T, k, p))
-    order = logits.topk(lm_head.SHOWN).indices
-    for panel, (key, _) in enumerate(lm_head.STAGES):
+    order = logits.topk(lm_head_figures.SHOWN).indices
+    for panel, (key, _) in enumerate(lm_head_figures.STAGES):
         shown = torch.tensor(fig.data[panel].x)
         want = st[key][order]
         assert torch.equal(shown, want.masked_fill(torch.isinf(want), 0).float())

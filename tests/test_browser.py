@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (installed by .ci/run)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (installed by .ci/run)")]
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id is what a link names
     "1 · The whole model": [("overview", "Overview")],

@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 from test_browser import CHROMIUM, ROOT, error_toasts, free_port, settle
 
+pytestmark = pytest.mark.slow  # each test starts fresh Python processes
 LINKS = ["?tab=block&model=tiny-moe", "?tab=attention&model=smollm2-135m", "?tab=embeddings&model=tiny-bert-word&lecture=1"]
 
 

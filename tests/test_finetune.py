@@ -96,6 +96,7 @@ def test_each_side_reports_its_cost_and_scores():
         assert side.probs.shape == (base().cfg.vocab_size,) and side.sample
 
 
+@pytest.mark.slow  # a real fine-tuning run
 def test_full_fine_tuning_lowers_held_out_loss_by_30_percent_in_the_default_budget():
     """Seeded: the default run on the Constitution, full fine-tuning only (LoRA is compared in the tab)."""
     c = run(settings=ft.RunSettings(), methods=("full",))

@@ -319,16 +319,21 @@ def figures_in(result) -> list:
     return [r for r in (result if isinstance(result, (tuple, list)) else [result]) if isinstance(r, go.Figure)]
 
 
-def test_every_figure_the_tabs_draw_is_valid_plotly():
+@pytest.mark.parametrize("training, at_least", [(False, 60), pytest.param(True, 20, marks=pytest.mark.slow)],
+                         ids=["every-tab-but-training", "training-at-its-defaults"])
+def test_every_figure_the_tabs_draw_is_valid_plotly(training, at_least):
     """Tabs build figures as unchecked dicts (figures.figure); Plotly's checked objects must read each one back
     unchanged: no unknown property, no shorthand only Plotly's objects expand (a title as a bare string), no
-    colour-scale name that plotly.js draws in other colours."""
+    colour-scale name that plotly.js draws in other colours. The training group's handlers run real training at
+    their defaults, so they are the slow tier's."""
     import json
 
     import plotly.graph_objects as go
     checked = 0
     for param in handlers():
         block_fn = param.values[0]
+        if (block_fn.concurrency_id == "train") != training:
+            continue
         for model in ("tiny-gpt-char", "tiny-bert-word", "tiny-moe"):
             values = [model if getattr(c, "label", None) == "Model" else c.value for c in block_fn.inputs]
             try:
@@ -339,7 +344,7 @@ def test_every_figure_the_tabs_draw_is_valid_plotly():
                 drawn = json.loads(fig.to_json())
                 assert json.loads(go.Figure(fig.to_dict()).to_json()) == drawn, (block_fn.name, model)
                 checked += 1
-    assert checked >= 60
+    assert checked >= at_least
 
 
 @pytest.mark.parametrize("rows,cols,gap", [(1, 2, (0.2, 0)), (2, 5, (0.02, 0.04)), (3, 3, (0.05, 0.1))])

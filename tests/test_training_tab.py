@@ -26,6 +26,7 @@ def valid(fig: go.Figure) -> bool:
     return json.loads(go.Figure(fig.to_dict()).to_json()) == json.loads(fig.to_json())
 
 
+@pytest.mark.slow  # a real training run
 def test_the_default_run_lowers_the_heldout_loss_within_its_steps():
     d = training.DEFAULTS
     recipe = training.app_recipe("tiny-gpt-char", d["width"], d["layers"], d["steps"], d["learning rate"], d["batch"])

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Everything loading a model needs is imported here, once, by the thread importing this module. transformers
-# resolves its names on first use; two request threads doing that at once failed ("cannot import name
+# resolves its names on first use; two request threads doing that at once can fail ("cannot import name
 # 'AutoModelForCausalLM' from 'transformers'"), so no handler may be the first to import any of it.
 import gguf  # noqa: F401  (the GGUF reader transformers uses)
 import torch

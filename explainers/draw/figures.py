@@ -13,17 +13,20 @@ import plotly.colors
 import plotly.graph_objects as go
 from PIL import Image
 
-
 # Figures are written as plain Plotly dicts. Building them through Plotly's checked objects (go.Heatmap,
 # make_subplots, update_xaxes) costs many times more than drawing them (README: Benchmarks), which a class on a
 # 2-core Space feels; the tests check every figure against Plotly's schema.
+MARGIN = dict(l=10, r=10, t=50, b=10)  # every figure's margins; a figure passes only the sides it changes
+
+
 def figure(data: list[dict], **layout) -> go.Figure:
     """A figure from trace dicts (each with its "type") and layout keywords, left unchecked."""
+    layout["margin"] = {**MARGIN, **layout.get("margin", {})}
     return go.Figure({"data": data, "layout": layout}, _validate=False)
 
 
 # Plotly imports its figure and trace classes and its JSON writer lazily, on first use. Two handler threads
-# making that first import at once can deadlock in Python's import locks (it happened under load), so the
+# making that first import at once can deadlock in Python's import locks, so the
 # classes of every kind of trace the tabs draw (and that lecture style's checked copies build) are imported
 # here, and the first figure drawn, at start, in the importing thread.
 TRACE_KINDS = ("bar", "heatmap", "scatter", "scatter3d")
@@ -42,8 +45,8 @@ def scale(name: str) -> list:
 
 def png(z: np.ndarray, colorscale: list, zmin: float, zmax: float, levels: int = 64) -> str:
     """A heatmap as a PNG data URI, one pixel per value, in `levels` colours of the scale, NaN white: for a figure
-    with too many cells to send as numbers (an image trace's `source`). The attention tab's 270 thumbnails are
-    280,000 values: 1.7 MB of JSON with every update, about 100 kB as a PNG."""
+    with too many cells to send as numbers (an image trace's `source`): a PNG is a small fraction of the JSON
+    of the same values (README: Benchmarks)."""
     stops = np.array([s for s, _ in colorscale])
     rgb = np.array([plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c, "rgb")[0][0])
                     for _, c in colorscale])
@@ -148,4 +151,4 @@ def compare_figure(before, after, tokenizer, title: str, after_title: str) -> go
                  text=[f"{p:.1%}" for _, p, _ in rows], textposition="outside", cliponaxis=False, **on(i),
                  marker=dict(color=["#2563eb" if token in other else "#f97316" for *_, token in rows]))
             for i, (rows, other) in enumerate([(b, ids_a), (a, ids_b)])]
-    return figure(bars, **layout, title=dict(text=title), height=380, margin=dict(l=10, r=10, t=80, b=10))
+    return figure(bars, **layout, title=dict(text=title), height=380, margin=dict(t=80))

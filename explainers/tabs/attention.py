@@ -49,7 +49,7 @@ def layer_figure(patterns: torch.Tensor, labels: list[str], layer: int) -> go.Fi
                   hovertemplate=f"head {h}<br>query %{{y}}<br>key %{{x}}<br>%{{z:.3f}}<extra></extra>") for h in range(H)]
     return figure(heads, **layout, coloraxis=dict(colorscale=scale("Blues"), cmin=0, cmax=1), height=230 * rows + 90,
                   title=dict(text=f"Layer {layer}: every head's pattern (rows: query token, columns: key token)"),
-                  margin=dict(l=10, r=10, t=80, b=10))
+                  margin=dict(t=80))
 
 
 def grid_figure(patterns: torch.Tensor) -> go.Figure:
@@ -67,7 +67,7 @@ def grid_figure(patterns: torch.Tensor) -> go.Figure:
                   yaxis=dict(tickvals=[layer * (T + 1) + T / 2 for layer in range(L)],
                              ticktext=[f"L{layer}" for layer in range(L)], showgrid=False, zeroline=False,
                              scaleanchor=False),  # the image fills the plot: its pixels need not be square
-                  margin=dict(l=10, r=10, t=70, b=10))
+                  margin=dict(t=70))
 
 
 def arcs(pattern: torch.Tensor, labels: list[str], threshold: float = 0.05) -> list[dict]:
@@ -99,7 +99,7 @@ def head_figure(pattern: torch.Tensor, labels: list[str], layer: int, head: int)
     heatmap = dict(type="heatmap", z=pattern.numpy(), x=labels, y=labels, colorscale=scale("Blues"), zmin=0, zmax=1,
                    hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>")
     return figure([heatmap, *(dict(trace, **on(1)) for trace in arcs(pattern, labels))], **layout,
-                  height=max(420, 18 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white")
+                  height=max(420, 18 * len(labels) + 120), plot_bgcolor="white")
 
 
 def qkvz_figure(q, k, v, z, labels: list[str], head: int, kv: int, rope: bool) -> go.Figure:
@@ -111,7 +111,7 @@ def qkvz_figure(q, k, v, z, labels: list[str], head: int, kv: int, rope: bool) -
     layout["yaxis"]["showticklabels"] = True
     maps = [dict(type="heatmap", z=m.numpy(), y=labels, colorscale=scale("RdBu"), zmid=0, showscale=False, **on(i),
                  hovertemplate="token %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>") for i, m in enumerate([q, k, v, z])]
-    return figure(maps, **layout, height=max(320, 16 * len(labels) + 120), margin=dict(l=10, r=10, t=50, b=10))
+    return figure(maps, **layout, height=max(320, 16 * len(labels) + 120))
 
 
 def summary_figure(stats: dict[str, torch.Tensor]) -> go.Figure:
@@ -125,8 +125,7 @@ def summary_figure(stats: dict[str, torch.Tensor]) -> go.Figure:
                  zmin=0, zmax=None if key == "entropy" else 1, showscale=False, **on(i),
                  hovertemplate=f"layer %{{y}} head %{{x}}<br>{key} %{{z:.3f}}<extra></extra>")
             for i, key in enumerate(titles)]
-    return figure(maps, **layout, height=min(800, 140 + 16 * stats["entropy"].shape[0]),
-                  margin=dict(l=10, r=10, t=50, b=10))
+    return figure(maps, **layout, height=min(800, 140 + 16 * stats["entropy"].shape[0]))
 
 
 def gqa_figure(cfg) -> go.Figure:
@@ -147,7 +146,7 @@ def gqa_figure(cfg) -> go.Figure:
     bytes_bar = dict(type="bar", x=list(variants), y=kib, showlegend=False,
                      marker=dict(color=["#9ca3af", "#2563eb", "#9ca3af"]),
                      text=[f"{b:.1f} KiB" for b in kib], textposition="outside", **on(1))
-    return figure([sharing, bytes_bar], **layout, height=max(260, 40 * G + 160), margin=dict(l=10, r=10, t=50, b=10))
+    return figure([sharing, bytes_bar], **layout, height=max(260, 40 * G + 160))
 
 
 def _tokens(model_name: str, text: str):

@@ -42,7 +42,7 @@ SHORT = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "silu": "Si
 
 
 def _cap(values: torch.Tensor, q: float = 0.99) -> float:
-    """A colour or axis limit that a few huge outliers (SmolLM2 has some dimensions 100x the rest) do not set."""
+    """A colour or axis limit that a few huge outliers (SmolLM2 has a few dimensions far larger than the rest) do not set."""
     return float(values.abs().flatten().float().quantile(q)) or 1.0
 
 
@@ -60,7 +60,7 @@ def stream_figure(view: dict, post_norm: bool) -> go.Figure:
                  hovertemplate="%{y}<br>dimension %{x}: %{z:.3f}<extra></extra>")
     return figure([strip], title=dict(text="The residual stream through this block (every dimension)"),
                   xaxis=dict(title=dict(text="dimension of the residual stream")),
-                  yaxis=dict(autorange="reversed", type="category"), height=300, margin=dict(l=10, r=10, t=50, b=40))
+                  yaxis=dict(autorange="reversed", type="category"), height=300, margin=dict(b=40))
 
 
 def norm_figure(steps: dict[str, dict], own: str) -> go.Figure:
@@ -84,7 +84,7 @@ def norm_figure(steps: dict[str, dict], own: str) -> go.Figure:
         limit = _cap(values) * 1.3
         layout[f"yaxis{i + 1 if i else ''}"]["range"] = [-limit, limit]
     layout["xaxis3"]["title"] = dict(text="dimension (values past the axis are cut: a few dimensions are huge)")
-    return figure(traces, **layout, height=560, margin=dict(l=10, r=10, t=40, b=40),
+    return figure(traces, **layout, height=560, margin=dict(t=40, b=40),
                   legend=dict(orientation="h", x=1, xanchor="right", y=1.06))
 
 
@@ -129,7 +129,7 @@ def ffn_figure(ffns: list[dict], act: str, gated: bool) -> go.Figure:
                            title=dict(text="act(x)"))
     layout["xaxis"].update(range=[float(xs[0]), float(xs[-1])], title=dict(text="x (pre-activation)"))
     layout["xaxis2"].update(title=dict(text="neuron's activation" + (" (act(gate) × up)" if gated else "")))
-    return figure(traces, **layout, height=420, margin=dict(l=10, r=10, t=50, b=40),
+    return figure(traces, **layout, height=420, margin=dict(b=40),
                   legend=dict(orientation="h", y=-0.2))
 
 

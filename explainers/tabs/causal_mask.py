@@ -59,7 +59,7 @@ def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None
                          hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
     maps.append(dict(type="heatmap", z=steps["z"].numpy(), y=labels, colorscale=scale("RdBu"), zmid=0, showscale=False,
                      hovertemplate="query %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>", **on(4)))
-    return figure(maps, **layout, height=420, margin=dict(l=10, r=10, t=60, b=10))
+    return figure(maps, **layout, height=420, margin=dict(t=60))
 
 
 
@@ -82,7 +82,7 @@ def update(model_name: str, text: str, layer, head, mask: str, window):
 def padding_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.Figure:
     pattern_map = dict(type="heatmap", z=pattern.numpy(), x=labels, y=labels, colorscale=scale("Blues"),
                        hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>")
-    return figure([pattern_map], title=dict(text=title), height=420, margin=dict(l=10, r=10, t=50, b=10),
+    return figure([pattern_map], title=dict(text=title), height=420,
                   yaxis=dict(autorange="reversed"))
 
 

@@ -56,7 +56,7 @@ def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], tit
             traces.append(dict(trace, type="scatter3d", z=xyz[:, 2], marker=dict(size=5)))
         else:
             traces.append(dict(trace, type="scatter", marker=dict(size=10), textposition="top center"))
-    return figure(traces, title=dict(text=title), height=520, margin=dict(l=10, r=10, t=50, b=10),
+    return figure(traces, title=dict(text=title), height=520,
                   legend=dict(title=dict(text="group")))
 
 
@@ -139,7 +139,7 @@ def update_contextual(model_name: str, text: str, layer, word: str):
 def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0.0) -> go.Figure:
     return figure([dict(type="heatmap", z=z, colorscale=scale(colorscale), zmid=zmid)], title=dict(text=title),
                   xaxis=dict(title=dict(text=x_title)), yaxis=dict(title=dict(text=y_title)), height=380,
-                  margin=dict(l=10, r=10, t=70, b=10))
+                  margin=dict(t=70))
 
 
 def update_positional(model_name: str):
@@ -153,7 +153,7 @@ def update_positional(model_name: str):
                           "position", "dimension")
     else:
         learned = figure([], title=dict(text=f"{model_name} has no learned<br>position table ({cfg.positions})"), height=380,
-                         margin=dict(l=10, r=10, t=70, b=10))
+                         margin=dict(t=70))
     rope = rope_scores(cfg.d_head if cfg.positions == "rope" else 64, cfg.rope_theta, 32)
     rope_fig = heatmap(rope.numpy(), "RoPE: q·k of a query at m and a key at n<br>(constant along each diagonal)",
                        "key position n", "query position m")

@@ -84,7 +84,7 @@ def curves_figure(c: ft.Comparison) -> go.Figure:
     layout["yaxis2"]["rangemode"] = "tozero"
     if c.step == 0:  # nothing timed yet: fixed ranges (an empty plot's axis line, drawn in lecture style, has none)
         layout["xaxis2"]["range"], layout["yaxis2"]["range"] = [0, 1], [0, 1]
-    return figure(traces, **layout, height=380, margin=dict(l=10, r=10, t=40, b=10),
+    return figure(traces, **layout, height=380, margin=dict(t=40),
                   legend=dict(orientation="h", y=-0.25))
 
 
@@ -99,7 +99,7 @@ def probs_figure(c: ft.Comparison, tokenizer, prompt: str) -> go.Figure:
                  text=[f"{p:.1%}" for _, p, _ in r], textposition="outside", cliponaxis=False,
                  marker=dict(color=COLOURS[s.name]), **on(i)) for i, (s, r) in enumerate(zip(sides, rows))]
     return figure(bars, **layout, title=dict(text=f"Next token after {prompt[-40:]!r}"), height=360,
-                  margin=dict(l=10, r=10, t=80, b=10))
+                  margin=dict(t=80))
 
 
 def delta_figure(c: ft.Comparison) -> go.Figure:
@@ -126,7 +126,7 @@ def delta_figure(c: ft.Comparison) -> go.Figure:
         colour = COLOURS["LoRA" if name.startswith("LoRA") else "full"]
         traces.append(dict(type="scatter", x=list(range(1, n + 1)), y=s[:n].clamp_min(1e-12).numpy(),
                            mode="lines+markers", name=name, line=dict(color=colour), **on(1)))
-    return figure(traces, **layout, height=400, margin=dict(l=10, r=10, t=50, b=10),
+    return figure(traces, **layout, height=400,
                   legend=dict(orientation="h", y=-0.2, x=0.55))
 
 

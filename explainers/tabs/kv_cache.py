@@ -55,7 +55,7 @@ def timing_figure(runs: dict, prompt_len: int) -> go.Figure:
         cumulative = torch.tensor(seconds, dtype=torch.float64).cumsum(0).tolist()
         lines.append(dict(type="scatter", x=positions, y=cumulative, mode="lines", showlegend=False, legendgroup=label,
                           line=dict(color=colour), hovertemplate="position %{x}<br>%{y:.2f} s<extra></extra>", **on(1)))
-    return figure(lines, **layout, height=420, margin=dict(l=10, r=10, t=80, b=10),
+    return figure(lines, **layout, height=420, margin=dict(t=80),
                   legend=dict(orientation="h", x=1, xanchor="right", y=1.2))
 
 
@@ -78,7 +78,7 @@ def memory_figure(cfg, positions_now: int, measured_bytes: int) -> go.Figure:
                           text=[f"{measured_bytes / 2**20:.2f} MiB"], textposition="top right"))
     title = f"KV cache size (fp32) against sequence length (the context holds {cfg.n_ctx:,})"
     return figure(lines, title=dict(text=title), xaxis=dict(title=dict(text="positions")),
-                  yaxis=dict(title=dict(text="MiB")), height=380, margin=dict(l=10, r=10, t=50, b=10))
+                  yaxis=dict(title=dict(text="MiB")), height=380)
 
 
 def summary_markdown(device, runs: dict, tokens_same: bool | None, text: str, n_prompt: int) -> str:

@@ -96,7 +96,7 @@ def choices_figure(indices: torch.Tensor, weights: torch.Tensor, labels: list[st
                    hovertemplate="%{y}, token %{x}<br>%{customdata}<extra></extra>")
     return figure([choices], xaxis=dict(tickangle=-60, tickfont=dict(size=10)), yaxis=dict(autorange="reversed"),
                   title=dict(text="Chosen experts per token and layer (colour: first choice; text: all k)"),
-                  height=140 + 40 * len(top1), margin=dict(l=10, r=10, t=50, b=10))
+                  height=140 + 40 * len(top1))
 
 
 def text_html(tokens, indices: torch.Tensor, weights: torch.Tensor, layer: int) -> str:
@@ -124,8 +124,7 @@ def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: t
                 hovertemplate="%{x}: router probability %{y:.3f}<extra></extra>")
     title = f"Router at {label}: probabilities (bars) and the top-{len(chosen)} renormalised weights"
     return figure([bars], title=dict(text=title),
-                  yaxis=dict(tickformat=".0%", range=[0, max(1e-9, float(probs.max())) * 1.25]), height=340,
-                  margin=dict(l=10, r=10, t=50, b=10))
+                  yaxis=dict(tickformat=".0%", range=[0, max(1e-9, float(probs.max())) * 1.25]), height=340)
 
 
 def load_figure(load_input: torch.Tensor, load_corpus: torch.Tensor, chars: int = SAMPLE_CHARS) -> go.Figure:
@@ -139,7 +138,7 @@ def load_figure(load_input: torch.Tensor, load_corpus: torch.Tensor, chars: int 
                  hovertemplate="%{y}, %{x}: %{z:.1%} of routing slots<extra></extra>")
             for i, load in enumerate([load_input, load_corpus])]
     return figure(maps, **layout, title=dict(text=f"Expert load: share of routing slots (even = {1 / E:.1%} each)"),
-                  height=140 + 36 * L, margin=dict(l=10, r=10, t=70, b=10))
+                  height=140 + 36 * L, margin=dict(t=70))
 
 
 def stats_markdown(model, cache: dict) -> str:
@@ -225,10 +224,7 @@ def build(page) -> View:
         layer = gr.Slider(0, 3, value=0, step=1, label="Layer (coloured text, router detail)")
         position = gr.Slider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Token for the router detail (−1 = last)")
     notice = gr.Markdown()
-    choices_plot = gr.Plot()
-    coloured = gr.HTML()
-    router_plot = gr.Plot()
-    load_plot = gr.Plot()
+    choices_plot, coloured, router_plot, load_plot = gr.Plot(), gr.HTML(), gr.Plot(), gr.Plot()  # in this order
     stats = gr.Markdown()
     gr.Markdown("### Re-route live\nThese change how every MoE layer routes, and the model runs again.")
     with gr.Row():

@@ -57,7 +57,7 @@ def parameters_figure(groups: dict[str, int]) -> go.Figure:
     bars = dict(type="bar", x=list(groups.values()), y=list(groups), orientation="h",
                 text=[f"{v / 1e6:.2f}M" for v in groups.values()], textposition="auto")
     return figure([bars], title=dict(text="Where the parameters are"), xaxis=dict(title=dict(text="parameters")),
-                  height=320, margin=dict(l=10, r=10, t=50, b=40), yaxis=dict(autorange="reversed"))
+                  height=320, margin=dict(b=40), yaxis=dict(autorange="reversed"))
 
 
 def flow_figure(names: list[str], norms: torch.Tensor, labels: list[str], links: list[list[str]],
@@ -84,7 +84,7 @@ def flow_figure(names: list[str], norms: torch.Tensor, labels: list[str], links:
         layout["yaxis2"].update(autorange="reversed", type="category", domain=[0.62, 1])  # beside the last layers
         layout["xaxis2"].update(tickformat=".0%")
     height = max(420, 140 + 14 * len(names))
-    return figure(traces, **layout, height=height, margin=dict(l=10, r=10, t=40, b=10))
+    return figure(traces, **layout, height=height, margin=dict(t=40))
 
 
 STAGE_STYLE = ("display:inline-flex;flex-direction:column;padding:6px 10px;margin:3px 0;border-radius:8px;"

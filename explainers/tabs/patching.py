@@ -65,7 +65,7 @@ def patch_figure(results: dict[str, torch.Tensor], labels: list[str], heads: int
                            hovertemplate="layer %{y}, %{x}: %{z:.2f}<extra></extra>", **on(i)))
         layout[f"xaxis{i + 1 if i else ''}"].update(tickangle=-60, tickfont=dict(size=10), type="category")
     L = next(iter(results.values())).shape[0]
-    return figure(traces, **layout, height=max(320, 120 + 16 * L), margin=dict(l=10, r=10, t=50, b=10))
+    return figure(traces, **layout, height=max(320, 120 + 16 * L))
 
 
 def prepare(model_name: str, clean_text: str, corrupt_text: str, answer_text: str, wrong_text: str):

@@ -49,7 +49,7 @@ def block_figure(block: gguf_file.Q4Block) -> go.Figure:
               dict(type="bar", x=list(range(32)), y=block.values, marker=dict(color="#f97316"), showlegend=False,
                    hovertemplate="weight %{x}: %{y:.5f}<extra></extra>", **on(1))]
     layout["yaxis"].update(range=[0, 15.5], dtick=5)
-    return figure(traces, **layout, height=300, margin=dict(l=10, r=10, t=40, b=10))
+    return figure(traces, **layout, height=300, margin=dict(t=40))
 
 
 def show_block(layer, index):
@@ -104,7 +104,7 @@ def error_figure(errors: dict[str, float], diffs: torch.Tensor, layer: int, n_la
               dict(type="heatmap", z=z, x=kinds, y=list(range(n_layers)), colorscale=scale("Blues"), xgap=1, ygap=1,
                    colorbar=dict(title=dict(text="rel. error"), tickformat=".1%"), **on(1),
                    hovertemplate="layer %{y}, %{x}: %{z:.2%}<extra></extra>")]
-    return figure(traces, **layout, height=max(360, 140 + 12 * n_layers), margin=dict(l=10, r=10, t=40, b=10))
+    return figure(traces, **layout, height=max(360, 140 + 12 * n_layers), margin=dict(t=40))
 
 
 def scales_figure(name: str, w: torch.Tensor, group: int) -> go.Figure:
@@ -123,7 +123,7 @@ def scales_figure(name: str, w: torch.Tensor, group: int) -> go.Figure:
                    text=[f"{e:.1%}" for e in errors.values()], textposition="outside", cliponaxis=False,
                    marker=dict(color=["#93c5fd", "#2563eb"] * 2 + ["#1e3a8a"]), **on(1),
                    hovertemplate="%{y}: %{x:.2%}<extra></extra>")]
-    return figure(traces, **layout, height=320, margin=dict(l=10, r=10, t=40, b=10))
+    return figure(traces, **layout, height=320, margin=dict(t=40))
 
 
 def size_figure(sizes: dict[str, int]) -> go.Figure:
@@ -132,7 +132,7 @@ def size_figure(sizes: dict[str, int]) -> go.Figure:
                         marker=dict(color="#2563eb"), hovertemplate="%{y}: %{x:.1f} MiB<extra></extra>")],
                   title=dict(text="model size"), yaxis=dict(autorange="reversed", type="category"),
                   xaxis=dict(title=dict(text="MiB"), range=[0, max(sizes.values()) / 2**20 * 1.3]),
-                  height=260, margin=dict(l=10, r=10, t=40, b=10))
+                  height=260, margin=dict(t=40))
 
 
 def show_weights(model_name: str, scheme: str, group, scope: str, layer):
@@ -165,7 +165,7 @@ def kl_figure(kl: torch.Tensor, agree: torch.Tensor) -> go.Figure:
                         hovertemplate="position %{x}: KL %{y:.4f}<extra></extra>")],
                   title=dict(text="next-token KL divergence at each position (red: another top-1 token)"),
                   xaxis=dict(title=dict(text="position in the held-out text")), yaxis=dict(title=dict(text="nats")),
-                  height=300, margin=dict(l=10, r=10, t=40, b=10))
+                  height=300, margin=dict(t=40))
 
 
 def decode_speed(model, prompt: list[int]) -> float:

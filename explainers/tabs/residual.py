@@ -66,7 +66,7 @@ def contributions_figure(names, values, kinds, links: list[str], token: str, log
             if k == kind], hovertemplate="%{x}: %{y:+.3f}<extra>click to open</extra>") for kind in COLOURS]
     title = f"Direct effect of each part on the logit of {token!r} (sum {sum(values):+.2f} + constant {constant:+.2f} " \
             f"= {logit:.2f})"
-    return figure(bars, title=dict(text=title), barmode="relative", height=380, margin=dict(l=10, r=10, t=60, b=10),
+    return figure(bars, title=dict(text=title), barmode="relative", height=380, margin=dict(t=60),
                   xaxis=dict(type="category", categoryorder="array", categoryarray=names, tickangle=-60,
                              tickfont=dict(size=10)),
                   yaxis=dict(title=dict(text="logit change")), legend=dict(orientation="h", x=1, xanchor="right", y=1.1))
@@ -80,7 +80,7 @@ def heads_figure(per_head: torch.Tensor, links: list[list[str]], token: str) -> 
                  colorscale=scale("RdBu"), reversescale=True, zmin=-limit, zmax=limit, xgap=1, ygap=1, customdata=links,
                  colorbar=dict(title=dict(text="logit")), hovertemplate="%{y} %{x}: %{z:+.3f}<extra>click to open</extra>")
     return figure([cells], title=dict(text=f"Each head's direct effect on {token!r}"),
-                  yaxis=dict(autorange="reversed"), height=max(300, 90 + 16 * L), margin=dict(l=10, r=10, t=50, b=10))
+                  yaxis=dict(autorange="reversed"), height=max(300, 90 + 16 * L))
 
 
 def growth_figure(stream_norms: list[float], attn_norms: list[float], mlp_norms: list[float]) -> go.Figure:
@@ -94,7 +94,7 @@ def growth_figure(stream_norms: list[float], attn_norms: list[float], mlp_norms:
     return figure(traces, title=dict(text="The stream grows as every layer adds to it"), barmode="group", height=340,
                   yaxis=dict(type="log", title=dict(text="length (log scale)")),
                   xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=10)),
-                  margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
+                  legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
 
 
 def update(model_name: str, text: str, position, token_text):
