@@ -82,9 +82,10 @@ def test_a_link_without_a_tab_stays_on_the_first_chapter_and_tab(demo):
     ("?tab=nowhere", "no tab 'nowhere'"),
     ("?model=gpt5", "model 'gpt5' is not available"),
     ("?tab=attention&layer=abc", "layer='abc' does not fit"),
-    ("?tab=attention&layer=1e9", "layer='1e9' does not fit"),
+    ("?tab=attention&layer=1e9", "layer='1e9' does not fit 'Layer' (it takes a number from 0 to 63)"),
     ("?tab=lm_head&temperature=nan", "temperature='nan' does not fit"),
     ("?tab=causal_mask&mask=rainbow", "mask='rainbow' does not fit"),
+    ("?tab=causal_mask&mask=rainbow", "(it takes one of model's own, causal"),
     ("?tab=moe&disable=e1,e99", "disable='e1,e99' does not fit"),
     ("?tab=kv_cache&text=" + "x" * 3000, "text='xxx"),
     ("?tab=lm_head&colour=red", "unknown setting 'colour'"),
@@ -101,7 +102,7 @@ def test_link_values_are_checked_against_the_widget():
     slider = gr.Slider(0, 10, step=1, render=False)
     assert parse_value(slider, "3") == 3 and parse_value(slider, "2.5") == 2.5
     for raw in ["-1", "11", "inf", "x", ""]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="a number from 0 to 10"):
             parse_value(slider, raw)
     assert parse_value(gr.Textbox(render=False), "a\x00b\nc") == "ab\nc"
 

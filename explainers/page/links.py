@@ -21,30 +21,34 @@ def _choices(component) -> list:
 
 
 def parse_value(component, raw: str):
-    """The text of a link parameter as a value for its widget; ValueError when it does not fit."""
+    """The text of a link parameter as a value for its widget; ValueError (saying what fits) when it does not."""
     if isinstance(component, (gr.Slider, gr.Number)):
-        value = float(raw)
         low, high = getattr(component, "minimum", None), getattr(component, "maximum", None)
+        fits = "a number" + (f" from {low:g} to {high:g}" if low is not None and high is not None else "")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(fits) from None
         if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-            raise ValueError
+            raise ValueError(fits)
         return int(value) if value.is_integer() else value
     if isinstance(component, gr.CheckboxGroup) or (isinstance(component, gr.Dropdown) and component.multiselect):
         values = [v for v in raw.split(",") if v]
         allowed = _choices(component)
         if allowed and any(v not in allowed for v in values):  # empty choices: filled per model at load
-            raise ValueError
+            raise ValueError("some of " + ", ".join(map(str, allowed[:12])))
         return values
     if isinstance(component, (gr.Radio, gr.Dropdown)):
         if raw not in _choices(component):
-            raise ValueError
+            raise ValueError("one of " + ", ".join(map(str, _choices(component)[:12])))
         return raw
     if isinstance(component, gr.Checkbox):
         if raw not in ("0", "1"):
-            raise ValueError
+            raise ValueError("0 or 1")
         return raw == "1"
     if isinstance(component, gr.Textbox):
         if len(raw) > MAX_CHARS:
-            raise ValueError
+            raise ValueError(f"at most {MAX_CHARS} characters")
         return strip_controls(raw)
     raise ValueError
 
@@ -99,8 +103,9 @@ def read_view(query: str, links: dict, tabs, lecture_default: bool = False) -> L
             continue
         try:
             view.values[f"{tab}.{key}"] = parse_value(component, raw)
-        except (ValueError, TypeError):
-            view.problems.append((key, f"{key}={raw[:40]!r} does not fit {getattr(component, 'label', key)!r}"))
+        except (ValueError, TypeError) as fits:
+            reason = f" (it takes {fits})" if str(fits) else ""
+            view.problems.append((key, f"{key}={raw[:40]!r} does not fit {getattr(component, 'label', key)!r}{reason}"))
     return view
 
 
