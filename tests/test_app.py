@@ -12,7 +12,7 @@ def test_app_builds_offline_with_a_model_picker(demo):
     assert len(pickers) == 1 and "smollm2-135m" in [c[1] for c in pickers[0].choices]
 
 
-PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/block", "/bpe", "/branch", "/causal_mask", "/causality",
+PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/beam_search", "/block", "/bpe", "/branch", "/causal_mask", "/causality",
               "/contextual_embeddings", "/embeddings", "/facts", "/finetune", "/flow", "/kv_cache", "/kv_cache_memory",
               "/lm_head", "/memorise", "/moe", "/next_token", "/padding", "/patching", "/positions", "/quantize",
               "/residual", "/tokenize", "/train"]

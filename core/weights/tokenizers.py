@@ -194,3 +194,11 @@ def bpe_tokens(tok, text: str) -> list[Token]:
     """Tokens of a `tokenizers` byte-level BPE, with readable pieces."""
     enc = tok.encode(text)
     return [Token(i, readable_bytes(piece), s, e) for i, piece, (s, e) in zip(enc.ids, enc.tokens, enc.offsets)]
+
+
+def end_of_text(tokenizer) -> set[int]:
+    """The token ids that end a text (a generation stops there): the tokenizer's end-of-sequence token, if it has
+    one (the project's character and word tokenizers have none)."""
+    hf = getattr(tokenizer, "hf", None)
+    eos = getattr(hf, "eos_token_id", None)
+    return set() if eos is None else {int(eos)}
