@@ -12,10 +12,10 @@ def test_app_builds_offline_with_a_model_picker(demo):
     assert len(pickers) == 1 and "smollm2-135m" in [c[1] for c in pickers[0].choices]
 
 
-PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/beam_search", "/block", "/bpe", "/branch", "/causal_mask", "/causality",
-              "/contextual_embeddings", "/embeddings", "/facts", "/finetune", "/flow", "/kv_cache", "/kv_cache_memory",
-              "/lm_head", "/memorise", "/moe", "/next_token", "/padding", "/patching", "/positions", "/quantize",
-              "/residual", "/tokenize", "/train"]
+PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/beam_search", "/block", "/bpe", "/branch",
+              "/causal_mask", "/causality", "/contextual_embeddings", "/embeddings", "/facts", "/finetune", "/flow",
+              "/kv_cache", "/kv_cache_memory", "/lm_head", "/memorise", "/moe", "/next_token", "/padding",
+              "/patching", "/positions", "/quantize", "/residual", "/tokenize", "/train"]
 
 
 def test_the_public_api_is_the_named_endpoints_and_nothing_else(demo):
