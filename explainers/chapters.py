@@ -1,6 +1,6 @@
 """The tabs in their chapters: CHAPTERS is the order the page shows them, TABS the same tabs in one list."""
 from explainers.tabs import attention, beam_search, block, causal_mask, embeddings, kv_cache, lm_head, moe  # noqa: I001
-from explainers.tabs import finetune, overview, patching, quantization, residual, tokenizer, training
+from explainers.tabs import finetune, overview, patching, quantization, residual, steering, tokenizer, training
 
 CHAPTERS = [  # (title, its tabs); a chapter with no tabs is not drawn
     ("The whole model", [overview]),
@@ -8,7 +8,7 @@ CHAPTERS = [  # (title, its tabs); a chapter with no tabs is not drawn
     ("Inside a block", [causal_mask, attention, block, moe, residual]),
     ("Out to text", [lm_head, beam_search]),
     ("Learning", [training, finetune]),
-    ("Beyond", [kv_cache, patching, quantization]),
+    ("Beyond", [kv_cache, patching, steering, quantization]),
 ]
 TABS = [module for _, modules in CHAPTERS for module in modules]
 

@@ -112,3 +112,19 @@ def test_beam_search_refuses_an_encoder_and_a_full_context(minilm, decoder_pair)
     _, model, _ = decoder_pair
     with pytest.raises(InputError, match="context"):
         beam_search(model, PROMPT, 2, model.cfg.n_ctx)
+
+
+@pytest.mark.parametrize("width", [0, 100])
+def test_the_tab_refuses_a_beam_width_out_of_range_plainly(width):
+    from explainers.tabs import beam_search as tab
+    with pytest.raises(InputError, match=f"The beam width must be from 1 to 8; {width} is outside that range"):
+        tab.update("tiny-gpt-char", "ROMEO:", width, 4, 1.0, "False", 0)
+
+
+def test_the_tab_draws_the_tree_the_ranking_and_the_comparison():
+    from explainers.tabs import beam_search as tab
+    tree, ranked, compared, note = tab.update("tiny-gpt-char", "ROMEO:", 3, 6, 1.0, "False", 0)
+    assert len(ranked) == 3 and [r[0] for r in ranked] == [1, 2, 3] and len(compared) == 3
+    assert sorted(r[4] for r in ranked) == [r[4] for r in ranked][::-1]        # best score first
+    assert compared[0][3] == ranked[0][3] and "summed log-probability" in note
+    assert {t.name for t in tree.data} >= {"goes on", "pruned"}

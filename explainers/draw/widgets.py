@@ -26,3 +26,8 @@ def fit_sliders(model_name: str, blocks_plus_one: bool = False):
         return gr.Slider(), gr.Slider()
     top = cfg.n_layers if blocks_plus_one else cfg.n_layers - 1
     return gr.Slider(maximum=top), gr.Slider(maximum=cfg.n_heads - 1)
+
+
+def fit_layer(model_name: str):
+    """The layer slider alone, fitted to the model."""
+    return fit_sliders(model_name)[0]

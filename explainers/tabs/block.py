@@ -12,7 +12,7 @@ from core.model.mlp import ACTIVATIONS
 from core.model.transformer import Block, Norm
 from explainers.activations import ATTENTION_TOKENS, run
 from explainers.draw.figures import figure, grid, on, piece, scale
-from explainers.draw.widgets import code_panel, fit_sliders
+from explainers.draw.widgets import code_panel, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
@@ -169,10 +169,6 @@ def update(model_name: str, text: str, layer, position, which):
             norm_table(steps, own), ffn_figure(view["ffns"], cfg.act, cfg.gated_ffn), neuron_rows(model, view["neurons"]),
             "Neurons ranked by how much they write into the stream; *pushes up / down*: the tokens whose logits "
             f"the write raises and lowers most{reading}.")
-
-
-def fit_layer(model_name: str):
-    return fit_sliders(model_name)[0]
 
 
 def build(page) -> View:

@@ -15,7 +15,7 @@ from core.inputs import InputError, fitted, number, text_to_tokens
 from core.learning.data import corpus_split
 from core.weights import gguf_file, zoo
 from explainers.draw.figures import figure, grid, on, scale
-from explainers.draw.widgets import code_panel, fit_sliders
+from explainers.draw.widgets import code_panel, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
@@ -209,10 +209,6 @@ def measure(model_name: str, scheme: str, group, scope: str, layer, text: str, j
              "The settings above are simulated (weights rounded, then kept in fp32), so they run at fp32 speed: "
              "a speed-up needs a kernel that reads the small integers, as the int8 one does.")
     yield join_notes(note, cut, summary, speed), kl_figure(kl, agree)
-
-
-def fit_layer(model_name: str):
-    return fit_sliders(model_name)[0]
 
 
 def build(page) -> View:
