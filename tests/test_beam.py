@@ -6,6 +6,7 @@ import torch
 from core.inference.beam import beam_search
 from core.inference.generation import generate
 from core.inputs import InputError
+from explainers.page.jobs import Job
 
 PROMPT = [5, 17, 42, 8, 99]
 PROMPTS = [PROMPT, [3, 14, 15, 92, 65], [27, 18, 28, 18, 28], [61, 80, 33, 98, 87]]
@@ -118,13 +119,22 @@ def test_beam_search_refuses_an_encoder_and_a_full_context(minilm, decoder_pair)
 def test_the_tab_refuses_a_beam_width_out_of_range_plainly(width):
     from explainers.tabs import beam_search as tab
     with pytest.raises(InputError, match=f"The beam width must be from 1 to 8; {width} is outside that range"):
-        tab.update("tiny-gpt-char", "ROMEO:", width, 4, 1.0, "False", 0)
+        next(tab.update("tiny-gpt-char", "ROMEO:", width, 4, 1.0, "False", 0, Job()))
 
 
 def test_the_tab_draws_the_tree_the_ranking_and_the_comparison():
     from explainers.tabs import beam_search as tab
-    tree, ranked, compared, note = tab.update("tiny-gpt-char", "ROMEO:", 3, 6, 1.0, "False", 0)
+    *_, (tree, ranked, compared, note) = tab.update("tiny-gpt-char", "ROMEO:", 3, 6, 1.0, "False", 0, Job())
     assert len(ranked) == 3 and [r[0] for r in ranked] == [1, 2, 3] and len(compared) == 3
     assert sorted(r[4] for r in ranked) == [r[4] for r in ranked][::-1]        # best score first
     assert compared[0][3] == ranked[0][3] and "summed log-probability" in note
     assert {t.name for t in tree.data} >= {"goes on", "pruned"}
+
+
+def test_cancel_stops_the_search_between_steps():
+    from explainers.tabs import beam_search as tab
+    job = Job()
+    runs = tab.update("tiny-gpt-char", "ROMEO:", 3, 6, 1.0, "False", 0, job)
+    assert next(runs)[-1] == "Searching with 3 beams…"
+    job.stop.set()
+    assert list(runs)[-1][-1] == "**Cancelled** after 1 of 6 steps."

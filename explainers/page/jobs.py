@@ -63,14 +63,15 @@ def cancel(job) -> None:
 
 def running(fn, group: str):
     """fn as the queue runs it: its `job` argument a Job of the group's cap (a fresh one for an API call, which has
-    no session's), started now and marked ended however the run ends."""
+    no session's, and for a View's draw after the session's last run ended), started now and marked ended however
+    the run ends."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         job = bound.arguments.get("job")
-        job = job if isinstance(job, Job) else Job(GROUPS[group].cap)
+        job = job if isinstance(job, Job) and not job.ended else Job(GROUPS[group].cap)
         bound.arguments["job"] = job
         job.started = time.monotonic()
         try:
@@ -88,11 +89,17 @@ class Jobs:
         self.state = gr.State(None, delete_callback=cancel)  # Gradio drops it some time after the page closes
         cancel_button.click(cancel, self.state, None, queue=False, api_visibility="private")
 
-    def on(self, button: gr.Button, fn, inputs: list, outputs: list, api: str, note=None) -> None:
-        """button starts fn(*inputs, job) in the group's queue, streaming to outputs; `note` says it is waiting."""
+    def on(self, start, fn, inputs: list, outputs: list, api: str, note=None) -> None:
+        """A start button (or a list of triggers: `text.submit`, `slider.release`) starts fn(*inputs, job) in the
+        group's queue, streaming to outputs; `note` says it is waiting."""
         cap = GROUPS[self.group].cap
         new = (lambda: (Job(cap), WAITING)) if note is not None else (lambda: Job(cap))
-        button.click(new, None, [self.state, note] if note is not None else self.state, queue=False,
-                     api_visibility="private").then(
-            **self.page.event(running(fn, self.group), [*inputs, self.state], outputs, remember=False,
-                              group=self.group, api=api))
+        triggers = [start.click] if isinstance(start, gr.Button) else start
+        gr.on(triggers, new, None, [self.state, note] if note is not None else self.state, queue=False,
+              api_visibility="private").then(**self.event(fn, inputs, outputs, api))
+
+    def event(self, fn, inputs: list, outputs: list, api: str | None = None) -> dict:
+        """fn(*inputs, job) as an event of the group's queue with the session's job (a View's draw: the tab's
+        default run when it comes on screen, cancellable like any other)."""
+        return self.page.event(running(fn, self.group), [*inputs, self.state], outputs, remember=False,
+                               group=self.group, api=api)

@@ -14,6 +14,7 @@ from core.weights.tokenizers import end_of_text
 from explainers.draw.figures import SAFE_COLOURS, figure, piece
 from explainers.draw.widgets import code_panel
 from explainers.page.inputs import get_model, join_notes
+from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
 
 TITLE = "Beam search"
@@ -120,12 +121,17 @@ def check(model_name: str, text: str, width, n_new, length_penalty, early_stoppi
     return model, [t.id for t in tokens], width, n_new, length_penalty, EARLY_STOPPING[early_stopping], seed, notice
 
 
-def update(model_name: str, text: str, width, n_new, length_penalty, early_stopping, seed):
-    """Run the beam search, greedy and a seeded sample from the prompt: the tree, the ranking, the comparison."""
+def update(model_name: str, text: str, width, n_new, length_penalty, early_stopping, seed, job: Job):
+    """A long job: the beam search (Cancel stops it between steps), then greedy and a seeded sample from the same
+    prompt: the tree, the ranking, the comparison."""
     model, ids, width, n_new, length_penalty, early, seed, notice = check(model_name, text, width, n_new,
                                                                           length_penalty, early_stopping, seed)
     tokenizer, eos = model.tokenizer, end_of_text(model.tokenizer)
-    search = beam_search(model, ids, width, n_new, length_penalty, early, eos)
+    yield gr.skip(), gr.skip(), gr.skip(), f"Searching with {width} beam{'s' if width > 1 else ''}…"
+    search = beam_search(model, ids, width, n_new, length_penalty, early, eos, should_stop=job.should_stop)
+    if job.should_stop():
+        yield gr.skip(), gr.skip(), gr.skip(), job.why(f"after {len(search.steps)} of {n_new} steps")
+        return
     greedy = generate(model, ids, n_new, stop_ids=eos)
     sampled = generate(model, ids, n_new, settings=SamplingSettings(1.0, 0, 1.0), seed=seed, stop_ids=eos)
     best, greedy_logp = search.finished[0], summed_logp(greedy)
@@ -137,8 +143,8 @@ def update(model_name: str, text: str, width, n_new, length_penalty, early_stopp
                 " (the same text)." if best.ids == greedy.new_ids else
                 " (beam search found a more likely text)." if best.logprob > greedy_logp else
                 " (greedy's is higher: beam search ranks by score, which divides by the length)."))
-    return (tree_figure(search, tokenizer), ranked_rows(search, tokenizer),
-            comparison_rows(search, greedy, sampled, seed, tokenizer), join_notes(note, notice))
+    yield (tree_figure(search, tokenizer), ranked_rows(search, tokenizer),
+           comparison_rows(search, greedy, sampled, seed, tokenizer), join_notes(note, notice))
 
 
 def build(page) -> View:
@@ -150,7 +156,9 @@ def build(page) -> View:
         length_penalty = gr.Slider(-2, 3, value=1.0, step=0.1, label="Length penalty α")
         early = gr.Radio(list(EARLY_STOPPING), value="False", label="Early stopping")
         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed of the sample")
-    button = gr.Button("Search", variant="primary")
+    with gr.Row():
+        button = gr.Button("Search", variant="primary")
+        cancel = gr.Button("Cancel")
     note = gr.Markdown()
     tree = gr.Plot()
     ranked = gr.Dataframe(headers=["rank", "text", "tokens", "summed log p", "score = log p / length^α"],
@@ -161,8 +169,8 @@ def build(page) -> View:
     code_panel(beam_search, path)
     inputs = [page.model, text, width, n_new, length_penalty, early, seed]
     outputs = [tree, ranked, compared, note]
-    drawn = page.event(update, inputs, outputs)
-    page.on([button.click, text.submit, width.release, n_new.release, length_penalty.release, early.input,
-             seed.submit], update, inputs, outputs, api="beam_search")
+    jobs = Jobs(page, cancel, "generate")
+    jobs.on([button.click, text.submit, width.release, n_new.release, length_penalty.release, early.input,
+             seed.submit], update, inputs, outputs, "beam_search", note=note)
     return View(links=dict(text=text, width=width, n=n_new, length_penalty=length_penalty, early_stopping=early,
-                           seed=seed), draws=[drawn])
+                           seed=seed), draws=[jobs.event(update, inputs, outputs)])
