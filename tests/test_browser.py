@@ -20,7 +20,8 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "2 · Text to tokens": [("tokenizer", "Tokenizer"), ("embeddings", "Embeddings")],
     "3 · Inside a block": [("causal_mask", "Causal mask"), ("attention", "Attention heads"), ("block", "Block: norm & FFN"),
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
-    "4 · Out to text": [("lm_head", "LM head & sampling")],
+    "4 · Out to text": [("lm_head", "LM head & sampling"), ("beam_search", "Beam search"),
+                        ("compare", "Two models side by side")],
     "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("quantization", "Quantization")],
 }
