@@ -24,7 +24,7 @@ Pick any two models of the zoo. Each reads the same text with **its own tokenize
 number of tokens. Their depths differ too, so layers are placed by **depth**: block i of L sits at (i + 1) / L, and
 0 is the embeddings. Below: each model's tokens, its ten most likely next tokens (temperature 1, no filter, as the
 LM head tab shows them), the length of the residual stream at the last token, and how spread out attention is:
-its **entropy** $-\sum_s p_s \log p_s$ in nats, averaged over heads and query positions (0 = every query looks at
+its **entropy** −Σ p log p in nats, averaged over heads and query positions (0 = every query looks at
 one token; the dotted line is attention spread evenly over what each query may see). Where both are decoders,
 the **overlap** of their top-10 is counted by the tokens' text, since the two vocabularies number tokens
 differently. The numbers are the ones each model's own tabs show: click a link, or a point of the entropy plot."""
@@ -89,7 +89,8 @@ def links_html(side: Side, text: str) -> str:
 def top_figure(sides: list[Side], shared: set[str]) -> go.Figure:
     """Each model's K most likely next tokens; a bar in its model's colour is in both lists, a grey one in this one."""
     layout = grid(2, titles=[s.name for s in sides], gap=(0.22, 0),
-                  x=dict(tickformat=".0%", rangemode="tozero"), y=dict(autorange="reversed", showgrid=False))
+                  x=dict(tickformat=".0%", rangemode="tozero"),
+                  y=dict(autorange="reversed", showgrid=False, tickfont=dict(size=13)))
     bars, notes = [], []
     for i, (side, colour) in enumerate(zip(sides, COLOURS)):
         x_axis, y_axis = layout[axis("x", i)], layout[axis("y", i)]
@@ -97,17 +98,17 @@ def top_figure(sides: list[Side], shared: set[str]) -> go.Figure:
             x_axis.update(visible=False), y_axis.update(visible=False)
             notes.append(dict(text="no next token:<br>" + ("no output head" if side.model.unembed is None else
                                                            "a masked LM fills in [MASK]"),
-                              xref=f"{on(i)['xaxis']} domain", yref=f"{on(i)['yaxis']} domain", x=0.5, y=0.5,
+                              xref="paper", yref="paper", x=sum(x_axis["domain"]) / 2, y=0.5,
                               showarrow=False, font=dict(size=14, color="#6b7280")))
             continue
-        y_axis.update(tickvals=list(range(K)), ticktext=[visible(t) for t, _ in side.top])
+        y_axis.update(tickvals=list(range(K)), ticktext=[f"'{visible(t)}'" for t, _ in side.top])  # quoted: ',' shows
         bars.append(dict(type="bar", orientation="h", x=[p for _, p in side.top], y=list(range(K)), showlegend=False,
                          marker=dict(color=[colour if t in shared else "#d1d5db" for t, _ in side.top]),
                          text=[f"{p:.1%}" for _, p in side.top], textposition="outside", cliponaxis=False,
                          hovertemplate="%{customdata}: %{x:.2%}<extra></extra>",
                          customdata=[visible(t) for t, _ in side.top], **on(i)))
     layout["annotations"] = layout.get("annotations", []) + notes
-    return figure(bars, **layout, height=400, margin=dict(t=80, r=40),
+    return figure(bars, **layout, height=400, margin=dict(t=80, l=60, r=40),
                   title=dict(text=f"Next-token top-{K} at temperature 1 (coloured: in both lists; grey: in this one)"))
 
 
