@@ -20,7 +20,8 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "2 · Text to tokens": [("tokenizer", "Tokenizer"), ("embeddings", "Embeddings")],
     "3 · Inside a block": [("causal_mask", "Causal mask"), ("attention", "Attention heads"), ("block", "Block: norm & FFN"),
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
-    "4 · Out to text": [("lm_head", "LM head & sampling")],
+    "4 · Out to text": [("lm_head", "LM head & sampling"), ("beam_search", "Beam search"),
+                        ("compare", "Two models side by side")],
     "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("steering", "Steering vectors"),
                  ("quantization", "Quantization")],
@@ -387,6 +388,23 @@ def test_two_branches_from_two_candidates_show_side_by_side(fresh, url):
     rows = tree.locator(".ytick").all_text_contents()  # SVG text: no innerText
     assert len(rows) == 2 and {row.split(" (")[0] for row in rows} == set(picked), (rows, picked)
     assert panel.get_by_text("the branch's text").count() == 1
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def test_two_models_side_by_side_draw_say_plainly_what_an_encoder_lacks_and_link_into_their_tabs(fresh, url):
+    open_link(fresh, url + "?tab=compare&left=tiny-gpt-char&right=tiny-moe&text=The+cat+sat+on+the")
+    panel = tab_panel(fresh)
+    assert panel.locator(".js-plotly-plot").count() == 3 and "Top-10 overlap:" in panel.inner_text()
+    assert panel.locator("span[title^='id ']").count() == 2 * len("The cat sat on the")  # both models read characters
+    panel.get_by_label("Right model").click()
+    fresh.get_by_role("option", name="minilm-l6", exact=False).click()
+    panel.get_by_text("comparing next tokens needs two decoders").wait_for(timeout=WAIT)
+    settle(fresh)
+    assert "minilm-l6 is an encoder" in panel.inner_text() and panel.locator(".js-plotly-plot").count() == 3
+    assert error_toasts(fresh) == []
+    panel.get_by_role("link", name="LM head & sampling").click()  # the left model's: the encoder has no LM head link
+    fresh.get_by_role("tab", name="LM head & sampling", exact=True, selected=True).wait_for(timeout=WAIT)
+    assert "model=tiny-gpt-char" in fresh.url and "text=The+cat+sat+on+the" in fresh.url
     assert error_toasts(fresh) == [] and fresh.console_errors == []
 
 
