@@ -5,7 +5,7 @@ the KV cache. Target: core within 1.20x of transformers.generate(num_beams=4). A
 beams with the same scores.
 """
 import torch
-from common import interleaved_medians, smollm2_pair
+from common import interleaved_medians, report, smollm2_pair
 
 from core.inference.beam import beam_search
 
@@ -30,11 +30,8 @@ def main(width: int = 4, new_tokens: int = 32, reps: int = 3) -> None:
         (hf_ids, hf_scores), (our_ids, our_scores) = hf(), core()
         same = hf_ids == our_ids and max(abs(a - b) for a, b in zip(hf_scores, our_scores)) < 1e-4
         t = interleaved_medians({"transformers beams": hf, "core beam_search": core}, reps)
-    ref = t["transformers beams"]
-    print(f"SmolLM2-135M, beam search width {width}, {new_tokens} new tokens, {torch.get_num_threads()} threads, "
-          f"median of {reps}; same beams and scores: {same}")
-    for name, seconds in t.items():
-        print(f"  {name:22s} {seconds:7.2f} s ({new_tokens / seconds:5.1f} tok/s per beam)   ratio {seconds / ref:5.2f}")
+    report(f"SmolLM2-135M, beam search width {width}, {new_tokens} new tokens, {torch.get_num_threads()} threads, "
+           f"median of {reps}; same beams and scores: {same}", t, new_tokens, "tok/s per beam")
 
 
 if __name__ == "__main__":

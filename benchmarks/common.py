@@ -38,3 +38,11 @@ def interleaved_medians(fns: dict, reps: int) -> dict[str, float]:
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def report(heading: str, times: dict[str, float], new_tokens: int, unit: str = "tok/s") -> None:
+    """The heading, then each timing with its tokens per second and its ratio to the first (the reference)."""
+    ref = next(iter(times.values()))
+    print(heading)
+    for name, seconds in times.items():
+        print(f"  {name:22s} {seconds:7.2f} s ({new_tokens / seconds:5.1f} {unit})   ratio {seconds / ref:5.2f}")

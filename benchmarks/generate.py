@@ -3,7 +3,7 @@
 Target: core <= 1.20x transformers' generate. Also checks that both produce the same tokens.
 """
 import torch
-from common import interleaved_medians, smollm2_pair
+from common import interleaved_medians, report, smollm2_pair
 
 from core.inference.generation import generate
 
@@ -23,11 +23,8 @@ def main(new_tokens: int = 128, reps: int = 3) -> None:
     with torch.no_grad():
         same = hf() == core()
         t = interleaved_medians({"transformers generate": hf, "core generate": core}, reps)
-    ref = t["transformers generate"]
-    print(f"SmolLM2-135M, {new_tokens} greedy new tokens with KV cache, {torch.get_num_threads()} threads, "
-          f"median of {reps}; identical tokens: {same}")
-    for name, seconds in t.items():
-        print(f"  {name:22s} {seconds:7.2f} s ({new_tokens / seconds:5.1f} tok/s)   ratio {seconds / ref:5.2f}")
+    report(f"SmolLM2-135M, {new_tokens} greedy new tokens with KV cache, {torch.get_num_threads()} threads, "
+           f"median of {reps}; identical tokens: {same}", t, new_tokens)
 
 
 if __name__ == "__main__":
