@@ -408,6 +408,40 @@ def test_two_models_side_by_side_draw_say_plainly_what_an_encoder_lacks_and_link
     assert error_toasts(fresh) == [] and fresh.console_errors == []
 
 
+def test_beam_search_draws_its_tree_beside_greedy_and_cancels(fresh, url):
+    open_link(fresh, url + "?tab=beam_search&model=tiny-gpt-char&text=ROMEO%3A&width=3&n=6")
+    panel = tab_panel(fresh)
+    panel.get_by_text("Searched").wait_for(timeout=WAIT)           # "Searched 6 steps with 3 beams, looking at ..."
+    assert "with 3 beams" in panel.inner_text() and panel.locator(".js-plotly-plot").count() == 1
+    assert "finished" in panel.locator(".js-plotly-plot").inner_text()  # the legend: kept, finished, pruned
+    ranked, compared = panel.locator("table")
+    assert ranked.locator("tbody tr").count() == 3 and compared.locator("tbody tr").count() == 3
+    assert "greedy" in compared.inner_text()
+    width = panel.get_by_label("number input for Beam width B", exact=True)
+    width.fill("8")
+    width.press("Enter")
+    panel.get_by_text("with 8 beams").wait_for(timeout=WAIT)
+    assert panel.locator("table").first.locator("tbody tr").count() == 8
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def test_steering_draws_its_shift_and_sweep_generates_per_coefficient_and_refuses_a_bad_pair(fresh, url):
+    open_link(fresh, url + "?tab=steering&model=tiny-gpt-char&text=ROMEO%3A+I&pairs=love+%7C+hate&layer=2&c=4")
+    panel = tab_panel(fresh)
+    panel.get_by_text("moves by").wait_for(timeout=WAIT)
+    assert panel.locator(".js-plotly-plot").count() == 2 and "steered, c = 4" in panel.inner_text()
+    panel.get_by_role("button", name="Generate", exact=True).click()
+    panel.get_by_text("Greedy continuations of 12 tokens").wait_for(timeout=WAIT)
+    rows = panel.locator("table").first.locator("tbody tr")
+    assert rows.count() == 4 and rows.nth(0).locator("td").first.inner_text().strip() == "-4"
+    box = panel.get_by_label("Contrast pairs: plus | minus, one a line")
+    box.fill("love | hated")
+    box.press("Shift+Enter")
+    fresh.locator(".toast-body.error").first.wait_for(timeout=WAIT)
+    assert "'love' is 4 tokens and 'hated' is 5" in "".join(error_toasts(fresh))
+    assert fresh.console_errors == []
+
+
 def test_a_gradio_client_calls_the_named_api(url):
     """The README's example: the endpoints answer a client with what the tab shows."""
     from gradio_client import Client

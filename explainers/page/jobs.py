@@ -62,16 +62,15 @@ def cancel(job) -> None:
 
 
 def running(fn, group: str):
-    """fn as the queue runs it: its `job` argument a Job of the group's cap (a fresh one for an API call, which has
-    no session's, and for a View's draw after the session's last run ended), started now and marked ended however
-    the run ends."""
+    """fn as the queue runs it: its `job` argument a Job of the group's cap (a fresh one for an API call or a View's
+    draw, which send none), started now and marked ended however the run ends."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
+        bound = signature.bind_partial(*args, **kwargs)
         job = bound.arguments.get("job")
-        job = job if isinstance(job, Job) and not job.ended else Job(GROUPS[group].cap)
+        job = job if isinstance(job, Job) else Job(GROUPS[group].cap)
         bound.arguments["job"] = job
         job.started = time.monotonic()
         try:
@@ -96,10 +95,10 @@ class Jobs:
         new = (lambda: (Job(cap), WAITING)) if note is not None else (lambda: Job(cap))
         triggers = [start.click] if isinstance(start, gr.Button) else start
         gr.on(triggers, new, None, [self.state, note] if note is not None else self.state, queue=False,
-              api_visibility="private").then(**self.event(fn, inputs, outputs, api))
+              api_visibility="private").then(**self.event(fn, inputs, outputs, api, session=True))
 
-    def event(self, fn, inputs: list, outputs: list, api: str | None = None) -> dict:
-        """fn(*inputs, job) as an event of the group's queue with the session's job (a View's draw: the tab's
-        default run when it comes on screen, cancellable like any other)."""
-        return self.page.event(running(fn, self.group), [*inputs, self.state], outputs, remember=False,
-                               group=self.group, api=api)
+    def event(self, fn, inputs: list, outputs: list, api: str | None = None, session: bool = False) -> dict:
+        """fn(*inputs, job) as an event of the group's queue and cap: with the session's job (what a start runs, so
+        Cancel reaches it), or a job of its own (a View's draw: the tab's run as it comes on screen)."""
+        return self.page.event(running(fn, self.group), [*inputs, self.state] if session else inputs, outputs,
+                               remember=False, group=self.group, api=api)
