@@ -138,3 +138,18 @@ def test_cancel_stops_the_search_between_steps():
     assert next(runs)[-1] == "Searching with 3 beams…"
     job.stop.set()
     assert list(runs)[-1][-1] == "**Cancelled** after 1 of 6 steps."
+
+
+def test_the_tab_draws_on_screen_with_a_job_of_its_own_and_the_lecture_flag_last():
+    """A View's draw sends no job (explainers.page.jobs.running(own=True)), so the session's lecture flag is the
+    last input and styles the figures."""
+    import inspect
+
+    from explainers.page.jobs import running
+    from explainers.page.serving import handler
+    from explainers.tabs import beam_search as tab
+    draw = handler(running(tab.update, "generate", own=True), remember=False)
+    assert list(inspect.signature(draw).parameters)[-2:] == ["seed", "lecture"]
+    *_, (plain, *_) = draw("tiny-gpt-char", "ROMEO:", 2, 3, 1.0, "False", 0, False)
+    *_, (lecture, *_) = draw("tiny-gpt-char", "ROMEO:", 2, 3, 1.0, "False", 0, True)
+    assert plain.layout.font.size is None and lecture.layout.font.size > 12

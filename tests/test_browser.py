@@ -408,20 +408,24 @@ def test_two_models_side_by_side_draw_say_plainly_what_an_encoder_lacks_and_link
     assert error_toasts(fresh) == [] and fresh.console_errors == []
 
 
-def test_beam_search_draws_its_tree_beside_greedy_and_cancels(fresh, url):
+def dataframe_rows(panel, i: int):
+    """The rows of the panel's i-th table (a Gradio 6 Dataframe draws them as [role=row] divs, not <tr>)."""
+    return panel.locator(".virtual-body").nth(i).locator("[role=row]")
+
+
+def test_beam_search_draws_its_tree_beside_greedy_and_grows_with_its_width(fresh, url):
     open_link(fresh, url + "?tab=beam_search&model=tiny-gpt-char&text=ROMEO%3A&width=3&n=6")
     panel = tab_panel(fresh)
     panel.get_by_text("Searched").wait_for(timeout=WAIT)           # "Searched 6 steps with 3 beams, looking at ..."
     assert "with 3 beams" in panel.inner_text() and panel.locator(".js-plotly-plot").count() == 1
     assert "finished" in panel.locator(".js-plotly-plot").inner_text()  # the legend: kept, finished, pruned
-    ranked, compared = panel.locator("table")
-    assert ranked.locator("tbody tr").count() == 3 and compared.locator("tbody tr").count() == 3
-    assert "greedy" in compared.inner_text()
+    assert dataframe_rows(panel, 0).count() == 3 and dataframe_rows(panel, 1).count() == 3
+    assert "greedy" in dataframe_rows(panel, 1).nth(1).inner_text()
     width = panel.get_by_label("number input for Beam width B", exact=True)
     width.fill("8")
     width.press("Enter")
     panel.get_by_text("with 8 beams").wait_for(timeout=WAIT)
-    assert panel.locator("table").first.locator("tbody tr").count() == 8
+    assert dataframe_rows(panel, 0).count() == 8
     assert error_toasts(fresh) == [] and fresh.console_errors == []
 
 
@@ -432,8 +436,8 @@ def test_steering_draws_its_shift_and_sweep_generates_per_coefficient_and_refuse
     assert panel.locator(".js-plotly-plot").count() == 2 and "steered, c = 4" in panel.inner_text()
     panel.get_by_role("button", name="Generate", exact=True).click()
     panel.get_by_text("Greedy continuations of 12 tokens").wait_for(timeout=WAIT)
-    rows = panel.locator("table").first.locator("tbody tr")
-    assert rows.count() == 4 and rows.nth(0).locator("td").first.inner_text().strip() == "-4"
+    rows = dataframe_rows(panel, 0)
+    assert rows.count() == 4 and rows.nth(0).locator("[role=gridcell]").first.inner_text().strip() == "-4"
     box = panel.get_by_label("Contrast pairs: plus | minus, one a line")
     box.fill("love | hated")
     box.press("Shift+Enter")

@@ -6,7 +6,7 @@ import textwrap
 
 import gradio as gr
 
-from core.inputs import InputError
+from core.inputs import InputError, fitted
 from explainers.page.inputs import get_model
 
 
@@ -28,6 +28,12 @@ def fit_sliders(model_name: str, blocks_plus_one: bool = False):
     return gr.Slider(maximum=top), gr.Slider(maximum=cfg.n_heads - 1)
 
 
-def fit_layer(model_name: str):
-    """The layer slider alone, fitted to the model."""
-    return fit_sliders(model_name)[0]
+def fit_layer(model_name: str, layer=0):
+    """The layer slider alone, fitted to the model, its value moved into range (a layer left where a bigger model
+    put it would otherwise be refused by the slider itself)."""
+    try:
+        top = get_model(model_name).cfg.n_layers - 1
+        value, _ = fitted("layer", layer, 0, top)
+    except InputError:
+        return gr.Slider()
+    return gr.Slider(maximum=top, value=value)

@@ -61,9 +61,10 @@ def cancel(job) -> None:
         job.stop.set()
 
 
-def running(fn, group: str):
-    """fn as the queue runs it: its `job` argument a Job of the group's cap (a fresh one for an API call or a View's
-    draw, which send none), started now and marked ended however the run ends."""
+def running(fn, group: str, own: bool = False):
+    """fn as the queue runs it: its `job` argument a Job of the group's cap (a fresh one for an API call, which has
+    no session's), started now and marked ended however the run ends. own=True: a fresh Job every call, and `job` is
+    not among the inputs Gradio sends (a View's draw)."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -77,6 +78,8 @@ def running(fn, group: str):
             yield from fn(*bound.args, **bound.kwargs)
         finally:
             job.ended = True
+    if own:
+        run.__signature__ = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "job"])
     return run
 
 
@@ -100,5 +103,5 @@ class Jobs:
     def event(self, fn, inputs: list, outputs: list, api: str | None = None, session: bool = False) -> dict:
         """fn(*inputs, job) as an event of the group's queue and cap: with the session's job (what a start runs, so
         Cancel reaches it), or a job of its own (a View's draw: the tab's run as it comes on screen)."""
-        return self.page.event(running(fn, self.group), [*inputs, self.state] if session else inputs, outputs,
-                               remember=False, group=self.group, api=api)
+        return self.page.event(running(fn, self.group, own=not session), [*inputs, self.state] if session else inputs,
+                               outputs, remember=False, group=self.group, api=api)

@@ -21,12 +21,14 @@ TITLE = "Beam search"
 INTRO = r"""### Beam search: keep several drafts, not one
 Greedy decoding takes the most likely token at every step and can walk past a better text whose first token
 looked worse. **Beam search** keeps the **B** best partial texts (the *beams*). At each step every beam is
-extended by every token, scored by its summed log-probability $\sum_t \log p(x_t \mid x_{<t})$, and the best
-2B candidates are looked at: one that ends the text is a finished **hypothesis**, the best B others go on (one
-forward pass for all B beams; the KV cache rows are copied from the beams they grew from). Finished hypotheses are
-ranked by $\text{score} = \sum_t \log p \,/\, \text{length}^{\alpha}$, where the **length penalty** α > 0
-favours longer texts and α < 0 shorter ones. This is the search `transformers.generate(num_beams=B)` runs, number
-for number."""
+extended by every token, scored by its summed log-probability, and the best 2B candidates are looked at: one that
+ends the text is a finished **hypothesis**, the best B others go on (one forward pass for all B beams; the KV cache
+rows are copied from the beams they grew from). Finished hypotheses are ranked by
+
+$$\text{score} = \frac{\sum_t \log p(x_t \mid x_{<t})}{\text{length}^{\alpha}}$$
+
+where the **length penalty** α > 0 favours longer texts and α < 0 shorter ones. This is the search
+`transformers.generate(num_beams=B)` runs, number for number."""
 
 MAX_WIDTH, MAX_NEW = 8, 24
 FATES = {"kept": ("goes on", SAFE_COLOURS[0]), "finished": ("finished", SAFE_COLOURS[2]),

@@ -195,4 +195,5 @@ def build(page) -> View:
     page.on([text.submit, ex.load_input_event, layer.release, position.release, which.input], update, inputs, outputs,
             api="block")
     return View(links=dict(text=text, layer=layer, position=position, norm=which),
-                draws=[page.event(fit_layer, page.model, layer, remember=False), page.event(update, inputs, outputs)])
+                draws=[page.event(fit_layer, [page.model, layer], layer, remember=False),
+                       page.event(update, inputs, outputs)])

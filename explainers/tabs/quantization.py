@@ -244,5 +244,5 @@ def build(page) -> View:
                                     note=measure_note)
     return View(links=dict(layer=layer, block=index, scheme=scheme, group=group, scope=scope),
                 draws=[page.event(show_block, [layer, index], [block_note, block_plot]),
-                       page.event(fit_layer, page.model, layer, remember=False),
+                       page.event(fit_layer, [page.model, layer], layer, remember=False),
                        page.event(show_weights, settings, weights)])

@@ -18,14 +18,14 @@ from explainers.page.tab import View
 TITLE = "Steering vectors"
 INTRO = r"""### Steering: push the residual stream in a direction
 Run two **contrast prompts** that differ in one idea ("I love you" and "I hate you") and subtract their residual
-streams entering block $\ell$: what is left points from one idea to the other. Add that vector $v$, times a
-**coefficient** $c$, to the stream entering block $\ell$ at every position while the model reads your prompt and
+streams entering block ℓ: what is left points from one idea to the other. Add that vector **v**, times a
+**coefficient c**, to the stream entering block ℓ at every position while the model reads your prompt and
 writes its continuation:
 
 $$x_\ell \leftarrow x_\ell + c\,v \qquad v = \text{mean over positions}\big(x_\ell(\text{plus}) - x_\ell(\text{minus})\big)$$
 
-No weight changes; $c = 0$ is the model as it is, $c < 0$ pushes the other way. This is *activation addition*
-(Turner et al., 2023). The blocks after $\ell$ read the pushed stream, so the effect depends on the layer: too early
+No weight changes; c = 0 is the model as it is, c < 0 pushes the other way. This is *activation addition*
+(Turner et al., 2023). The blocks after ℓ read the pushed stream, so the effect depends on the layer: too early
 and the push is read as a word, too late and few blocks are left to act on it; too large and the text falls apart."""
 
 MAX_PAIRS, MAX_COEFFICIENTS, MAX_NEW = 8, 6, 32
@@ -99,7 +99,7 @@ def sweep_figure(coefficients: list[float], logits: torch.Tensor, plus: int, min
     shapes = [dict(type="line", xref=f"x{'' if i == 0 else 2}", yref="paper", x0=chosen, x1=chosen, y0=0, y1=1,
                    line=dict(dash="dot", color="#111827")) for i in range(2)]
     return figure(traces, **layout, shapes=shapes, height=360, legend=dict(orientation="h", y=-0.25),
-                  title=dict(text="The sweep: the prompt's next token with c × v added (dotted: the chosen c)"))
+                  title=dict(text="The next token as c grows (dotted: the c above)"))
 
 
 def effect_note(swept: torch.Tensor, plus: int, minus: int, tokenizer, norm: float, stream: float) -> str:
@@ -184,4 +184,5 @@ def build(page) -> View:
     Jobs(page, cancel, "generate").on(start, continuations, [page.model, text, pairs, layer, coefficients, n_new],
                                       [table, status], "steering_generate", note=status)
     return View(links=dict(text=text, pairs=pairs, layer=layer, c=coefficient, coefficients=coefficients, n=n_new),
-                draws=[page.event(fit_layer, page.model, layer, remember=False), page.event(update, inputs, outputs)])
+                draws=[page.event(fit_layer, [page.model, layer], layer, remember=False),
+                       page.event(update, inputs, outputs)])
