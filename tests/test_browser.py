@@ -423,7 +423,8 @@ def test_beam_search_draws_its_tree_beside_greedy_and_grows_with_its_width(fresh
     assert "greedy" in dataframe_rows(panel, 1).nth(1).inner_text()
     width = panel.get_by_label("number input for Beam width B", exact=True)
     width.fill("8")
-    width.press("Enter")
+    width.press("Tab")
+    panel.get_by_role("button", name="Search", exact=True).click()
     panel.get_by_text("with 8 beams").wait_for(timeout=WAIT)
     assert dataframe_rows(panel, 0).count() == 8
     assert error_toasts(fresh) == [] and fresh.console_errors == []
