@@ -139,7 +139,7 @@ def update(model_name: str, text: str, pairs_text: str, layer, coefficient):
 
 
 def continuations(model_name: str, text: str, pairs_text: str, layer, coefficients, n_new, job: Job):
-    """A long job: the greedy continuation for each coefficient, a row at a time, Cancel between tokens' runs."""
+    """A long job: the greedy continuation for each coefficient, a row at a time; Cancel stops between them."""
     model, ids, pairs, layer, notice = check(model_name, text, pairs_text, layer)
     coefficients = parse_coefficients(coefficients)
     n_new = number("number of new tokens", n_new, 1, MAX_NEW)
@@ -176,11 +176,13 @@ def build(page) -> View:
     status = gr.Markdown()
     table = gr.Dataframe(headers=["coefficient", "continuation", "mean probability of its tokens"],
                          interactive=False, wrap=True)
-    gr.Examples([["I think dogs are", "I love you | I hate you", 6, 4],
-                 ["The weather today is", " happy | sad\n joy | anger", 10, 6]], [text, pairs, layer, coefficient])
+    ex = gr.Examples([["I think dogs are", "I love you | I hate you", 6, 4],
+                      ["The weather today is", "I feel happy | I feel sad\nWhat a joy | What a pain", 10, 6]],
+                     [text, pairs, layer, coefficient])
     code_panel(contrast_direction, steered)
     inputs, outputs = [page.model, text, pairs, layer, coefficient], [shift, swept, note]
-    page.on([text.submit, pairs.submit, layer.release, coefficient.release], update, inputs, outputs, api="steering")
+    page.on([text.submit, pairs.submit, layer.release, coefficient.release, ex.load_input_event], update, inputs,
+            outputs, api="steering")
     Jobs(page, cancel, "generate").on(start, continuations, [page.model, text, pairs, layer, coefficients, n_new],
                                       [table, status], "steering_generate", note=status)
     return View(links=dict(text=text, pairs=pairs, layer=layer, c=coefficient, coefficients=coefficients, n=n_new),
