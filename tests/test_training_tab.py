@@ -135,3 +135,13 @@ def test_masking_counts_read_80_10_10_from_a_batch():
     counts = training.masking_counts(x, y, guesses=y.clamp(min=0), mask_id=4)
     assert counts["chosen"] == 10 and counts["[MASK]"] == 0.8 and counts["kept"] == 0.1 and counts["random"] == 0.1
     assert counts["right"] == 1.0
+
+
+def test_the_samples_shown_are_step_0_and_the_latest_each_once():
+    """The second snapshot used to show step 0's sample twice (the first and the latest six overlapped)."""
+    assert training.kept_samples([], "s0") == ["s0"]
+    assert training.kept_samples(["s0"], "s1") == ["s0", "s1"]
+    shown = []
+    for step in range(12):
+        shown = training.kept_samples(shown, f"s{step}")
+    assert shown == ["s0", "s5", "s6", "s7", "s8", "s9", "s10", "s11"]

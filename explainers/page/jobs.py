@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import gradio as gr
+from gradio.events import Dependency
 
 from explainers.page.groups import GROUPS
 
@@ -92,13 +93,19 @@ class Jobs:
         cancel_button.click(cancel, self.state, None, queue=False, api_visibility="private")
 
     def on(self, start, fn, inputs: list, outputs: list, api: str, note=None) -> None:
-        """A start button (or a list of triggers: `text.submit`, `slider.release`) starts fn(*inputs, job) in the
-        group's queue, streaming to outputs; `note` says it is waiting."""
+        """A start button (or a list of triggers: `text.submit`, `slider.release`, an example's `load_input_event`)
+        starts fn(*inputs, job) in the group's queue, streaming to outputs; `note` says it is waiting. The widgets'
+        triggers share one endpoint, named `api`; an event to follow gets one of its own, unlisted."""
         cap = GROUPS[self.group].cap
-        new = (lambda: (Job(cap), WAITING)) if note is not None else (lambda: Job(cap))
+        new = dict(fn=(lambda: (Job(cap), WAITING)) if note is not None else (lambda: Job(cap)), inputs=None,
+                   outputs=[self.state, note] if note is not None else self.state, queue=False,
+                   api_visibility="private")
         triggers = [start.click] if isinstance(start, gr.Button) else start
-        gr.on(triggers, new, None, [self.state, note] if note is not None else self.state, queue=False,
-              api_visibility="private").then(**self.event(fn, inputs, outputs, api, session=True))
+        listeners = [t for t in triggers if not isinstance(t, Dependency)]
+        if listeners:
+            gr.on(listeners, **new).then(**self.event(fn, inputs, outputs, api, session=True))
+        for dependency in [t for t in triggers if isinstance(t, Dependency)]:
+            dependency.then(**new).then(**self.event(fn, inputs, outputs, session=True))
 
     def event(self, fn, inputs: list, outputs: list, api: str | None = None, session: bool = False) -> dict:
         """fn(*inputs, job) as an event of the group's queue and cap: with the session's job (what a start runs, so

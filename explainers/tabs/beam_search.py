@@ -167,12 +167,12 @@ def build(page) -> View:
                           interactive=False, wrap=True)
     gr.Markdown("### Beside greedy decoding and a sample\nThe same prompt and length limit, decoded three ways.")
     compared = gr.Dataframe(headers=["decoding", "text", "tokens", "summed log p"], interactive=False, wrap=True)
-    gr.Examples([["The meaning of life is", 3, 8], ["Once upon a time", 4, 12]], [text, width, n_new])
+    ex = gr.Examples([["The meaning of life is", 3, 8], ["Once upon a time", 4, 12]], [text, width, n_new])
     code_panel(beam_search, path)
     inputs = [page.model, text, width, n_new, length_penalty, early, seed]
     outputs = [tree, ranked, compared, note]
     jobs = Jobs(page, cancel, "generate")
     jobs.on([button.click, text.submit, width.release, n_new.release, length_penalty.release, early.input,
-             seed.submit], update, inputs, outputs, "beam_search", note=note)
+             seed.submit, ex.load_input_event], update, inputs, outputs, "beam_search", note=note)
     return View(links=dict(text=text, width=width, n=n_new, length_penalty=length_penalty, early_stopping=early,
                            seed=seed), draws=[jobs.event(update, inputs, outputs)])

@@ -143,6 +143,11 @@ def heldout_loss(run: Run) -> float:
         return training_loss(run.model, *run.heldout).item()
 
 
+def kept_samples(samples: list, new, latest: int = 6) -> list:
+    """The samples shown: the first (step 0), the `latest` after it, and the new one, each once."""
+    return [*samples[:1], *samples[1:][-latest:], new]
+
+
 def snapshot(w: Watch, step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[str, go.Figure, go.Figure]:
     """(samples or the masked batch as HTML, attention figure, embedding map) of the model as it is now."""
     model, tok, L = w.run.model, w.run.model.tokenizer, w.run.model.cfg.n_layers
@@ -153,8 +158,7 @@ def snapshot(w: Watch, step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> t
         text = masking_html(window, tok, masking_counts(x, y, guesses, tok.mask_id), step)
     else:
         with evaluating(model):
-            w.samples = [*w.samples[:1], *w.samples[-6:], (step, sample_text(model, w.prompt, w.sample_chars, SAMPLE,
-                                                                            seed=0))]  # step 0, the latest
+            w.samples = kept_samples(w.samples, (step, sample_text(model, w.prompt, w.sample_chars, SAMPLE, seed=0)))
         text = samples_html(w.samples, w.prompt)
     probe = torch.tensor([t.id for t in w.probe])
     load = batch_expert_load(model, w.run.heldout[0]) if model.cfg.n_experts else None
