@@ -236,3 +236,11 @@ def test_tabs_work_on_the_tiny_models(name):
     tolerance = 1e-5 if model.cfg.n_experts else 0.0   # see causal_mask.verdict
     assert ours[0] == name and (float(ours[3]) <= tolerance) == model.cfg.causal
     assert ours[4].startswith("unchanged") == model.cfg.causal
+
+
+def test_sliders_fitted_to_a_smaller_model_move_their_values_into_range():
+    """A layer or head left where SmolLM2 put it (29, 8) would be refused by the slider of a 4-layer, 4-head model."""
+    from explainers.draw.widgets import fit_layer, fit_sliders
+    layer, head = fit_sliders("tiny-gpt-char", 29, 8)
+    assert (layer.maximum, layer.value, head.maximum, head.value) == (3, 3, 3, 3)
+    assert fit_layer("tiny-gpt-char", 2).value == 2 and fit_sliders("tiny-gpt-char")[0].maximum == 3

@@ -18,22 +18,19 @@ def code_panel(*functions) -> None:
                     interactive=False)
 
 
-def fit_sliders(model_name: str, blocks_plus_one: bool = False):
-    """Layer and head sliders fitted to the model (layer 0..L when the embeddings count as a layer)."""
+def fit_sliders(model_name: str, layer=None, head=None, blocks_plus_one: bool = False):
+    """Layer and head sliders fitted to the model (layer 0..L when the embeddings count as a layer); a value given
+    is moved into range, since a slider refuses a value above its maximum (one left where a bigger model put it)."""
     try:
         cfg = get_model(model_name).cfg
+        tops = (cfg.n_layers if blocks_plus_one else cfg.n_layers - 1, cfg.n_heads - 1)
+        values = [None if v is None else fitted(name, v, 0, top)[0] for name, v, top in
+                  zip(("layer", "head"), (layer, head), tops)]
     except InputError:
         return gr.Slider(), gr.Slider()
-    top = cfg.n_layers if blocks_plus_one else cfg.n_layers - 1
-    return gr.Slider(maximum=top), gr.Slider(maximum=cfg.n_heads - 1)
+    return tuple(gr.Slider(maximum=top) if v is None else gr.Slider(maximum=top, value=v) for v, top in zip(values, tops))
 
 
 def fit_layer(model_name: str, layer=0):
-    """The layer slider alone, fitted to the model, its value moved into range (a layer left where a bigger model
-    put it would otherwise be refused by the slider itself)."""
-    try:
-        top = get_model(model_name).cfg.n_layers - 1
-        value, _ = fitted("layer", layer, 0, top)
-    except InputError:
-        return gr.Slider()
-    return gr.Slider(maximum=top, value=value)
+    """The layer slider alone, fitted to the model, its value moved into range."""
+    return fit_sliders(model_name, layer)[0]

@@ -164,7 +164,7 @@ def build(page) -> View:
     page.on([original.submit, edited.submit], update_causality, [page.model, original, edited], causality,
             api="causality")
     return View(links=dict(text=text, layer=layer, head=head, mask=mask, window=window),
-                draws=[page.event(fit_sliders, page.model, [layer, head], remember=False),
+                draws=[page.event(fit_sliders, [page.model, layer, head], [layer, head], remember=False),
                        page.event(update, inputs, [steps_plot, notice]),
                        page.event(update_padding, pad_inputs, padding_plot),
                        page.event(update_causality, [page.model, original, edited], causality)])

@@ -116,12 +116,11 @@ def effect_note(swept: torch.Tensor, plus: int, minus: int, tokenizer, norm: flo
     return note
 
 
-def stream_length(model_name: str, ids: list[int], layer: int) -> float:
-    """The mean length of the stream entering block `layer`, from the shared recorded forward, without the first
-    token's (an outlier on many models: the attention sink) when there are others."""
-    cache = run(model_name, tuple(ids)).cache
-    entering = cache["resid_pre", 0] if layer == 0 else cache["resid_post", layer - 1]   # (T, C)
-    return entering[1 if len(ids) > 1 else 0:].norm(dim=-1).mean().item()
+def stream_length(forward, layer: int) -> float:
+    """The mean length of the stream entering block `layer` in the recorded forward, without the first token's (an
+    outlier on many models: the attention sink) when there are others."""
+    entering = forward.cache.accumulated_resid()[layer]                                  # (T, C)
+    return entering[1 if len(entering) > 1 else 0:].norm(dim=-1).mean().item()
 
 
 def update(model_name: str, text: str, pairs_text: str, layer, coefficient):
@@ -130,12 +129,12 @@ def update(model_name: str, text: str, pairs_text: str, layer, coefficient):
     coefficient = number("coefficient", coefficient, -20, 20, whole=False)
     direction = contrast_direction(model, pairs, layer)
     plus, minus = contrast_tokens(pairs)
-    logits = steered_logits(model, ids, direction, layer, [0.0, coefficient, *SWEEP])   # (2 + len(SWEEP), V)
-    note = effect_note(logits[2:], plus, minus, model.tokenizer, direction.norm().item(),
-                       stream_length(model_name, ids, layer))
-    shift = compare_figure(logits[0].softmax(-1), logits[1].softmax(-1), model.tokenizer,
+    forward = run(model_name, tuple(ids))                  # the recorded forward the other tabs share: c = 0
+    logits = steered_logits(model, ids, direction, layer, [coefficient, *SWEEP])        # (1 + len(SWEEP), V)
+    note = effect_note(logits[1:], plus, minus, model.tokenizer, direction.norm().item(), stream_length(forward, layer))
+    shift = compare_figure(forward.logits(-1).softmax(-1), logits[0].softmax(-1), model.tokenizer,
                            f"The next token, steered at block {layer}", f"steered, c = {coefficient:g}")
-    return shift, sweep_figure(SWEEP, logits[2:], plus, minus, model.tokenizer, coefficient), join_notes(note, notice)
+    return shift, sweep_figure(SWEEP, logits[1:], plus, minus, model.tokenizer, coefficient), join_notes(note, notice)
 
 
 def continuations(model_name: str, text: str, pairs_text: str, layer, coefficients, n_new, job: Job):
