@@ -13,13 +13,11 @@ from core.model.transformer import HookedTransformer
 
 
 def from_transformers(hf_model) -> HookedTransformer:
-    """GPT2LMHeadModel, LlamaForCausalLM, BertModel / BertForMaskedLM, MixtralForCausalLM or GraniteMoeForCausalLM."""
+    """A transformers model of a class in CONVERTERS -> the same model as a HookedTransformer."""
     kind = type(hf_model).__name__
-    converters = {"GPT2LMHeadModel": _gpt2, "LlamaForCausalLM": _llama, "MixtralForCausalLM": _llama,
-                  "GraniteMoeForCausalLM": _llama, "BertModel": _bert, "BertForMaskedLM": _bert}
-    if kind not in converters:
-        raise ValueError(f"cannot convert {kind}; supported: {', '.join(converters)}")
-    cfg, weights = converters[kind](hf_model)
+    if kind not in CONVERTERS:
+        raise ValueError(f"cannot convert {kind}; supported: {', '.join(CONVERTERS)}")
+    cfg, weights = CONVERTERS[kind](hf_model)
     model = HookedTransformer(cfg)
     model.load_state_dict(weights, strict=True)
     return model.to(hf_model.dtype).eval()
@@ -127,3 +125,8 @@ def _bert(hf):
         if not torch.equal(sd["cls.predictions.decoder.weight"], sd[e + "word_embeddings.weight"]):
             raise ValueError("BERT MLM decoder is not tied to the word embeddings")
     return cfg, w
+
+
+# transformers class name (a config's `architectures`) -> the converter that reads it
+CONVERTERS = {"GPT2LMHeadModel": _gpt2, "LlamaForCausalLM": _llama, "MixtralForCausalLM": _llama,
+              "GraniteMoeForCausalLM": _llama, "BertModel": _bert, "BertForMaskedLM": _bert}
