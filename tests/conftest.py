@@ -76,11 +76,43 @@ def tiny_hf(family: str):
                                  max_position_embeddings=64, embedding_multiplier=12.0, attention_multiplier=1 / 8,
                                  residual_multiplier=0.22, logits_scaling=6.0, tie_word_embeddings=True)
         return _randomise(T.GraniteMoeForCausalLM(cfg))
+    return _randomise(_new_family(family))
+
+
+def _new_family(family: str):
+    """The 2026 families, each small, each with the mechanisms it adds switched on: windows short enough for a
+    21-token input to cross, a head width other than C / H where the family allows it."""
+    shape = dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                 intermediate_size=48, vocab_size=VOCAB, max_position_embeddings=64)
+    if family == "mistral":
+        return T.MistralForCausalLM(T.MistralConfig(**shape, sliding_window=5))
+    if family == "qwen2":  # biases on q, k, v; the layers from max_window_layers up slide
+        return T.Qwen2ForCausalLM(T.Qwen2Config(**shape, use_sliding_window=True, sliding_window=5,
+                                                max_window_layers=1, tie_word_embeddings=True))
+    if family == "qwen3":  # QK-norm per head, head_dim 16 with C / H = 8
+        return T.Qwen3ForCausalLM(T.Qwen3Config(**shape, head_dim=16))
+    if family == "gemma2":  # every other layer slides; scores and logits soft-capped
+        hf = T.Gemma2ForCausalLM(T.Gemma2Config(**shape, head_dim=16, query_pre_attn_scalar=12, sliding_window=5,
+                                                attn_logit_softcapping=2.0, final_logit_softcapping=3.0))
+        return hf.set_attn_implementation("eager") or hf   # transformers' soft-capping is in its eager path
+    if family == "gemma3":  # layer 0 slides with a local RoPE base, layer 1 is global; QK-norm per head
+        return T.Gemma3ForCausalLM(T.Gemma3TextConfig(**shape, head_dim=16, query_pre_attn_scalar=12,
+                                                      sliding_window=5, sliding_window_pattern=2,
+                                                      rope_parameters={"sliding_attention": {"rope_theta": 10.0},
+                                                                       "full_attention": {"rope_theta": 1000.0}}))
+    if family == "phi3":  # fused qkv and gate_up projections
+        return T.Phi3ForCausalLM(T.Phi3Config(**shape, pad_token_id=0))
+    if family == "olmo2":  # norms on each sublayer's output only; QK-norm across heads
+        return T.Olmo2ForCausalLM(T.Olmo2Config(**shape, pad_token_id=0))
+    if family == "qwen2_moe":  # a gated shared expert beside top-2 of 4, the top-2 weights left unnormalised
+        return T.Qwen2MoeForCausalLM(T.Qwen2MoeConfig(**shape, num_experts=4, num_experts_per_tok=2,
+                                                      moe_intermediate_size=24, shared_expert_intermediate_size=40))
     raise ValueError(family)
 
 
-FAMILIES = ["gpt2", "llama", "bert", "mixtral", "granitemoe"]
-DECODERS = ["gpt2", "llama", "mixtral", "granitemoe"]
+NEW_FAMILIES = ["mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "olmo2", "qwen2_moe"]
+FAMILIES = ["gpt2", "llama", "bert", "mixtral", "granitemoe", *NEW_FAMILIES]
+DECODERS = ["gpt2", "llama", "mixtral", "granitemoe", *NEW_FAMILIES]
 
 
 @pytest.fixture(scope="session", params=FAMILIES)

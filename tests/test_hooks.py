@@ -16,30 +16,57 @@ PINNED_LLAMA_BLOCK = [
 ]
 
 
+QK_NORM = ["attn.q_norm.hook_scale", "attn.q_norm.hook_normalized", "attn.k_norm.hook_scale",
+           "attn.k_norm.hook_normalized"]
+OUT_NORMS = ["ln1_post.hook_scale", "ln1_post.hook_normalized", "ln2_post.hook_scale", "ln2_post.hook_normalized"]
+
+
+def pinned_block(family: str) -> list[str]:
+    """Block 0's hook names, in module order, for each family: Llama's, with what the family adds or removes."""
+    names = list(PINNED_LLAMA_BLOCK)
+    if family == "gpt2":
+        names = [n for n in names if "rot_" not in n]
+    if family in ("mixtral", "granitemoe", "qwen2_moe"):
+        shared = ["moe.hook_shared_out"] if family == "qwen2_moe" else []
+        at = names.index("mlp.hook_pre")
+        names[at:at + 2] = [*shared, "moe.hook_router_logits", "moe.hook_expert_weights", "moe.hook_expert_indices"]
+    if family in ("qwen3", "gemma3", "olmo2"):                       # QK-norm: its hooks before hook_q
+        at = names.index("attn.hook_q")
+        names[at:at] = QK_NORM
+    if family in ("gemma2", "gemma3", "olmo2"):                      # norms on the outputs, after ln2
+        at = names.index("ln2.hook_normalized") + 1
+        names[at:at] = OUT_NORMS
+    if family == "olmo2":                                            # and none on the inputs
+        names = [n for n in names if not n.startswith(("ln1.", "ln2."))]
+    return names
+
+
 def test_hook_names_are_pinned(decoder_pair):
     family, model, _ = decoder_pair
     names = list(model.hook_points)
     block0 = [n[len("blocks.0."):] for n in names if n.startswith("blocks.0.")]
-    expected = {
-        "llama": PINNED_LLAMA_BLOCK,
-        "gpt2": [n for n in PINNED_LLAMA_BLOCK if "rot_" not in n],
-        "mixtral": [n.replace("mlp.hook_pre", "moe.hook_router_logits").replace(
-            "mlp.hook_post", "moe.hook_expert_weights") for n in PINNED_LLAMA_BLOCK],
-    }[{"granitemoe": "mixtral"}.get(family, family)]
-    if family in ("mixtral", "granitemoe"):
-        expected.insert(expected.index("moe.hook_expert_weights") + 1, "moe.hook_expert_indices")
-    assert block0 == expected
+    assert block0 == pinned_block(family)
     top = [n for n in names if not n.startswith("blocks.")]
     final = ["ln_final.hook_scale", "ln_final.hook_normalized", "unembed.hook_out"]
-    assert top == {"gpt2": ["hook_tokens", "hook_embed", "hook_pos_embed", *final],
-                   "llama": ["hook_tokens", "hook_embed", *final], "mixtral": ["hook_tokens", "hook_embed", *final],
-                   "granitemoe": ["hook_tokens", "hook_embed", *final]}[family]
+    assert top == (["hook_tokens", "hook_embed", "hook_pos_embed", *final] if family == "gpt2" else
+                   ["hook_tokens", "hook_embed", *final])
+
+
+def test_pinned_names_of_a_new_family_differ_from_llamas_only_where_it_adds_a_mechanism():
+    """The rule above can fail: Gemma 3 adds QK-norm and output norms and nothing else."""
+    assert set(pinned_block("gemma3")) - set(PINNED_LLAMA_BLOCK) == set(QK_NORM + OUT_NORMS)
+    assert pinned_block("mistral") == pinned_block("qwen2") == pinned_block("phi3") == PINNED_LLAMA_BLOCK
 
 
 def documented_shape(name: str, cfg: ModelConfig, B: int, T: int) -> tuple:
     H, G, D, C, F, V, E, K = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_ff, cfg.vocab_size,
                               cfg.n_experts, cfg.top_k)
     leaf = name.split(".")[-1]
+    if ".q_norm." in name or ".k_norm." in name:                     # QK-norm: per head (D) or across heads
+        heads = H if ".q_norm." in name else G
+        if cfg.qk_norm == "head":
+            return (B, T, heads, 1) if leaf == "hook_scale" else (B, T, heads, D)
+        return (B, T, 1) if leaf == "hook_scale" else (B, T, heads * D)
     table = {
         "hook_tokens": (B, T), "hook_embed": (B, T, C), "hook_pos_embed": (1, T, C), "hook_normalized": (B, T, C),
         "hook_scale": (B, T, 1),
@@ -90,9 +117,21 @@ def test_identity_hook_leaves_logits_bit_identical(pair, ids):
 
 
 def norm_inputs(model, cache, i: int) -> dict[str, torch.Tensor]:
-    """What each norm of block i (and the final norm) reads: the stream (pre-norm) or stream + sublayer (BERT)."""
+    """What each norm of block i (and the final norm) reads: the stream (pre-norm) or stream + sublayer (BERT);
+    an output norm reads its sublayer's output; QK-norm reads the projected queries and keys."""
     if model.cfg.pre_norm:
-        ins = {f"blocks.{i}.ln1": cache["resid_pre", i], f"blocks.{i}.ln2": cache["resid_mid", i]}
+        block, ins = model.blocks[i], {}
+        if block.ln1 is not None:
+            ins = {f"blocks.{i}.ln1": cache["resid_pre", i], f"blocks.{i}.ln2": cache["resid_mid", i]}
+        if model.cfg.out_norm:
+            ins[f"blocks.{i}.ln1_post"] = block.attn.o_proj(cache["z", i].flatten(-2))
+            ins[f"blocks.{i}.ln2_post"] = block.mlp(block._in(2, cache["resid_mid", i]))
+        if model.cfg.qk_norm:
+            x, attn = block._in(1, cache["resid_pre", i]), block.attn
+            q, k = attn.q_proj(x), attn.k_proj(x)
+            if model.cfg.qk_norm == "head":
+                q, k = q.unflatten(-1, (-1, model.cfg.d_head)), k.unflatten(-1, (-1, model.cfg.d_head))
+            ins[f"blocks.{i}.attn.q_norm"], ins[f"blocks.{i}.attn.k_norm"] = q, k
         return {**ins, "ln_final": cache["resid_post", model.cfg.n_layers - 1]}
     return {f"blocks.{i}.ln1": cache["resid_pre", i] + cache["attn_out", i],
             f"blocks.{i}.ln2": cache["resid_mid", i] + cache["mlp_out", i]}

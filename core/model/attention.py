@@ -1,6 +1,6 @@
 """Masked multi-head self-attention: MHA, GQA and MQA in one module.
 
-    scores  = q k^T / sqrt(D) + mask        (B, H, T, S)
+    scores  = q k^T / sqrt(D) + mask        (B, H, T, S)   Gemma 2 first squashes q k^T / sqrt(D) by cap * tanh(. / cap)
     pattern = softmax(scores)                each row sums to 1, masked keys get 0
     z       = pattern v                      (B, T, H, D), one output per head
     out     = concat_heads(z) W_O            (B, T, C)
@@ -22,6 +22,7 @@ from core.inputs import InputError
 from core.model.cache import act_name
 from core.model.config import ModelConfig
 from core.model.hooks import HookPoint
+from core.model.norm import Norm
 from core.model.positional import alibi_bias, apply_rope
 
 
@@ -48,10 +49,11 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return torch.zeros(blocked.shape, device=attention_mask.device).masked_fill(blocked, float("-inf"))
 
 
-def build_mask(cfg: ModelConfig, T: int, S: int, attention_mask=None, device=None) -> torch.Tensor:
-    """(1|B, 1|H, T, S) additive mask combining causality, window, padding and ALiBi."""
-    if cfg.sliding_window:
-        mask = sliding_window_mask(T, S, cfg.sliding_window, device)
+def build_mask(cfg: ModelConfig, T: int, S: int, attention_mask=None, device=None,
+               window: int | None = None) -> torch.Tensor:
+    """(1|B, 1|H, T, S) additive mask combining causality, a sliding window (a layer's cfg.window), padding, ALiBi."""
+    if window:
+        mask = sliding_window_mask(T, S, window, device)
     elif cfg.causal:
         mask = causal_mask(T, S, device)
     else:
@@ -75,15 +77,22 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None].expand(B, G, n_rep, S, D).reshape(B, G * n_rep, S, D)
 
 
-def attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap * tanh(x / cap): about x while |x| is small, never beyond +-cap (Gemma 2's scores and logits)."""
+    return x if cap is None else torch.tanh(x / cap) * cap
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float | None = None,
+                     cap: float | None = None) -> torch.Tensor:
     """q (B, T, H, D), k (B, S, G, D) -> (B, H, T, S) scaled dot products, before the mask.
 
-    scale None divides by sqrt(D); Granite (trained with muP) multiplies by its own scale, 1/D."""
+    scale None divides by sqrt(D); Granite (trained with muP) multiplies by its own scale, 1/D; Gemma by
+    1/sqrt(query_pre_attn_scalar). cap: Gemma 2's soft cap."""
     H, G, D = q.shape[2], k.shape[2], q.shape[3]
     q = q.transpose(1, 2)                                      # (B, H, T, D)
     k = repeat_kv(k.transpose(1, 2), H // G)                   # (B, H, S, D)
     qk = q @ k.transpose(-2, -1)                               # (B, H, T, S)
-    return qk / math.sqrt(D) if scale is None else qk * scale
+    return softcap(qk / math.sqrt(D) if scale is None else qk * scale, cap)
 
 
 class Attention(nn.Module):
@@ -91,10 +100,14 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         H, G, D, C = cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model
-        self.q_proj = nn.Linear(C, H * D, bias=cfg.bias)
-        self.k_proj = nn.Linear(C, G * D, bias=cfg.bias)
-        self.v_proj = nn.Linear(C, G * D, bias=cfg.bias)
+        qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
+        self.q_proj = nn.Linear(C, H * D, bias=qkv_bias)
+        self.k_proj = nn.Linear(C, G * D, bias=qkv_bias)
+        self.v_proj = nn.Linear(C, G * D, bias=qkv_bias)
         self.o_proj = nn.Linear(H * D, C, bias=cfg.bias)
+        if cfg.qk_norm:  # queries and keys rescaled before RoPE: "head" per head (D), "full" across heads (H D, G D)
+            self.q_norm = Norm(cfg, D if cfg.qk_norm == "head" else H * D)
+            self.k_norm = Norm(cfg, D if cfg.qk_norm == "head" else G * D)
         rot = ["rot_q", "rot_k"] if cfg.positions == "rope" else []
         for name in ["q", "k", "v", *rot, "mask", "attn_scores", "pattern", "z"]:
             setattr(self, f"hook_{name}", HookPoint())
@@ -102,16 +115,21 @@ class Attention(nn.Module):
     def forward(self, x, mask, rope=None, kv_cache=None) -> torch.Tensor:
         B, T, _ = x.shape
         H, G, D = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.d_head
-        q = self.hook_q(self.q_proj(x).view(B, T, H, D))       # (B, T, H, D)
-        k = self.hook_k(self.k_proj(x).view(B, T, G, D))       # (B, T, G, D)
+        q, k = self.q_proj(x), self.k_proj(x)                  # (B, T, H D), (B, T, G D)
+        if self.cfg.qk_norm == "full":                         # OLMo 2: over all heads at once
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.view(B, T, H, D), k.view(B, T, G, D)
+        if self.cfg.qk_norm == "head":                         # Qwen3, Gemma 3: each head on its own
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.hook_q(q), self.hook_k(k)                  # (B, T, H, D), (B, T, G, D)
         v = self.hook_v(self.v_proj(x).view(B, T, G, D))       # (B, T, G, D)
         if rope is not None:
             q, k = self.hook_rot_q(apply_rope(q, *rope)), self.hook_rot_k(apply_rope(k, *rope))
         if kv_cache is not None:
             k, v = kv_cache.append(self.layer, k, v)           # (B, S, G, D)
         mask = self.hook_mask(mask)                            # (1|B, 1|H, T, S)
-        if self.hook_attn_scores.active() or self.hook_pattern.active():
-            scores = self.hook_attn_scores(attention_scores(q, k, self.cfg.attn_scale) + mask)
+        if self.hook_attn_scores.active() or self.hook_pattern.active() or self.cfg.attn_softcap:
+            scores = self.hook_attn_scores(attention_scores(q, k, self.cfg.attn_scale, self.cfg.attn_softcap) + mask)
             pattern = self.hook_pattern(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
             z = pattern @ repeat_kv(v.transpose(1, 2), H // G)  # (B, H, T, D)
         else:
@@ -138,16 +156,16 @@ def mask_of_kind(kind: str, T: int, H: int, window: int = 3) -> torch.Tensor:
 
 
 def head_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, head: int,
-               scale: float | None = None) -> dict:
+               scale: float | None = None, cap: float | None = None) -> dict:
     """The stages of one head's attention, recomputed from cached q (T, H, D), k, v (S, G, D), mask (1|H, T, S).
 
-    Returns (T, S) matrices qk, scaled (by 1/sqrt(D), or the model's own scale), scores (mask added) and pattern,
-    and z (T, D).
+    Returns (T, S) matrices qk, scaled (by 1/sqrt(D), or the model's own scale, then soft-capped where the model
+    does), scores (mask added) and pattern, and z (T, D).
     """
     H, G, D = q.shape[1], k.shape[1], q.shape[2]
     kv = head // (H // G)                                      # the K/V head this query head reads
     qk = q[:, head] @ k[:, kv].T                               # (T, S)
-    scaled = qk / math.sqrt(D) if scale is None else qk * scale
+    scaled = softcap(qk / math.sqrt(D) if scale is None else qk * scale, cap)
     head_mask = mask[head if mask.shape[0] > 1 else 0]         # (T, S)
     scores = scaled + head_mask
     pattern = torch.softmax(scores, dim=-1)

@@ -1,7 +1,7 @@
 """Feed-forward sublayer: the same small network applied to every position separately.
 
     plain:  down(act(up(x)))               GPT-2, BERT (GELU)
-    gated:  down(act(gate(x)) * up(x))     Llama's SwiGLU (act = SiLU)
+    gated:  down(act(gate(x)) * up(x))     Llama's SwiGLU (act = SiLU), Gemma's GeGLU (act = GELU)
 """
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from core.model.hooks import HookPoint
 
 ACTIVATIONS = {
     "gelu": F.gelu,                                            # exact, BERT
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),      # GPT-2's "gelu_new"
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),      # GPT-2's "gelu_new", Gemma's GeGLU
     "relu": F.relu,
     "silu": F.silu,                                            # x * sigmoid(x)
 }
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig, hooked: bool = True):
+    def __init__(self, cfg: ModelConfig, hooked: bool = True, width: int | None = None):
         super().__init__()
-        C, F_ = cfg.d_model, cfg.d_ff
+        C, F_ = cfg.d_model, width or cfg.d_ff
         bias = cfg.bias and not cfg.gated_ffn
         self.act = ACTIVATIONS[cfg.act]
         self.gate_proj = nn.Linear(C, F_, bias=bias) if cfg.gated_ffn else None

@@ -3,8 +3,10 @@
     router_logits = x W_r                               (B, T, E)
     probs         = softmax(router_logits)
     top-K experts by probability, weights renormalised to sum to 1
-                    (equal to Granite's softmax over the K largest logits alone)
+                    (equal to Granite's softmax over the K largest logits alone;
+                    Qwen2-MoE keeps the K probabilities as they are)
     out           = sum_k weight_k * expert_k(x)
+                    + sigmoid(x w_s) * shared(x)        Qwen2-MoE: one shared expert every token runs
 
 Only K of the E experts run for a token, so the model holds E FFNs' parameters but
 spends about K FFNs' compute per token. Noisy top-k adds Gaussian noise to the router
@@ -27,8 +29,10 @@ from core.model.hooks import HookPoint
 from core.model.mlp import MLP
 
 
-def route(router_logits: torch.Tensor, k: int, forced: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(..., E) logits -> top-k (weights renormalised to sum to 1, expert indices), each (..., K).
+def route(router_logits: torch.Tensor, k: int, forced: int | None = None,
+          renormalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., E) logits -> top-k (weights renormalised to sum to 1, or the probabilities themselves when not
+    renormalize, expert indices), each (..., K).
 
     `forced` puts that expert in every token's choice: it takes the last slot where the
     top-k missed it, weighted by its own router probability."""
@@ -38,7 +42,7 @@ def route(router_logits: torch.Tensor, k: int, forced: int | None = None) -> tup
         missing = (indices != forced).all(-1)                              # (...,)
         indices[missing, -1] = forced
         weights = probs.gather(-1, indices)
-    return weights / weights.sum(dim=-1, keepdim=True), indices
+    return (weights / weights.sum(dim=-1, keepdim=True) if renormalize else weights), indices
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,11 @@ class MoE(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
-        self.experts = nn.ModuleList(MLP(cfg, hooked=False) for _ in range(cfg.n_experts))
+        self.experts = nn.ModuleList(MLP(cfg, hooked=False, width=cfg.d_expert) for _ in range(cfg.n_experts))
+        if cfg.d_shared:
+            self.shared_expert = MLP(cfg, hooked=False, width=cfg.d_shared)
+            self.shared_expert_gate = nn.Linear(cfg.d_model, 1, bias=False)
+            self.hook_shared_out = HookPoint()                 # (B, T, C) the gated shared expert's output [new]
         self.hook_router_logits = HookPoint()
         self.hook_expert_weights = HookPoint()
         self.hook_expert_indices = HookPoint()
@@ -114,7 +122,7 @@ class MoE(nn.Module):
             logits = self._change(logits, change)
         logits = self.hook_router_logits(logits)
         weights, indices = route(logits, (change and change.top_k) or self.cfg.top_k,
-                                 change.forced if change else None)  # (B, T, K) each
+                                 change.forced if change else None, self.cfg.renormalize)  # (B, T, K) each
         weights = self.hook_expert_weights(weights).to(x.dtype)
         indices = self.hook_expert_indices(indices)
         flat, out = x.reshape(-1, C), torch.zeros(B * T, C, dtype=x.dtype, device=x.device)
@@ -122,7 +130,10 @@ class MoE(nn.Module):
         for e in indices.unique().tolist():                    # run each chosen expert once
             token, slot = torch.where(flat_idx == e)
             out.index_add_(0, token, self.experts[e](flat[token]) * flat_w[token, slot, None])
-        return out.view(B, T, C)
+        out = out.view(B, T, C)
+        if hasattr(self, "shared_expert"):
+            out = out + self.hook_shared_out(torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x))
+        return out
 
     def _change(self, logits: torch.Tensor, change: Routing) -> torch.Tensor:
         if change.noise > 0:  # seeded per layer, so a run can be repeated exactly

@@ -12,56 +12,32 @@ from torch import nn
 
 from core.inputs import InputError
 from core.model import hooks as hooklib
-from core.model.attention import Attention, build_mask
+from core.model.attention import Attention, build_mask, softcap
 from core.model.cache import ActivationCache
 from core.model.config import ModelConfig
 from core.model.hooks import HookPoint
 from core.model.kv_cache import KVCache
 from core.model.mlp import ACTIVATIONS, MLP
 from core.model.moe import MoE
+from core.model.norm import Norm
 from core.model.positional import rope_cos_sin, rope_inv_freq, sinusoidal_table
 
 
-class Norm(nn.Module):
-    """LayerNorm (centre, scale, shift) or RMSNorm (scale only), with TransformerLens' two hooks:
-
-        hook_scale       the divisor, sqrt(mean(x^2) + eps) of the (centred) vector    (B, T, 1)
-        hook_normalized  the vector divided by it, before the gain and bias           (B, T, C)
-
-    When no one hooks them, the fused kernels run (F.layer_norm, or Llama's fp32 RMSNorm)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.rms, self.eps = cfg.norm == "rmsnorm", cfg.norm_eps
-        self.weight = nn.Parameter(torch.ones(cfg.d_model))
-        self.bias = None if self.rms else nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_scale, self.hook_normalized = HookPoint(), HookPoint()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hook_scale.active() or self.hook_normalized.active():
-            return self.steps(x)
-        if self.rms:  # x / sqrt(mean(x^2) + eps), computed in fp32 as Llama does
-            x32 = x.float()
-            return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
-
-    def steps(self, x: torch.Tensor) -> torch.Tensor:
-        """The same norm written out step by step, through the hooks."""
-        x32 = x.float()
-        if not self.rms:
-            x32 = x32 - x32.mean(-1, keepdim=True)                               # LayerNorm centres first
-        scale = self.hook_scale((x32.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        y = self.hook_normalized(x32 / scale).to(x.dtype)
-        return y * self.weight if self.rms else y * self.weight + self.bias
-
-
 class Block(nn.Module):
-    """Attention then FFN, each added to the residual stream (normalised before or after)."""
+    """Attention then FFN, each added to the residual stream, with norms where the family puts them:
+
+        pre-norm (GPT-2, Llama):  x + f(ln(x))              post-norm (BERT):  ln(x + f(x))
+        sandwich (Gemma 2/3):     x + ln_post(f(ln(x)))     output (OLMo 2):   x + ln_post(f(x))"""
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.pre_norm = cfg.pre_norm
-        self.ln1, self.attn, self.ln2 = Norm(cfg), Attention(cfg, layer), Norm(cfg)
+        inputs = cfg.in_norm or not cfg.pre_norm
+        self.ln1 = Norm(cfg) if inputs else None
+        self.attn = Attention(cfg, layer)
+        self.ln2 = Norm(cfg) if inputs else None
+        if cfg.out_norm:
+            self.ln1_post, self.ln2_post = Norm(cfg), Norm(cfg)
         if cfg.n_experts:
             self.moe = MoE(cfg, layer)
         else:
@@ -72,12 +48,18 @@ class Block(nn.Module):
     def forward(self, x, mask, rope=None, kv_cache=None) -> torch.Tensor:
         ffn = self.moe if hasattr(self, "moe") else self.mlp
         x = self.hook_resid_pre(x)                                               # (B, T, C)
-        if self.pre_norm:  # GPT-2, Llama: x + f(norm(x))
-            x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), mask, rope, kv_cache)))
-            return self.hook_resid_post(x + self.hook_mlp_out(ffn(self.ln2(x))))
-        # BERT: norm(x + f(x))
-        x = self.hook_resid_mid(self.ln1(x + self.hook_attn_out(self.attn(x, mask, rope, kv_cache))))
-        return self.hook_resid_post(self.ln2(x + self.hook_mlp_out(ffn(x))))
+        if not self.pre_norm:  # BERT: norm(x + f(x))
+            x = self.hook_resid_mid(self.ln1(x + self.hook_attn_out(self.attn(x, mask, rope, kv_cache))))
+            return self.hook_resid_post(self.ln2(x + self.hook_mlp_out(ffn(x))))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self._out(1, self.attn(self._in(1, x), mask, rope, kv_cache))))
+        return self.hook_resid_post(x + self.hook_mlp_out(self._out(2, ffn(self._in(2, x)))))
+
+    def _in(self, i: int, x):
+        norm = getattr(self, f"ln{i}")
+        return x if norm is None else norm(x)
+
+    def _out(self, i: int, y):
+        return getattr(self, f"ln{i}_post")(y) if hasattr(self, f"ln{i}_post") else y
 
 
 class Embed(nn.Module):
@@ -117,7 +99,7 @@ class Unembed(nn.Module):
                                            nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps))
         self.weight = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, cfg.d_model))
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head == "mlm" else None
-        self.divisor = cfg.logit_divisor
+        self.divisor, self.cap = cfg.logit_divisor, cfg.logit_softcap
         self.hook_out = HookPoint()
 
     def forward(self, x: torch.Tensor, tied_weight: torch.Tensor) -> torch.Tensor:
@@ -125,7 +107,9 @@ class Unembed(nn.Module):
             x = self.transform(x)
         W = tied_weight if self.weight is None else self.weight
         logits = F.linear(x, W, self.bias)                                       # (B, T, V)
-        return self.hook_out(logits if self.divisor == 1.0 else logits / self.divisor)  # Granite: / 6
+        if self.divisor != 1.0:                                                  # Granite: / 6
+            logits = logits / self.divisor
+        return self.hook_out(softcap(logits, self.cap))                          # Gemma 2: 30 tanh(l / 30)
 
 
 class _Act(nn.Module):
@@ -151,6 +135,9 @@ class HookedTransformer(nn.Module):
         self.unembed = Unembed(cfg) if cfg.head != "none" else None
         if cfg.positions == "rope":
             self.register_buffer("rope_inv_freq", rope_inv_freq(cfg.d_head, cfg.rope_theta), persistent=False)
+            if cfg.rope_local_theta:  # Gemma 3's sliding layers
+                self.register_buffer("rope_local_inv_freq", rope_inv_freq(cfg.d_head, cfg.rope_local_theta),
+                                     persistent=False)
         self.tokenizer = None  # attached by the zoo
         self.hook_points = {}
         for name, module in self.named_modules():
@@ -197,13 +184,18 @@ class HookedTransformer(nn.Module):
             x = x + self.hook_pos_embed(self.pos_embed(positions))
         if self.ln_embed is not None:
             x = self.ln_embed(x)
-        rope = rope_cos_sin(positions, self.rope_inv_freq) if self.cfg.positions == "rope" else None
-        mask = build_mask(self.cfg, T, past + T, attention_mask, ids.device)     # (1|B, 1|H, T, S)
+        cfg, masks, ropes = self.cfg, {}, {}
         first = 0
         if resume is not None:
             first, x = resume
-        for block in self.blocks[first:stop]:
-            x = block(x, mask, rope, kv_cache)
+        for i, block in list(enumerate(self.blocks))[first:stop]:
+            window, theta = cfg.window(i), cfg.theta(i)   # each layer's mask and rotation, made once per kind
+            if window not in masks:
+                masks[window] = build_mask(cfg, T, past + T, attention_mask, ids.device, window)  # (1|B, 1|H, T, S)
+            if cfg.positions == "rope" and theta not in ropes:
+                inv_freq = self.rope_local_inv_freq if theta != cfg.rope_theta else self.rope_inv_freq
+                ropes[theta] = rope_cos_sin(positions, inv_freq)
+            x = block(x, masks[window], ropes.get(theta), kv_cache)
         return x if self.ln_final is None or stop is not None else self.ln_final(x)
 
     def hooks(self, fns: dict):

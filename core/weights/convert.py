@@ -23,12 +23,15 @@ def from_transformers(hf_model) -> HookedTransformer:
     return model.to(hf_model.dtype).eval()
 
 
+ACTS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}  # transformers' names -> core.model.mlp's
+
+
 def _gpt2(hf):
     c, sd = hf.config, hf.state_dict()
     C = c.n_embd
     cfg = ModelConfig(family="gpt", vocab_size=c.vocab_size, d_model=C, n_layers=c.n_layer, n_heads=c.n_head,
                       d_ff=c.n_inner or 4 * C, n_ctx=c.n_positions, norm_eps=c.layer_norm_epsilon,
-                      act={"gelu_new": "gelu_tanh"}.get(c.activation_function, c.activation_function))
+                      act=ACTS.get(c.activation_function, c.activation_function))
     w = {"embed.weight": sd["transformer.wte.weight"], "pos_embed.weight": sd["transformer.wpe.weight"],
          "ln_final.weight": sd["transformer.ln_f.weight"], "ln_final.bias": sd["transformer.ln_f.bias"]}
     for i in range(c.n_layer):
@@ -44,44 +47,86 @@ def _gpt2(hf):
     return cfg, w
 
 
+# What each decoder family adds to Llama's recipe, read from its transformers config (README: Families)
+GEMMA = ("gemma2", "gemma3", "gemma3_text")
+QK_NORM = {"qwen3": "head", "gemma3": "head", "gemma3_text": "head", "olmo2": "full"}
+
+
 def _llama(hf):
-    """Llama, and the MoE decoders built like it: Mixtral, and GraniteMoe (Mixtral plus four muP multipliers)."""
-    c, sd = hf.config, hf.state_dict()
+    """Llama, and every decoder built like it: Mistral (a sliding window), Qwen2 (q/k/v biases, sliding upper
+    layers), Qwen3 (QK-norm), Gemma 2/3 (GeGLU, norms around each sublayer, soft-capping, sliding and global
+    layers, scaled embeddings), Phi-3 (fused projections), OLMo 2 (norms on the sublayer outputs, QK-norm), and
+    the MoE decoders Mixtral, GraniteMoe (Mixtral plus four muP multipliers) and Qwen2-MoE (a shared expert)."""
+    c, sd, kind = hf.config, hf.state_dict(), hf.config.model_type
+    gemma, n_experts = kind in GEMMA, getattr(c, "num_local_experts", 0) or getattr(c, "num_experts", 0)
     rope = getattr(c, "rope_parameters", None) or {"rope_type": "default", "rope_theta": c.rope_theta}
-    if rope.get("rope_type", "default") != "default":
-        raise ValueError(f"RoPE scaling {rope['rope_type']!r} is not supported")
-    moe = hasattr(c, "num_local_experts")
-    granite = c.model_type == "granitemoe"
-    cfg = ModelConfig(family="moe" if moe else "llama", vocab_size=c.vocab_size, d_model=c.hidden_size,
-                      n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
-                      n_kv_heads=c.num_key_value_heads, d_head=getattr(c, "head_dim", None),
-                      d_ff=c.intermediate_size, n_ctx=c.max_position_embeddings, positions="rope",
-                      rope_theta=rope["rope_theta"], norm="rmsnorm", norm_eps=c.rms_norm_eps, act=c.hidden_act,
-                      gated_ffn=True, bias=False, sliding_window=getattr(c, "sliding_window", None),
-                      n_experts=c.num_local_experts if moe else 0, top_k=getattr(c, "num_experts_per_tok", 2),
-                      tie_embeddings=c.tie_word_embeddings, pad_token_id=c.pad_token_id,
-                      embed_scale=getattr(c, "embedding_multiplier", 1.0),
-                      attn_scale=getattr(c, "attention_multiplier", None),
-                      logit_divisor=getattr(c, "logits_scaling", 1.0))
+    by_layer = rope if "full_attention" in rope else {"full_attention": rope}    # Gemma 3: a rope per layer kind
+    for r in by_layer.values():
+        if r.get("rope_type", "default") != "default" or r.get("partial_rotary_factor", 1.0) != 1.0:
+            raise ValueError(f"RoPE {r.get('rope_type')!r} with partial_rotary_factor "
+                             f"{r.get('partial_rotary_factor', 1.0)} is not supported")
+    local_theta = by_layer.get("sliding_attention", {}).get("rope_theta")
+    types = getattr(c, "layer_types", None)
+    window = getattr(c, "sliding_window", None) or None                            # Qwen2-MoE says 0 for none
+    window_layers = None if types is None else [i for i, t in enumerate(types) if t == "sliding_attention"]
+    if window_layers == []:
+        window = window_layers = None
+    act = c.hidden_activation if gemma else c.hidden_act
     if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
-        raise ValueError("Llama variants with projection biases are not supported")
+        raise ValueError("decoders with biases on every projection are not supported")
+    if n_experts and (getattr(c, "mlp_only_layers", None) or getattr(c, "decoder_sparse_step", 1) != 1):
+        raise ValueError("MoE decoders with some dense layers are not supported")
+    cfg = ModelConfig(
+        family={"mixtral": "moe", "granitemoe": "moe", "gemma3_text": "gemma3"}.get(kind, kind), vocab_size=c.vocab_size,
+        d_model=c.hidden_size, n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
+        n_kv_heads=c.num_key_value_heads, d_head=getattr(c, "head_dim", None), d_ff=c.intermediate_size,
+        n_ctx=c.max_position_embeddings, positions="rope", rope_theta=by_layer["full_attention"]["rope_theta"],
+        rope_local_theta=local_theta if local_theta != by_layer["full_attention"]["rope_theta"] else None,
+        norm="rmsnorm", norm_eps=c.rms_norm_eps, in_norm=kind != "olmo2", out_norm=gemma or kind == "olmo2",
+        qk_norm=QK_NORM.get(kind), act=ACTS.get(act, act),
+        gated_ffn=True, bias=False, qkv_bias=kind == "qwen2" or getattr(c, "qkv_bias", False),
+        sliding_window=window, window_layers=window_layers, attn_softcap=getattr(c, "attn_logit_softcapping", None),
+        n_experts=n_experts, top_k=getattr(c, "num_experts_per_tok", 2),
+        renormalize=getattr(c, "norm_topk_prob", True), d_expert=getattr(c, "moe_intermediate_size", None),
+        d_shared=getattr(c, "shared_expert_intermediate_size", 0) if n_experts else 0,
+        tie_embeddings=c.tie_word_embeddings, pad_token_id=c.pad_token_id,
+        embed_scale=c.hidden_size ** 0.5 if gemma else getattr(c, "embedding_multiplier", 1.0),
+        attn_scale=c.query_pre_attn_scalar ** -0.5 if gemma else getattr(c, "attention_multiplier", None),
+        logit_divisor=getattr(c, "logits_scaling", 1.0), logit_softcap=getattr(c, "final_logit_softcapping", None))
     # Granite scales what each sublayer adds to the stream by residual_multiplier (0.22). That is linear, so it is
     # folded into the output projections: hook_attn_out and hook_mlp_out are what joins the stream, and every
     # tool that reads the weights (per-head writes, an expert's neurons) stays exact with no extra step.
     r = getattr(c, "residual_multiplier", 1.0)
     to_stream = (lambda W: W) if r == 1.0 else (lambda W: W * r)
-    ffn, router = ("block_sparse_moe.", "router") if granite else ("mlp.", "gate")
-    w = {"embed.weight": sd["model.embed_tokens.weight"], "ln_final.weight": sd["model.norm.weight"]}
+    gain = (lambda W: W + 1) if gemma else (lambda W: W)                     # Gemma's RMSNorm multiplies by 1 + w
+    ffn, router = ("block_sparse_moe.", "router") if kind == "granitemoe" else ("mlp.", "gate")
+    norms = {"gemma": [("input_layernorm", "ln1"), ("post_attention_layernorm", "ln1_post"),
+                       ("pre_feedforward_layernorm", "ln2"), ("post_feedforward_layernorm", "ln2_post")],
+             "olmo2": [("post_attention_layernorm", "ln1_post"), ("post_feedforward_layernorm", "ln2_post")]}.get(
+        "gemma" if gemma else kind, [("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2")])
+    w = {"embed.weight": sd["model.embed_tokens.weight"], "ln_final.weight": gain(sd["model.norm.weight"])}
     if not c.tie_word_embeddings:
         w["unembed.weight"] = sd["lm_head.weight"]
+    H, G, D = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
     for i in range(c.num_hidden_layers):
         p, o = f"model.layers.{i}.", f"blocks.{i}."
-        for name in ["q_proj", "k_proj", "v_proj"]:
-            w[o + f"attn.{name}.weight"] = sd[p + f"self_attn.{name}.weight"]
+        if kind == "phi3":  # Phi-3 fuses q, k, v into one projection, and gate and up into another
+            qkv = sd[p + "self_attn.qkv_proj.weight"].split([H * D, G * D, G * D])
+            for name, W in zip(["q_proj", "k_proj", "v_proj"], qkv):
+                w[o + f"attn.{name}.weight"] = W
+            w[o + "mlp.gate_proj.weight"], w[o + "mlp.up_proj.weight"] = sd[p + "mlp.gate_up_proj.weight"].chunk(2)
+            w[o + "mlp.down_proj.weight"] = sd[p + "mlp.down_proj.weight"]
+        else:
+            for name in ["q_proj", "k_proj", "v_proj"]:
+                w[o + f"attn.{name}.weight"] = sd[p + f"self_attn.{name}.weight"]
+                if cfg.qkv_bias:
+                    w[o + f"attn.{name}.bias"] = sd[p + f"self_attn.{name}.bias"]
         w[o + "attn.o_proj.weight"] = to_stream(sd[p + "self_attn.o_proj.weight"])
-        w[o + "ln1.weight"] = sd[p + "input_layernorm.weight"]
-        w[o + "ln2.weight"] = sd[p + "post_attention_layernorm.weight"]
-        if moe:  # transformers 5 fuses experts: gate_up_proj (E, 2F, C), down_proj (E, C, F); Granite's files
+        for name in ["q_norm", "k_norm"] if cfg.qk_norm else []:
+            w[o + f"attn.{name}.weight"] = gain(sd[p + f"self_attn.{name}.weight"])
+        for src, dst in norms:
+            w[o + dst + ".weight"] = gain(sd[p + src + ".weight"])
+        if n_experts:  # transformers 5 fuses experts: gate_up_proj (E, 2F, C), down_proj (E, C, F); Granite's files
             # call them input_linear and output_linear, and transformers renames them on loading
             w[o + "moe.router.weight"] = sd[p + ffn + router + ".weight"]
             gate_up, down = sd[p + ffn + "experts.gate_up_proj"], to_stream(sd[p + ffn + "experts.down_proj"])
@@ -90,7 +135,11 @@ def _llama(hf):
                 w[o + f"moe.experts.{e}.gate_proj.weight"] = gate
                 w[o + f"moe.experts.{e}.up_proj.weight"] = up
                 w[o + f"moe.experts.{e}.down_proj.weight"] = down[e]
-        else:
+            if cfg.d_shared:  # Qwen2-MoE
+                for name in ["gate_proj", "up_proj", "down_proj"]:
+                    w[o + f"moe.shared_expert.{name}.weight"] = sd[p + f"mlp.shared_expert.{name}.weight"]
+                w[o + "moe.shared_expert_gate.weight"] = sd[p + "mlp.shared_expert_gate.weight"]
+        elif kind != "phi3":
             for name in ["gate_proj", "up_proj", "down_proj"]:
                 w[o + f"mlp.{name}.weight"] = sd[p + f"mlp.{name}.weight"]
     return cfg, w
@@ -128,5 +177,6 @@ def _bert(hf):
 
 
 # transformers class name (a config's `architectures`) -> the converter that reads it
-CONVERTERS = {"GPT2LMHeadModel": _gpt2, "LlamaForCausalLM": _llama, "MixtralForCausalLM": _llama,
-              "GraniteMoeForCausalLM": _llama, "BertModel": _bert, "BertForMaskedLM": _bert}
+CONVERTERS = {"GPT2LMHeadModel": _gpt2, "BertModel": _bert, "BertForMaskedLM": _bert, **{
+    f"{family}ForCausalLM": _llama for family in ["Llama", "Mistral", "Qwen2", "Qwen3", "Gemma2", "Gemma3", "Phi3",
+                                                  "Olmo2", "Mixtral", "GraniteMoe", "Qwen2Moe"]}}
