@@ -2,18 +2,26 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import NEW_FAMILIES, VOCAB, tiny_hf
 
 from core.analysis.anatomy import decompose, direct_logit_attribution, inside_block, norm_steps
 from core.inputs import InputError
+from core.model.attention import softcap
 from core.weights import zoo
+from core.weights.convert import from_transformers
 
 TEXT = "The capital of France is"
 
 
-@pytest.fixture(scope="module", params=["smollm2-135m", "tiny-gpt-char", "tiny-moe"])
+@pytest.fixture(scope="module", params=["smollm2-135m", "tiny-gpt-char", "tiny-moe", *NEW_FAMILIES])
 def traced(request):
-    model = zoo.load(request.param, "cpu")
-    ids = torch.tensor([model.tokenizer.encode(TEXT)])
+    """A real model on TEXT, or a random model of a 2026 family (conftest) on random tokens."""
+    if request.param in NEW_FAMILIES:
+        model = from_transformers(tiny_hf(request.param))
+        ids = torch.randint(1, VOCAB, (1, 12), generator=torch.Generator().manual_seed(2))
+    else:
+        model = zoo.load(request.param, "cpu")
+        ids = torch.tensor([model.tokenizer.encode(TEXT)])
     logits, cache = model.run_with_cache(ids)
     return model, logits[0], cache.remove_batch_dim()
 
@@ -44,8 +52,10 @@ def test_direct_logit_attributions_add_up_to_the_logit(traced):
     token = int(logits[pos].argmax())
     _, pieces = decompose(model, cache, pos)
     dla = direct_logit_attribution(model, pieces, token)
-    assert dla["direct"].sum() + dla["constant"] == pytest.approx(float(logits[pos, token]), abs=1e-3)
-    assert dla["logit"] == pytest.approx(float(logits[pos, token]), abs=1e-3)
+    total = dla["direct"].sum() + dla["constant"]          # the logit before Gemma 2's soft cap, where it has one
+    assert float(softcap(total, model.cfg.logit_softcap)) == pytest.approx(float(logits[pos, token]), abs=1e-3)
+    assert float(softcap(torch.tensor(dla["logit"]), model.cfg.logit_softcap)) == pytest.approx(
+        float(logits[pos, token]), abs=1e-3)
 
 
 def test_the_block_view_reruns_the_models_own_steps(traced):
@@ -53,16 +63,24 @@ def test_the_block_view_reruns_the_models_own_steps(traced):
     layer, pos = model.cfg.n_layers // 2, 2
     view = inside_block(model, cache, layer, pos)
     block = model.blocks[layer]
-    own = "rmsnorm" if block.ln1.rms else "layernorm"
-    torch.testing.assert_close(view["ln1"][own]["out"], block.ln1(cache["resid_pre", layer][pos]), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(view["ln1"][own]["normalized"], cache["ln1", layer][pos], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(view["ln1"][own]["scale"], cache["ln1_scale", layer][pos, 0], rtol=1e-5, atol=1e-5)
+    norm, name = (block.ln1, "ln1") if block.ln1 is not None else (block.ln1_post, "ln1_post")   # OLMo 2: after
+    own = "rmsnorm" if norm.rms else "layernorm"
+    at = lambda hook: cache[f"blocks.{layer}.{name}.{hook}"][pos]
+    assert view["norms"][0] is norm
+    if name == "ln1":
+        torch.testing.assert_close(view["ln1"][own]["out"], norm(cache["resid_pre", layer][pos]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(view["ln1"][own]["normalized"], at("hook_normalized"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(view["ln1"][own]["scale"], at("hook_scale")[0], rtol=1e-5, atol=1e-5)
     ffn_out = sum(f["weight"] * f["out"] for f in view["ffns"])
+    if model.cfg.out_norm:                                    # Gemma, OLMo 2: the FFN's sum goes through ln2_post
+        ffn_out = block.ln2_post(ffn_out)
     torch.testing.assert_close(ffn_out, cache["mlp_out", layer][pos], rtol=1e-4, atol=1e-5)
     if "pre" in cache.layer(layer):  # a dense FFN: its neurons are hook_pre / hook_post
         torch.testing.assert_close(view["ffns"][0]["post"], cache["post", layer][pos], rtol=1e-5, atol=1e-5)
     else:
-        assert [f["expert"] for f in view["ffns"]] == cache["expert_indices", layer][pos].tolist()
+        routed = [f["expert"] for f in view["ffns"] if f["expert"] != "shared"]   # Qwen2-MoE's shared expert
+        assert routed == cache["expert_indices", layer][pos].tolist()
+        assert len(view["ffns"]) - len(routed) == (1 if model.cfg.d_shared else 0)
     sizes = [n["size"] for n in view["neurons"]]
     assert sizes == sorted(sizes, reverse=True) and len(sizes) == 8
 

@@ -1,6 +1,8 @@
 """The 2026 families on random configs, beyond the shared suites (logits, padding, hooks, KV-cache generation run
 there for every family in conftest's NEW_FAMILIES): each layer's attention pattern and residual stream equal to
 transformers', sliding-window layers seeing only their window, Gemma 2's soft caps, Qwen2-MoE's routing."""
+import functools
+
 import pytest
 import torch
 from conftest import DECODERS, NEW_FAMILIES, VOCAB, assert_close, tiny_hf
@@ -84,3 +86,65 @@ def test_a_converted_family_survives_the_zoos_checkpoint(family, tmp_path, ids):
 
 def test_every_family_is_in_the_shared_suites():
     assert set(NEW_FAMILIES) <= set(DECODERS) and VOCAB == 101
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3", "mistral"])
+def test_the_causal_mask_tabs_steps_soft_cap_and_slide_as_the_model_does(family, ids):
+    from explainers.tabs.causal_mask import compute_steps, own_window
+    model = from_transformers(tiny_hf(family))
+    _, cache = model.run_with_cache(ids[:1])
+    cache = cache.remove_batch_dim()
+    for layer in range(model.cfg.n_layers):
+        steps = compute_steps(model, cache, layer, head=3)
+        assert_close(steps["pattern"], cache["pattern", layer][3])
+        note = own_window(model.cfg, layer, "model's own")
+        assert ("slides: each query sees only the last 5 tokens" in note) == (model.cfg.window(layer) == 5)
+    assert own_window(model.cfg, 0, "causal") == ""
+
+
+@functools.cache
+def model_handlers() -> list:
+    """The page's handlers that take a model, the train group's runs aside (the page is built once)."""
+    from test_product import handlers
+    return [fn for fn in (p.values[0] for p in handlers())
+            if fn.concurrency_id != "train" and any(getattr(c, "label", None) == "Model" for c in fn.inputs)]
+
+
+def every_tab(name: str) -> list:
+    """Each page handler that takes a model, called with its defaults on that model: what it raised when that
+    was not a plain refusal."""
+    import gradio as gr
+    from test_product import call
+    failed = []
+    for fn in model_handlers():
+        try:
+            call(fn, [name if getattr(c, "label", None) == "Model" else c.value for c in fn.inputs])
+        except gr.Error as e:
+            if "Something went wrong" in e.message:
+                failed.append((fn.name, e.message))
+    return failed
+
+
+@pytest.fixture
+def in_zoo(monkeypatch, request):
+    """A random model of the family served by the zoo as `random-FAMILY`, one character per token id."""
+    import threading
+
+    from core.weights.tokenizers import CharTokenizer
+    from explainers.activations import forget_runs
+    model = from_transformers(tiny_hf(request.param)).requires_grad_(False)
+    model.tokenizer = CharTokenizer(["\n"] + [chr(c) for c in range(32, 32 + VOCAB - 1)])
+    model.name = name = f"random-{request.param}"
+    monkeypatch.setattr(zoo, "SPECS", {**zoo.SPECS, name: zoo.Spec(name, name, "a test", lambda: model, lambda: None)})
+    monkeypatch.setitem(zoo._locks, name, threading.Lock())
+    yield name
+    forget_runs()
+    for key in [k for k in zoo._loaded if k[0] == name]:
+        zoo._loaded.pop(key)
+
+
+@pytest.mark.parametrize("in_zoo", [
+    "gemma3", "qwen2_moe", *[pytest.param(f, marks=pytest.mark.slow) for f in NEW_FAMILIES if f not in
+                             ("gemma3", "qwen2_moe")]], indirect=True)
+def test_every_tab_draws_on_the_family(in_zoo):
+    assert every_tab(in_zoo) == []

@@ -63,10 +63,14 @@ def ffn_steps(block, x: torch.Tensor) -> list[dict]:
     if not hasattr(block, "moe"):
         ffns = [dict(mlp_steps(block.mlp, x), expert=None, weight=1.0)]
     else:
-        logits = block.moe.router(x)                                # (E,)
-        weights, experts = route(logits[None], block.moe.cfg.top_k)  # (1, K) each
-        ffns = [dict(mlp_steps(block.moe.experts[e], x), expert=int(e), weight=float(w))
+        moe = block.moe
+        logits = moe.router(x)                                      # (E,)
+        weights, experts = route(logits[None], moe.cfg.top_k, renormalize=moe.cfg.renormalize)  # (1, K) each
+        ffns = [dict(mlp_steps(moe.experts[e], x), expert=int(e), weight=float(w))
                 for w, e in zip(weights[0], experts[0])]
+        if hasattr(moe, "shared_expert"):                           # Qwen2-MoE: gated by sigmoid(x . w_s)
+            ffns.append(dict(mlp_steps(moe.shared_expert, x), expert="shared",
+                             weight=float(torch.sigmoid(moe.shared_expert_gate(x)))))
     for f in ffns:
         f["write_size"] = (f["weight"] * f["post"]).abs() * f["W_out"].norm(dim=0)     # (F,)
     return ffns
@@ -87,17 +91,24 @@ def top_neurons(ffns: list[dict], k: int = 8) -> list[dict]:
 @torch.no_grad()
 def inside_block(model: HookedTransformer, cache: ActivationCache, layer: int, pos: int) -> dict:
     """Everything the Block tab shows for one layer and position, from one recorded forward: the residual
-    stream in, after attention and out; both norms on their real inputs; the FFN's steps and top neurons."""
+    stream in, after attention and out; each sublayer's first norm on its real input (ln1 and ln2; OLMo 2 has
+    none before its sublayers, so its norms after them, ln1_post and ln2_post); the FFN's steps and top neurons.
+    The FFN entries' weighted outputs sum to what the FFN returns: hook_mlp_out, or its input to ln2_post."""
     block, cfg = model.blocks[layer], model.cfg
     at = lambda kind, i=layer: cache[kind, i][pos].to(model.device)                # (C,)
     attn_out, resid_mid, mlp_out, resid_post = map(at, ["attn_out", "resid_mid", "mlp_out", "resid_post"])
     resid_pre = at("resid_pre") if layer == 0 else at("resid_post", layer - 1)      # the same vector
     # pre-norm: the norms read the stream; post-norm (BERT): they read stream + sublayer output
     ln1_in, ln2_in = (resid_pre, resid_mid) if cfg.pre_norm else (resid_pre + attn_out, resid_mid + mlp_out)
-    ffn_in = block.ln2(ln2_in) if cfg.pre_norm else resid_mid
+    ffn_in = block._in(2, ln2_in) if cfg.pre_norm else resid_mid
     ffns = ffn_steps(block, ffn_in)
+    if block.ln1 is None:  # OLMo 2: the norms read what attention and the FFN return
+        ln1, ln1_in = block.ln1_post, block.attn.o_proj(at("z").flatten())
+        ln2, ln2_in = block.ln2_post, sum(f["weight"] * f["out"] for f in ffns)
+    else:
+        ln1, ln2 = block.ln1, block.ln2
     return dict(resid_pre=resid_pre, attn_out=attn_out, resid_mid=resid_mid, mlp_out=mlp_out, resid_post=resid_post,
-                ln1=both_norms(block.ln1, ln1_in), ln2=both_norms(block.ln2, ln2_in), ffns=ffns,
+                ln1=both_norms(ln1, ln1_in), ln2=both_norms(ln2, ln2_in), norms=(ln1, ln2), ffns=ffns,
                 neurons=top_neurons(ffns))
 
 
@@ -114,7 +125,8 @@ def stream_lengths(cache: ActivationCache, n_layers: int) -> tuple[list[str], to
 def decompose(model: HookedTransformer, cache: ActivationCache, pos: int) -> tuple[list[str], torch.Tensor]:
     """The final residual stream of position pos as a sum: (labels, pieces (N, C)), one piece for the
     embeddings, the positions, each head of each layer, each attention bias and each FFN. Exact for pre-norm
-    models: pieces.sum(0) == blocks.{L-1}.hook_resid_post[pos]."""
+    models: pieces.sum(0) == blocks.{L-1}.hook_resid_post[pos]. Where a norm follows attention (Gemma, OLMo 2)
+    each head's write is taken through it: times the gain, divided by the one scale the heads' sum gave it."""
     cfg = model.cfg
     if not cfg.pre_norm or model.ln_embed is not None:
         raise InputError("This is a post-norm model (BERT-style): each block normalises the sum it writes, so the "
@@ -126,9 +138,12 @@ def decompose(model: HookedTransformer, cache: ActivationCache, pos: int) -> tup
     for i, block in enumerate(model.blocks):
         z = cache["z", i][pos].to(model.device)                                      # (H, D)
         W_O = block.attn.o_proj.weight.view(cfg.d_model, cfg.n_heads, cfg.d_head)    # (C, H, D)
-        heads = torch.einsum("hd,chd->hc", z, W_O).cpu()                            # (H, C): each head's write
+        heads = torch.einsum("hd,chd->hc", z, W_O)                                  # (H, C): each head's write
+        if hasattr(block, "ln1_post"):  # norm(sum of heads) = gain * sum / scale: linear once the scale is known
+            norm = block.ln1_post
+            heads = heads * norm.weight / norm_steps(heads.sum(0), True, norm.weight, None, norm.eps)["scale"]
         labels += [f"L{i} H{h}" for h in range(cfg.n_heads)]
-        pieces += list(heads)
+        pieces += list(heads.cpu())
         if block.attn.o_proj.bias is not None:
             labels.append(f"L{i} attention bias")
             pieces.append(block.attn.o_proj.bias.detach().cpu())
@@ -159,7 +174,9 @@ def direct_logit_attribution(model: HookedTransformer, pieces: torch.Tensor, tok
     direct = (x.float() / steps["scale"]) @ w                                        # (N,)
     constant = ((W_U[token].float() @ norm.bias.float() if norm.bias is not None else torch.zeros(())) +
                 (model.unembed.bias[token].float() if model.unembed.bias is not None else 0)) / divisor
-    logit = model.head(norm(stream[None].to(norm.weight.dtype)))[0, token].float()
+    # the model's logit for the token, before Gemma 2's soft cap squashes it: what the pieces add up to
+    b_U = model.unembed.bias[token].float() if model.unembed.bias is not None else 0
+    logit = (W_U[token].float() @ norm(stream.to(norm.weight.dtype)).float() + b_U) / divisor
     return dict(direct=direct.cpu(), constant=float(constant), logit=float(logit), scale=float(steps["scale"]))
 
 

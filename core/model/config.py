@@ -68,6 +68,47 @@ class ModelConfig:
         return self.rope_local_theta if self.rope_local_theta and self.window(layer) else self.rope_theta
 
     @property
+    def norm_placement(self) -> str:
+        """Where the block's norms sit, in words: pre-norm, post-norm (BERT), sandwich (Gemma), output (OLMo 2)."""
+        if not self.pre_norm:
+            return "post-norm"
+        return {(True, False): "pre-norm", (True, True): "sandwich-norm", (False, True): "output-norm"}[
+            (self.in_norm, self.out_norm)]
+
+    @property
+    def ffn_name(self) -> str:
+        """SwiGLU (SiLU gate), GeGLU (GELU gate), or the plain activation's name."""
+        short = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "silu": "SiLU"}[self.act]
+        if not self.gated_ffn:
+            return short
+        return "SwiGLU" if self.act == "silu" else "GeGLU" if self.act.startswith("gelu") else f"{short}-gated"
+
+    def mechanisms(self) -> list[str]:
+        """What this model adds to a plain decoder, in words (the 2026 families' extras), for a model card."""
+        found = []
+        if self.sliding_window:
+            where = "every layer" if self.window_layers is None else \
+                f"{len(self.window_layers)} of {self.n_layers} layers (the rest see everything)"
+            found.append(f"sliding window of {self.sliding_window:,} tokens on {where}")
+        if self.rope_local_theta:
+            found.append(f"RoPE base {self.rope_local_theta:g} on sliding layers, {self.rope_theta:g} on global ones")
+        if self.qk_norm:
+            found.append(f"QK-norm ({'per head' if self.qk_norm == 'head' else 'across heads'})")
+        if self.attn_softcap:
+            found.append(f"attention scores soft-capped at ±{self.attn_softcap:g}")
+        if self.logit_softcap:
+            found.append(f"logits soft-capped at ±{self.logit_softcap:g}")
+        if self.embed_scale != 1.0:
+            found.append(f"embeddings scaled by {self.embed_scale:.4g}")
+        if self.qkv_bias:
+            found.append("biases on q, k, v")
+        if self.d_shared:
+            found.append(f"a shared expert of {self.d_shared:,} neurons beside the routed ones")
+        if self.n_experts and not self.renormalize:
+            found.append("top-k weights not renormalised")
+        return found
+
+    @property
     def attention_kind(self) -> str:
         if self.n_kv_heads == self.n_heads:
             return "MHA"

@@ -39,6 +39,10 @@ MAX_TOKENS = ATTENTION_TOKENS
 STREAM_ROWS = [("resid_pre", "stream in"), ("attn_out", "+ attention's output"), ("resid_mid", "= after attention"),
                ("mlp_out", "+ FFN's output"), ("resid_post", "= stream out")]
 SHORT = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "silu": "SiLU"}
+PLACEMENT = {"sandwich-norm": " This family also normalises what each sublayer returns before adding it (ln1_post, "
+                              "ln2_post): the stream's 'attention's output' and 'FFN's output' are after those norms.",
+             "output-norm": " This family normalises only what each sublayer returns (ln1_post, ln2_post), not its "
+                            "input: the norm shown is the one after the sublayer, on its raw output."}
 
 
 def _cap(values: torch.Tensor, q: float = 0.99) -> float:
@@ -156,13 +160,15 @@ def update(model_name: str, text: str, layer, position, which):
     layer, pos, note = _settings(model, tokens, layer, position)
     cache = run(model_name, tuple(t.id for t in tokens)).cache
     view = inside_block(model, cache, layer, pos)
-    steps = view["ln1" if which != NORMS[1] else "ln2"]
-    own = "rmsnorm" if model.blocks[layer].ln1.rms else "layernorm"
+    second = which == NORMS[1]
+    steps = view["ln2" if second else "ln1"]
+    own = "rmsnorm" if view["norms"][second].rms else "layernorm"
     cfg = model.cfg
+    shared = f" plus a shared FFN of {cfg.d_shared:,} every token runs" if cfg.d_shared else ""
     kind = (f"{cfg.n_experts} experts, top-{cfg.top_k}, each a " if cfg.n_experts else "") + \
-        ("SwiGLU" if cfg.gated_ffn else SHORT[cfg.act]) + f" FFN of {cfg.d_ff:,} neurons"
+        cfg.ffn_name + f" FFN of {cfg.d_expert or cfg.d_ff:,} neurons{shared}"
     head = (f"Layer **{layer}**, position **{pos}** ({tokens[pos].piece!r}) of {len(tokens)} tokens: "
-            f"{'pre' if cfg.pre_norm else 'post'}-norm block, {kind}.")
+            f"{cfg.norm_placement} block, {kind}.{PLACEMENT.get(cfg.norm_placement, '')}")
     reading = "" if model.unembed is not None and model.unembed.transform is None else \
         " (this model has no plain unembedding: the tokens are read through its embedding matrix)"
     return (join_notes(head, notice, note), stream_figure(view, not cfg.pre_norm), norm_figure(steps, own),

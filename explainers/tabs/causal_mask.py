@@ -38,13 +38,15 @@ def compute_steps(model, cache, layer: int, head: int) -> dict:
     """One head's stages from a recorded forward (batch dimension removed)."""
     rope = model.cfg.positions == "rope"
     q, k = cache["rot_q" if rope else "q", layer], cache["rot_k" if rope else "k", layer]
-    return head_steps(q, k, cache["v", layer], cache["mask", layer], head, model.cfg.attn_scale)
+    return head_steps(q, k, cache["v", layer], cache["mask", layer], head, model.cfg.attn_scale, model.cfg.attn_softcap)
 
 
-def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None) -> go.Figure:
+def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None, cap: float | None = None) -> go.Figure:
     titles = [t for _, t in STEPS] + ["z = pattern · V"]
-    if attn_scale is not None:  # a model with its own attention scale (Granite: 1/D)
-        titles[1] = f"× {attn_scale:g}"
+    if attn_scale is not None:  # a model with its own attention scale (Granite: 1/D, Gemma: 1/sqrt(its scalar))
+        titles[1] = f"× {attn_scale:.3g}"
+    if cap is not None:  # Gemma 2 squashes the scaled scores into (-cap, cap)
+        titles[1] += f", {cap:g}·tanh(·/{cap:g})"
     layout = grid(5, titles=titles, gap=(0.04, 0),
                   x=dict(tickfont=dict(size=10), tickangle=-60),
                   y=dict(autorange="reversed", tickfont=dict(size=10), showticklabels=False))
@@ -75,8 +77,21 @@ def update(model_name: str, text: str, layer, head, mask: str, window):
     change = None if mask == "model's own" else MaskOverride(mask, window)
     cache = run_upto(model_name, tuple(t.id for t in tokens), change, layer).cache
     labels = token_labels(tokens)
-    fig = steps_figure(compute_steps(model, cache, layer, head), labels, model.cfg.attn_scale)
-    return fig, join_notes(notice, note_layer, note_head, note_window)
+    fig = steps_figure(compute_steps(model, cache, layer, head), labels, model.cfg.attn_scale, model.cfg.attn_softcap)
+    return fig, join_notes(notice, note_layer, note_head, note_window, own_window(model.cfg, layer, mask))
+
+
+def own_window(cfg, layer: int, mask: str) -> str:
+    """Say when the layer's own mask is a sliding window (Mistral, Qwen2's upper layers, Gemma's local layers)."""
+    if mask != "model's own" or not cfg.sliding_window:
+        return ""
+    window = cfg.window(layer)
+    others = "" if cfg.window_layers is None else \
+        f" {len(cfg.window_layers)} of this model's {cfg.n_layers} layers slide; the others see every earlier token."
+    if window is None:
+        return f"Layer {layer} is a global layer: its queries see every earlier token.{others}"
+    return (f"Layer {layer} slides: each query sees only the last {window:,} tokens, itself included "
+            f"(a longer text than that shows the band).{others}")
 
 
 def padding_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.Figure:

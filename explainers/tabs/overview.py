@@ -35,15 +35,16 @@ SHOWN = 8
 
 def model_facts(model) -> list[tuple[str, str]]:
     c = model.cfg
-    ffn = f"{c.n_experts} experts, top-{c.top_k}" if c.n_experts else ("gated (SwiGLU)" if c.gated_ffn else c.act.upper())
+    ffn = (f"{c.n_experts} experts, top-{c.top_k}, each " if c.n_experts else "") + c.ffn_name
     return [
         ("Family", c.family), ("Layers", str(c.n_layers)),
         ("Attention heads (H)", str(c.n_heads)), ("Key/value heads (G)", f"{c.n_kv_heads} — {c.attention_kind}"),
         ("Width (C)", str(c.d_model)), ("Head width (D)", str(c.d_head)), ("FFN width (F)", str(c.d_ff)),
         ("Feed-forward", ffn), ("Vocabulary (V)", f"{c.vocab_size:,}"), ("Context", f"{c.n_ctx:,} tokens"),
-        ("Positions", c.positions), ("Norm", f"{c.norm}, {'pre' if c.pre_norm else 'post'}-norm"),
+        ("Positions", c.positions), ("Norm", f"{c.norm}, {c.norm_placement}"),
         ("Attention", "causal (decoder)" if c.causal else "bidirectional (encoder)"),
         ("Tokenizer", getattr(model.tokenizer, "kind", "none")),
+        *([("Family extras", "; ".join(c.mechanisms()))] if c.mechanisms() else []),
         ("Parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
         ("Active per token", f"{active_parameters(model):,}"), ("Device", describe(model.device)),
     ]
