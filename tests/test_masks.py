@@ -1,8 +1,12 @@
 """Masks, seen through the hook_pattern of real forwards."""
+import pytest
 import torch
+from conftest import tiny_hf
 
 from core import HookedTransformer, ModelConfig
 from core.model.attention import causal_mask, sliding_window_mask
+from core.model.cache import kinds
+from core.weights.convert import from_transformers
 
 
 def patterns(model, ids, **kw):
@@ -65,3 +69,20 @@ def test_left_pad_puts_padding_first():
     from core.model.attention import left_pad
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+SLIDING = {"mistral": [0, 1], "qwen2": [1], "gemma2": [0], "gemma3": [0]}   # conftest's layers with a 5-token window
+
+
+@pytest.mark.parametrize("family", sorted(SLIDING))
+def test_sliding_layers_see_their_window_and_global_layers_everything(family, ids):
+    model = from_transformers(tiny_hf(family))
+    _, cache = model.run_with_cache(ids, names=kinds("pattern"))
+    T = ids.shape[1]
+    q, k = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    for i in range(model.cfg.n_layers):
+        pattern = cache["pattern", i]                                          # (B, H, T, T)
+        window = model.cfg.window(i)
+        assert (window == 5) == (i in SLIDING[family])
+        visible = (k <= q) & ((q - k < window) if window else True)
+        assert pattern[..., ~visible].abs().max() == 0 and (pattern[..., visible] > 0).all()
