@@ -77,6 +77,16 @@ def test_moe_tab_load_stats_and_fallback_for_dense_models():
     assert "has no experts" in out[-1]
 
 
+def test_the_parameter_line_follows_the_top_k_the_tab_routes_with():
+    """With top-k 1 the line says one expert per token, and fewer parameters active than at the model's own top-2."""
+    from core.model.transformer import active_parameters
+    model = zoo.load("tiny-moe", "cpu")
+    stats = {k: moe.update("tiny-moe", TEXT, 0, -1, k, 0, 0, [], "none")[4] for k in (1, 2)}
+    assert f"runs 1 of {model.cfg.n_experts} experts" in stats[1] and f"runs 2 of {model.cfg.n_experts}" in stats[2]
+    assert f"{active_parameters(model, 1):,} active" in stats[1] and f"{active_parameters(model):,} active" in stats[2]
+    assert active_parameters(model, 1) < active_parameters(model)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(disabled=[f"e{e}" for e in range(8)]), "cannot run"), (dict(disabled=["e2"], forced="e2"), "cannot run"),
     (dict(noise=-1), "noise"), (dict(noise="loud"), "noise"), (dict(forced="e99"), "cannot run")])

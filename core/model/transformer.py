@@ -255,11 +255,11 @@ def parameter_groups(model: HookedTransformer) -> dict[str, int]:
     return groups
 
 
-def active_parameters(model: HookedTransformer) -> int:
-    """Parameters one token actually uses: with MoE, only K of the E experts run."""
+def active_parameters(model: HookedTransformer, top_k: int | None = None) -> int:
+    """Parameters one token actually uses: with MoE, only K of the E experts run (the config's K, or top_k)."""
     total = sum(p.numel() for p in model.parameters())
     cfg = model.cfg
     if not cfg.n_experts:
         return total
     per_expert = sum(p.numel() for p in model.blocks[0].moe.experts[0].parameters())
-    return total - cfg.n_layers * (cfg.n_experts - cfg.top_k) * per_expert
+    return total - cfg.n_layers * (cfg.n_experts - (top_k or cfg.top_k)) * per_expert

@@ -112,7 +112,8 @@ def text_html(tokens, indices: torch.Tensor, weights: torch.Tensor, layer: int) 
             f"{legend}</div>" + chips_html(tokens, show_ids=False, colours=colours, titles=titles))
 
 
-def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, label: str) -> go.Figure:
+def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, label: str,
+                  renormalized: bool = True) -> go.Figure:
     """One token at one layer: router probabilities over all experts; the chosen ones with their weights."""
     probs = router_logits.float().softmax(-1)
     E = len(probs)
@@ -122,7 +123,8 @@ def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: t
                 text=[f"chosen, weight {chosen[e]:.2f}" if e in chosen else "" for e in range(E)],
                 textposition="outside", cliponaxis=False,
                 hovertemplate="%{x}: router probability %{y:.3f}<extra></extra>")
-    title = f"Router at {label}: probabilities (bars) and the top-{len(chosen)} renormalised weights"
+    title = (f"Router at {label}: probabilities (bars) and the top-{len(chosen)} "
+             + ("renormalised weights" if renormalized else "weights (this model keeps the probabilities as they are)"))
     return figure([bars], title=dict(text=title),
                   yaxis=dict(tickformat=".0%", range=[0, max(1e-9, float(probs.max())) * 1.25]), height=340)
 
@@ -145,12 +147,13 @@ def stats_markdown(model, cache: dict) -> str:
     cfg = model.cfg
     losses = [load_balancing_loss(logits, idx, cfg.n_experts).item()
               for logits, idx in zip(cache["router_logits"], cache["indices"])]
-    total, active = sum(p.numel() for p in model.parameters()), active_parameters(model)
-    k = cache["indices"].shape[-1]
+    k = cache["indices"].shape[-1]                          # the routing's top-k, which the tab may have changed
+    total, active = sum(p.numel() for p in model.parameters()), active_parameters(model, k)
+    shared = f", plus the shared expert ({cfg.d_shared:,} neurons) that every token runs" if cfg.d_shared else ""
     return (f"**Load-balancing loss** per layer on this input: {', '.join(f'{v:.3f}' for v in losses)} "
             f"(it equals k = {k} when tokens and router probabilities are spread evenly, and grows as they "
             f"concentrate).  \n**Parameters:** {total:,} in total, {active:,} active per token "
-            f"({active / total:.0%}): each token runs {cfg.top_k} of {cfg.n_experts} experts per layer.")
+            f"({active / total:.0%}): each token runs {k} of {cfg.n_experts} experts per layer{shared}.")
 
 
 def parse_routing(cfg, top_k, noise, seed, disabled, forced) -> tuple[Routing | None, str]:
@@ -184,7 +187,7 @@ def update(model_name: str, text: str, layer, position, top_k, noise, seed, disa
     own, cache = routing_of(name, ids, None), routing_of(name, ids, change)
     labels = token_labels(tokens)
     router = router_figure(cache["router_logits"][layer, position], cache["indices"][layer, position],
-                           cache["weights"][layer, position], f"layer {layer}, token {labels[position]}")
+                           cache["weights"][layer, position], f"layer {layer}, token {labels[position]}", cfg.renormalize)
     load_input = expert_load(cache["indices"], cfg.n_experts)
     if change is None:
         effect = compare_figure(own["next"].softmax(-1), cache["next"].softmax(-1), model.tokenizer,
