@@ -78,6 +78,21 @@ def test_the_candidates_are_the_ten_most_likely_tokens_with_their_probability():
     assert lm_head.branch_choices("tiny-bert-word", "to be or [MASK]", -1).choices == []
 
 
+def test_the_chart_and_the_picker_say_which_probability_each_shows(demo):
+    """The chart's last panel is after temperature and filters; the picker's is the model's own (T=1, no filter):
+    at T=0.7, top-k 3 the two differ for the most likely token, and each is labelled as what it is."""
+    fig = lm_head.update("tiny-gpt-char", CAT, -1, 0.7, 3, 1.0, 0, 10)[0]
+    last = fig.data[-1]
+    shown = dict(zip(last.y, last.text))
+    top_name = max(zip(fig.data[0].x, fig.data[0].y))[1]                      # the highest logit's token
+    picker = lm_head.branch_choices("tiny-gpt-char", CAT, -1)
+    titles = [a.text for a in fig.layout.annotations if a.text]
+    labels = [getattr(b, "label", None) or "" for b in demo.blocks.values()]
+    assert "probabilities (after T and filters)" in titles
+    assert "Candidate to force (token, probability at T=1, unfiltered)" in labels
+    assert picker.choices[0][0].split("(")[-1] != shown[top_name] + ")"       # two numbers, each labelled
+
+
 @pytest.mark.parametrize("candidate, length, message", [
     ("no such option", 5, "Pick the token"), (9999, 5, "not one of the 10 candidates"),
     (None, float("nan"), "must be a whole number"), (None, "ten", "must be a whole number")])

@@ -378,7 +378,7 @@ def test_two_branches_from_two_candidates_show_side_by_side(fresh, url):
     panel = tab_panel(fresh)
     picked = []
     for option in (1, 3):
-        panel.get_by_label("Candidate to force (token, probability)").click()
+        panel.get_by_label("Candidate to force (token, probability at T=1, unfiltered)").click()
         choice = fresh.get_by_role("option").nth(option)
         picked.append(choice.inner_text().split(" (")[0])
         choice.click()
@@ -483,21 +483,24 @@ def test_training_streams_its_default_run_cancels_keeps_and_refuses_bad_settings
 
 
 
-def test_fine_tuning_runs_its_default_draws_its_curves_cancels_and_refuses_bad_input_plainly(fresh, url):
+def test_fine_tuning_runs_draws_its_curves_cancels_and_refuses_bad_input_plainly(fresh, url):
+    """A short run through the page (the default run's numbers are tests/test_finetune.py's)."""
     fresh.goto(url + "?tab=finetune")
     fresh.get_by_role("tab", name="Fine-tuning: full vs LoRA", exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     panel = tab_panel(fresh)
     run = panel.get_by_role("button", name="Fine-tune both ways")
-    run.click()  # the default: tiny-gpt-char on the Constitution, full fine-tuning and LoRA side by side
+    panel.get_by_text("Settings").click()
+    steps = panel.get_by_label("number input for Steps")
+    steps.fill("6")
+    steps.press("Enter")
+    run.click()  # tiny-gpt-char on the Constitution, full fine-tuning and LoRA side by side, 6 steps
     panel.get_by_text("Merged the adapter").wait_for(timeout=600_000)
     settle(fresh)
     assert panel.locator(".js-plotly-plot").count() == 3  # the curves, next-token probabilities, dW
     assert panel.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").count() >= 5
     assert "ROUGE-L" in panel.inner_text() and "| before" not in panel.inner_text()  # tables drawn as tables
     assert error_toasts(fresh) == []
-    panel.get_by_text("Settings").click()
-    steps = panel.get_by_label("number input for Steps")
     steps.fill("1000")
     steps.press("Enter")
     run.click()

@@ -211,7 +211,7 @@ def build(page) -> View:
                 "prediction point; the model then goes on greedily (always its most likely token). Each branch is kept, "
                 "so you can compare them.")
     with gr.Row():
-        candidate = gr.Dropdown(choices=[], value=None, label="Candidate to force (token, probability)")
+        candidate = gr.Dropdown(choices=[], value=None, label="Candidate to force (token, probability at T=1, unfiltered)")
         length = gr.Slider(1, MAX_BRANCH, value=12, step=1, label="Branch length N (greedy tokens after it)")
     with gr.Row():
         branch_button = gr.Button("Branch", variant="primary")
