@@ -48,8 +48,8 @@ TINY = {
     "MistralForCausalLM": DECODER,
     "Gemma2ForCausalLM": {**DECODER, "head_dim": 8},
     "Gemma3ForCausalLM": {**DECODER, "head_dim": 8},
-    "Phi3ForCausalLM": DECODER,
-    "Olmo2ForCausalLM": DECODER,
+    "Phi3ForCausalLM": {**DECODER, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0},
+    "Olmo2ForCausalLM": {**DECODER, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0},
     "Qwen2MoeForCausalLM": {**DECODER, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
                             "shared_expert_intermediate_size": 64},
 }
