@@ -22,7 +22,7 @@ def model_choices() -> list[tuple[str, str]]:
 
 
 def unavailable_note() -> str:
-    missing = [f"- **{name}** ({spec.title}): {problem}" for name, spec, problem in _by_family() if problem]
+    missing = [f"- **{name}** — {spec.title}: {problem}" for name, spec, problem in _by_family() if problem]
     return ("Not available here:\n" + "\n".join(missing)) if missing else ""
 
 
