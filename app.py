@@ -32,7 +32,7 @@ import gradio as gr  # noqa: E402
 
 from core.device import pick_device  # noqa: E402
 from core.paths import WEB  # noqa: E402
-from core.weights import zoo  # noqa: E402
+from core.weights import hub, zoo  # noqa: E402
 from explainers.chapters import CHAPTERS, TABS  # noqa: E402
 from explainers.page import layout  # noqa: E402
 from explainers.page.lessons import LessonPanel  # noqa: E402
@@ -76,22 +76,34 @@ def page_extras() -> dict:
     return dict(css=(WEB / "app.css").read_text(), head=f"<script>{script}</script>", allowed_paths=[str(plotly_js)])
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: a model given by its hub id passes the zoo's checks (its config is read, no
+    weights) and is added to the zoo, or the parser exits with the reason."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
-    parser.add_argument("--model", help=f"model selected at start: {', '.join(zoo.SPECS)}")
+    parser.add_argument("--model", help=f"model selected at start: {', '.join(zoo.SPECS)}, or a Hugging Face hub "
+                                         "id (ORG/NAME, e.g. Qwen/Qwen2.5-0.5B-Instruct)")
     parser.add_argument("--share", action="store_true", help="also serve through a public Gradio link")
     parser.add_argument("--lecture", action="store_true", help="start in lecture mode: large type, high contrast")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.device:
         try:
             os.environ["EXPLAINER_DEVICE"] = str(pick_device(args.device))
         except ValueError as e:
             parser.error(str(e))
-    if args.model and args.model not in zoo.SPECS:
-        parser.error(f"unknown model {args.model!r}; choose one of {', '.join(zoo.SPECS)}")
+    try:
+        hub.max_params()  # a Space owner's cap that is not a number is said now, not to the first visitor
+        if args.model and args.model not in zoo.SPECS:
+            args.model = zoo.add_hub_model(args.model)
+    except ValueError as e:  # InputError is one
+        parser.error(str(e))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     warm_up(args.model, TABS, START)
     demo = build_app(args.model, lecture=args.lecture)
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, **page_extras())

