@@ -62,9 +62,11 @@ def _llama(hf):
     rope = getattr(c, "rope_parameters", None) or {"rope_type": "default", "rope_theta": c.rope_theta}
     by_layer = rope if "full_attention" in rope else {"full_attention": rope}    # Gemma 3: a rope per layer kind
     for r in by_layer.values():
-        if r.get("rope_type", "default") != "default" or r.get("partial_rotary_factor", 1.0) != 1.0:
-            raise ValueError(f"RoPE {r.get('rope_type')!r} with partial_rotary_factor "
-                             f"{r.get('partial_rotary_factor', 1.0)} is not supported")
+        if r.get("rope_type", "default") != "default":
+            raise ValueError(f"RoPE scaling {r['rope_type']!r} is not supported")
+        if r.get("partial_rotary_factor", 1.0) != 1.0:
+            raise ValueError(f"RoPE on part of each head (partial_rotary_factor {r['partial_rotary_factor']}) "
+                             "is not supported")
     local_theta = by_layer.get("sliding_attention", {}).get("rope_theta")
     types = getattr(c, "layer_types", None)
     window = getattr(c, "sliding_window", None) or None                            # Qwen2-MoE says 0 for none
