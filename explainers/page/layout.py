@@ -49,8 +49,10 @@ def header(default_model: str | None, lecture: bool) -> Header:
                                   buttons=["copy"], interactive=False, container=False)
     note = gr.Markdown()
     missing = unavailable_note()
-    if missing:
-        gr.Markdown(missing)
+    if missing:  # folded: the hub-only models would otherwise push the tabs below the first screen
+        with gr.Accordion(f"{missing.count(chr(10) + '- ')} more models, not available here (why, and how to get them)",
+                          open=False):
+            gr.Markdown(missing)
     return Header(model, lecture_box, link_button, link_box, note)
 
 

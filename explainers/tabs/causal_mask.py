@@ -87,7 +87,7 @@ def own_window(cfg, layer: int, mask: str) -> str:
         return ""
     window = cfg.window(layer)
     others = "" if cfg.window_layers is None else \
-        f" {len(cfg.window_layers)} of this model's {cfg.n_layers} layers slide; the others see every earlier token."
+        f" {len(cfg.window_layers)} of this model's {cfg.n_layers} layers slide; the rest see every earlier token."
     if window is None:
         return f"Layer {layer} is a global layer: its queries see every earlier token.{others}"
     return (f"Layer {layer} slides: each query sees only the last {window:,} tokens, itself included "
