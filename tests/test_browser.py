@@ -689,3 +689,34 @@ def test_a_link_opens_the_shipped_lesson_at_a_step(fresh, lesson_url):
     assert fresh.evaluate("document.body.classList.contains('lecture')")
     fresh.get_by_role("tab", name="4 · Out to text", exact=True).wait_for()  # the chapter row fits beside the panel
     assert fresh.console_errors == []
+
+
+@pytest.fixture(scope="module")
+def hub_url(tmp_path_factory):
+    """A server whose Hugging Face cache holds a random Gemma 3 (a sliding and a global layer) under a hub id, as a
+    download leaves it; the hub itself offline."""
+    import huggingface_hub.constants
+    from conftest import tiny_hf
+    from test_load_by_name import in_hub_cache
+    cache = tmp_path_factory.mktemp("hub")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", cache)
+        in_hub_cache("test-org/tiny-gemma3", tiny_hf("gemma3"))
+    yield from serve(tmp_path_factory.mktemp("app") / "app.log", HF_HUB_CACHE=str(cache),
+                     EXPLAINER_CACHE=str(tmp_path_factory.mktemp("converted")))
+
+
+def test_a_hub_id_typed_into_the_picker_loads_that_model_and_a_missing_one_is_refused_in_a_sentence(fresh, hub_url):
+    open_link(fresh, hub_url + "?tab=causal_mask&model=tiny-gpt-char")
+    box = fresh.get_by_label("Model", exact=True)
+    box.fill("test-org/not-here")
+    box.press("Enter")
+    fresh.get_by_text("test-org/not-here is not in this server's Hugging Face cache").wait_for(timeout=WAIT)
+    assert box.input_value().startswith("tiny-gpt-char")          # the picker stays on the model shown
+    box.fill("test-org/tiny-gemma3")
+    box.press("Enter")
+    panel = tab_panel(fresh)
+    panel.get_by_text("Layer 0 slides: each query sees only the last 5 tokens").wait_for(timeout=120_000)
+    settle(fresh)
+    assert box.input_value().startswith("test-org/tiny-gemma3") and "Gemma3 family" in box.input_value()
+    assert error_toasts(fresh) == [] and fresh.console_errors == []

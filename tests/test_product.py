@@ -321,7 +321,7 @@ def figures_in(result) -> list:
     return [r for r in (result if isinstance(result, (tuple, list)) else [result]) if isinstance(r, go.Figure)]
 
 
-@pytest.mark.parametrize("training, at_least", [(False, 60), pytest.param(True, 20, marks=pytest.mark.slow)],
+@pytest.mark.parametrize("training, at_least", [(False, 60), pytest.param(True, 8, marks=pytest.mark.slow)],
                          ids=["every-tab-but-training", "training-at-its-defaults"])
 def test_every_figure_the_tabs_draw_is_valid_plotly(training, at_least):
     """Tabs build figures as unchecked dicts (figures.figure); Plotly's checked objects must read each one back
@@ -336,7 +336,8 @@ def test_every_figure_the_tabs_draw_is_valid_plotly(training, at_least):
         block_fn = param.values[0]
         if (block_fn.concurrency_id == "train") != training:
             continue
-        for model in ("tiny-gpt-char", "tiny-bert-word", "tiny-moe"):
+        takes_a_model = any(getattr(c, "label", None) == "Model" for c in block_fn.inputs)
+        for model in ("tiny-gpt-char", "tiny-bert-word", "tiny-moe") if takes_a_model else (None,):  # else once
             values = [model if getattr(c, "label", None) == "Model" else c.value for c in block_fn.inputs]
             try:
                 result = call(block_fn, values)
