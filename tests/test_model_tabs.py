@@ -50,7 +50,12 @@ def test_the_block_tab_shows_one_layer_and_position(name):
     cache = run(name, tuple(model.tokenizer.encode(TEXT))).cache
     torch.testing.assert_close(torch.tensor(stream.data[0].z[4]), cache["resid_post", 1][2])
     assert "This model uses **" + ("RMSNorm" if model.cfg.norm == "rmsnorm" else "LayerNorm") + "**" in table
-    assert len(neurons) == 8 and all(len(row) == 6 for row in neurons)
+    assert neurons.shape == (8, 7 if model.cfg.gated_ffn else 6)
+    if model.cfg.gated_ffn:  # SwiGLU: the curve's value act(gate), then act(gate) x up, each under its own name
+        act = model.blocks[1].mlp.act if hasattr(model.blocks[1], "mlp") else model.blocks[1].moe.experts[0].act
+        gate, on_curve = torch.tensor(neurons["gate (what act reads)"].values), neurons["act(gate)"].values
+        torch.testing.assert_close(torch.tensor(on_curve), act(gate).double(), atol=2e-3, rtol=0)
+        assert "act(gate) × up" in neurons.columns and "activation" not in neurons.columns
     curves = [t.name for t in ffn.data if t.mode == "lines"]
     assert curves == ["GELU", "GELU (tanh)", "ReLU", "SiLU"]
     own = {"silu": "SiLU", "gelu": "GELU"}[model.cfg.act]

@@ -82,7 +82,8 @@ def top_neurons(ffns: list[dict], k: int = 8) -> list[dict]:
     for f in ffns:
         size = f["write_size"]
         for n in size.topk(min(k, size.numel())).indices.tolist():
-            rows.append(dict(expert=f["expert"], neuron=n, pre=float(f["pre"][n]), post=float(f["post"][n]),
+            rows.append(dict(expert=f["expert"], neuron=n, pre=float(f["pre"][n]), act=float(f["act"][n]),
+                             post=float(f["post"][n]),
                              weight=f["weight"], write=f["weight"] * f["post"][n] * f["W_out"][:, n],
                              size=float(size[n])))
     return sorted(rows, key=lambda r: -r["size"])[:k]

@@ -3,6 +3,7 @@ added, the FFN's neurons, the residual stream out."""
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 import plotly.graph_objects as go
 import torch
 
@@ -137,15 +138,21 @@ def ffn_figure(ffns: list[dict], act: str, gated: bool) -> go.Figure:
                   legend=dict(orientation="h", y=-0.2))
 
 
-def neuron_rows(model, neurons: list[dict]) -> list[list]:
-    """The top neurons as table rows, each with the tokens its write pushes up and down (read through the unembedding)."""
+def neuron_table(model, neurons: list[dict]) -> pd.DataFrame:
+    """The top neurons as a table, each with the tokens its write pushes up and down (read through the unembedding).
+    A gated FFN's neuron shows its three numbers: the gate the activation reads, act(gate) (a point on the curve
+    above), and act(gate) x up, what the down-projection scales its column by."""
+    gated = model.cfg.gated_ffn
+    columns = ["neuron", *(["gate (what act reads)", "act(gate)", "act(gate) × up"] if gated else
+                           ["pre-activation", "activation"]), "writes ‖·‖", "pushes up", "pushes down"]
     rows = []
     for n in neurons:
         up, down = vocabulary_reading(model, n["write"], 4)
         name = f"n{n['neuron']}" if n["expert"] is None else f"expert {n['expert']} n{n['neuron']}"
-        rows.append([name, round(n["pre"], 3), round(n["post"], 3), round(n["size"], 3),
+        values = [n["pre"], n["act"], n["post"]] if gated else [n["pre"], n["post"]]
+        rows.append([name, *(round(v, 3) for v in values), round(n["size"], 3),
                      " ".join(piece(model.tokenizer, i) for i in up), " ".join(piece(model.tokenizer, i) for i in down)])
-    return rows
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _settings(model, tokens, layer, position) -> tuple[int, int, str]:
@@ -172,7 +179,7 @@ def update(model_name: str, text: str, layer, position, which):
     reading = "" if model.unembed is not None and model.unembed.transform is None else \
         " (this model has no plain unembedding: the tokens are read through its embedding matrix)"
     return (join_notes(head, notice, note), stream_figure(view, not cfg.pre_norm), norm_figure(steps, own),
-            norm_table(steps, own), ffn_figure(view["ffns"], cfg.act, cfg.gated_ffn), neuron_rows(model, view["neurons"]),
+            norm_table(steps, own), ffn_figure(view["ffns"], cfg.act, cfg.gated_ffn), neuron_table(model, view["neurons"]),
             "Neurons ranked by how much they write into the stream; *pushes up / down*: the tokens whose logits "
             f"the write raises and lowers most{reading}.")
 
