@@ -228,6 +228,8 @@ def test_tabs_work_on_the_tiny_models(name):
     assert len(line.data[0].y) == model.cfg.n_layers + 1
     sinus, learned, rope = embeddings.update_positional(name)
     assert bool(learned.data) == (model.cfg.positions == "learned")
+    if not learned.data:  # no empty axes: a sentence saying how this model tells positions apart
+        assert learned.layout.xaxis.visible is False and "Nothing to draw here" in learned.layout.annotations[0].text
     last_layer, last_head = model.cfg.n_layers - 1, model.cfg.n_heads - 1
     steps, _ = causal_mask.update(name, "to be or not to be", last_layer, last_head, "model's own", 3)
     assert len(steps.data) == 5

@@ -152,8 +152,13 @@ def update_positional(model_name: str):
         learned = heatmap(table, f"{model_name}: learned position table<br>(first {table.shape[1]} positions)",
                           "position", "dimension")
     else:
-        learned = figure([], title=dict(text=f"{model_name} has no learned<br>position table ({cfg.positions})"), height=380,
-                         margin=dict(t=70))
+        how = {"rope": "it rotates q and k by each position's angle<br>in every layer (the RoPE panel)",
+               "alibi": "ALiBi subtracts a slope times the distance<br>from the attention scores",
+               "sinusoidal": "it adds the fixed sinusoidal table (left)"}.get(cfg.positions, "")
+        learned = figure([], title=dict(text=f"{model_name}: no learned position table"), height=380,
+                         margin=dict(t=70), xaxis=dict(visible=False), yaxis=dict(visible=False),
+                         annotations=[dict(text=f"Nothing to draw here: {how}.", x=0.5, y=0.5, xref="paper",
+                                           yref="paper", showarrow=False, font=dict(size=14))])
     rope = rope_scores(cfg.d_head if cfg.positions == "rope" else 64, cfg.rope_theta, 32)
     rope_fig = heatmap(rope.numpy(), "RoPE: q·k of a query at m and a key at n<br>(constant along each diagonal)",
                        "key position n", "query position m")
