@@ -246,3 +246,20 @@ def test_sliders_fitted_to_a_smaller_model_move_their_values_into_range():
     layer, head = fit_sliders("tiny-gpt-char", 29, 8)
     assert (layer.maximum, layer.value, head.maximum, head.value) == (3, 3, 3, 3)
     assert fit_layer("tiny-gpt-char", 2).value == 2 and fit_sliders("tiny-gpt-char")[0].maximum == 3
+
+
+def test_the_first_tokens_massive_stream_is_named_and_does_not_squeeze_the_others():
+    """SmolLM2 at layer 15: the first token's stream is ~100 times longer than the rest. It is left out of the PCA
+    fit, pinned to the frame's edge with its length, and the note says what it is; the others keep their spread."""
+    import numpy as np
+
+    from core.analysis.projection import outliers
+    assert outliers(np.array([[1.0, 0], [0, 1.2], [0.9, 0.9], [80, 0]])).tolist() == [False, False, False, True]
+    fig, _, note = embeddings.update_contextual("smollm2-135m", "The cat sat on the mat because it was tired", 15, "")
+    x, y, labels = np.array(fig.data[0].x), np.array(fig.data[0].y), list(fig.data[0].text)
+    assert "off the scale" in labels[0] and not any("off the scale" in label for label in labels[1:])
+    assert "0:The" in note and "attention sink" in note and "times longer" in note
+    rest = np.stack([x[1:], y[1:]])
+    span = np.ptp(np.stack([x, y]), axis=1)
+    assert (np.ptp(rest, axis=1) > 0.6 * span).all()        # the other tokens fill the frame, not one squeezed line
+    assert fig.layout.title.text.startswith("layer 15 of the stream: after block 14")

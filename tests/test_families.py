@@ -132,3 +132,26 @@ def in_zoo(monkeypatch, request):
 @pytest.mark.parametrize("in_zoo", ["gemma3", "qwen2_moe"], indirect=True)
 def test_every_tab_draws_on_the_family(in_zoo):
     assert every_tab(in_zoo) == []
+
+
+def test_a_weight_the_converter_does_not_read_is_refused_not_dropped():
+    """A config flag that adds a tensor (here a bias on Llama's down-projection, mlp_bias without the check that
+    refuses it) must not vanish silently: the converter names what it did not read."""
+    import core.weights.convert as convert
+    hf = tiny_hf("llama")
+    hf.model.layers[0].mlp.down_proj.bias = torch.nn.Parameter(torch.ones(32))
+    with pytest.raises(ValueError, match="does not convert: model.layers.0.mlp.down_proj.bias"):
+        convert.from_transformers(hf)
+
+
+@pytest.mark.parametrize("family", ["llama", "olmo2", "mistral"])
+def test_a_window_is_applied_only_where_transformers_applies_it(family, ids):
+    """A stray sliding_window in Llama's or OLMo 2's config.json is ignored by transformers, and Mistral applies its
+    window to every layer whatever layer_types says: the converted model follows each."""
+    hf = tiny_hf(family)
+    hf.config.sliding_window = 4
+    hf.config.layer_types = ["sliding_attention", "full_attention"]
+    model = from_transformers(hf)
+    assert (model.cfg.sliding_window, model.cfg.window_layers) == ((4, None) if family == "mistral" else (None, None))
+    with torch.no_grad():
+        assert_close(model(ids), hf(ids).logits)

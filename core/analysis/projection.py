@@ -17,14 +17,17 @@ from core.inputs import InputError
 METHODS = ("PCA", "t-SNE", "UMAP")
 
 
-def project(X: np.ndarray, method: str = "PCA", dims: int = 2, neighbours: int = 15, seed: int = 0) -> np.ndarray:
-    """(N, C) -> (N, dims). `neighbours` is t-SNE's perplexity or UMAP's n_neighbors."""
+def project(X: np.ndarray, method: str = "PCA", dims: int = 2, neighbours: int = 15, seed: int = 0,
+            fit_on: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) -> (N, dims). `neighbours` is t-SNE's perplexity or UMAP's n_neighbors. fit_on (N,) bool: PCA's
+    directions from those points only (every point is still projected), so a far outlier does not take an axis."""
     X = np.asarray(X, dtype=np.float32)
     N = X.shape[0]
     if N < 3:
         raise InputError("a projection needs at least 3 points")
     if method == "PCA":
-        return PCA(n_components=min(dims, N, X.shape[1]), random_state=seed).fit_transform(X)
+        fit = X if fit_on is None else X[fit_on]
+        return PCA(n_components=min(dims, len(fit), X.shape[1]), random_state=seed).fit(fit).transform(X)
     if method == "t-SNE":
         return TSNE(n_components=dims, perplexity=float(min(neighbours, N - 1)), init="pca",
                     random_state=seed).fit_transform(X)
@@ -36,6 +39,14 @@ def project(X: np.ndarray, method: str = "PCA", dims: int = 2, neighbours: int =
                 return fitted
         return _umap(X, dims, neighbours, seed)
     raise InputError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def outliers(X: np.ndarray, factor: float = 20.0) -> np.ndarray:
+    """(N,) bool: the vectors more than `factor` times longer than the median vector. In LLMs' residual streams
+    these are the massive activations of the first token (the attention sink: SmolLM2's is ~10,000 long from
+    layer 11 up, where the others are ~100)."""
+    lengths = np.linalg.norm(np.asarray(X, dtype=np.float32), axis=-1)
+    return lengths > factor * np.median(lengths)
 
 
 def _umap(X: np.ndarray, dims: int, neighbours: int, seed: int) -> np.ndarray:

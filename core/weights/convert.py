@@ -14,20 +14,47 @@ from core.model.transformer import HookedTransformer
 
 def from_transformers(hf_model) -> HookedTransformer:
     """A transformers model of a class in CONVERTERS -> the same model as a HookedTransformer."""
-    kind = type(hf_model).__name__
-    if kind not in CONVERTERS:
-        raise ValueError(f"cannot convert {kind}; supported: {', '.join(CONVERTERS)}")
-    cfg, weights = CONVERTERS[kind](hf_model)
+    cfg, weights = read(hf_model)
     model = HookedTransformer(cfg)
     model.load_state_dict(weights, strict=True)
     return model.to(hf_model.dtype).eval()
 
 
+def read(hf_model) -> tuple[ModelConfig, dict]:
+    """The ModelConfig and our-named weights of a transformers model; ValueError naming what cannot be converted
+    (it also runs on a model built on the meta device: core.weights.hub checks a model before downloading it)."""
+    kind = type(hf_model).__name__
+    if kind not in CONVERTERS:
+        raise ValueError(f"cannot convert {kind}; supported: {', '.join(CONVERTERS)}")
+    sd = _Reading(hf_model.state_dict())
+    cfg, weights = CONVERTERS[kind](hf_model, sd)
+    unread = [k for k in sd if k not in sd.read and not k.startswith(UNUSED) and not (k == "lm_head.weight" and
+                                                                                    cfg.tie_embeddings)]
+    if unread:  # a tensor the converter does not know (a bias or norm a config flag switched on) would be lost
+        raise ValueError(f"{kind} has weights this app does not convert: {', '.join(unread[:3])}")
+    return cfg, weights
+
+
 ACTS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}  # transformers' names -> core.model.mlp's
 
 
-def _gpt2(hf):
-    c, sd = hf.config, hf.state_dict()
+class _Reading(dict):
+    """A state dict that remembers which tensors a converter read."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+UNUSED = ("pooler.",)  # BERT's sentence pooler: not part of the hidden states the tabs read
+
+
+def _gpt2(hf, sd):
+    c = hf.config
     C = c.n_embd
     cfg = ModelConfig(family="gpt", vocab_size=c.vocab_size, d_model=C, n_layers=c.n_layer, n_heads=c.n_head,
                       d_ff=c.n_inner or 4 * C, n_ctx=c.n_positions, norm_eps=c.layer_norm_epsilon,
@@ -50,14 +77,16 @@ def _gpt2(hf):
 # What each decoder family adds to Llama's recipe, read from its transformers config (README: Families)
 GEMMA = ("gemma2", "gemma3", "gemma3_text")
 QK_NORM = {"qwen3": "head", "gemma3": "head", "gemma3_text": "head", "olmo2": "full"}
+PER_LAYER_WINDOWS = ("qwen2", "qwen3", "qwen2_moe", *GEMMA)        # layer_types says which layers slide
+WINDOWED = (*PER_LAYER_WINDOWS, "mistral", "phi3", "mixtral")      # a sliding_window their code applies
 
 
-def _llama(hf):
+def _llama(hf, sd):
     """Llama, and every decoder built like it: Mistral (a sliding window), Qwen2 (q/k/v biases, sliding upper
     layers), Qwen3 (QK-norm), Gemma 2/3 (GeGLU, norms around each sublayer, soft-capping, sliding and global
     layers, scaled embeddings), Phi-3 (fused projections), OLMo 2 (norms on the sublayer outputs, QK-norm), and
     the MoE decoders Mixtral, GraniteMoe (Mixtral plus four muP multipliers) and Qwen2-MoE (a shared expert)."""
-    c, sd, kind = hf.config, hf.state_dict(), hf.config.model_type
+    c, kind = hf.config, hf.config.model_type
     gemma, n_experts = kind in GEMMA, getattr(c, "num_local_experts", 0) or getattr(c, "num_experts", 0)
     rope = getattr(c, "rope_parameters", None) or {"rope_type": "default", "rope_theta": c.rope_theta}
     by_layer = rope if "full_attention" in rope else {"full_attention": rope}    # Gemma 3: a rope per layer kind
@@ -68,8 +97,10 @@ def _llama(hf):
             raise ValueError(f"RoPE on part of each head (partial_rotary_factor {r['partial_rotary_factor']}) "
                              "is not supported")
     local_theta = by_layer.get("sliding_attention", {}).get("rope_theta")
-    types = getattr(c, "layer_types", None)
-    window = getattr(c, "sliding_window", None) or None                            # Qwen2-MoE says 0 for none
+    # Only the families whose transformers code applies a window read one: Llama and OLMo 2 ignore a stray
+    # sliding_window in their config.json, Mistral and Phi-3 apply theirs to every layer whatever layer_types says
+    types = getattr(c, "layer_types", None) if kind in PER_LAYER_WINDOWS else None
+    window = (getattr(c, "sliding_window", None) or None) if kind in WINDOWED else None  # Qwen2-MoE: 0 for none
     window_layers = None if types is None else [i for i, t in enumerate(types) if t == "sliding_attention"]
     if window_layers == []:
         window = window_layers = None
@@ -147,10 +178,9 @@ def _llama(hf):
     return cfg, w
 
 
-def _bert(hf):
+def _bert(hf, sd):
     c = hf.config
     mlm = type(hf).__name__ == "BertForMaskedLM"
-    sd = hf.state_dict()
     pre = "bert." if mlm else ""
     cfg = ModelConfig(family="bert", vocab_size=c.vocab_size, d_model=c.hidden_size, n_layers=c.num_hidden_layers,
                       n_heads=c.num_attention_heads, d_ff=c.intermediate_size, n_ctx=c.max_position_embeddings,
@@ -175,6 +205,8 @@ def _bert(hf):
                   "unembed.transform.2.bias": sd[t + "LayerNorm.bias"], "unembed.bias": sd["cls.predictions.bias"]})
         if not torch.equal(sd["cls.predictions.decoder.weight"], sd[e + "word_embeddings.weight"]):
             raise ValueError("BERT MLM decoder is not tied to the word embeddings")
+        if "cls.predictions.decoder.bias" in sd and not torch.equal(sd["cls.predictions.decoder.bias"], w["unembed.bias"]):
+            raise ValueError("BERT MLM decoder's bias is not its prediction bias")
     return cfg, w
 
 

@@ -24,7 +24,7 @@ from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
 
 from core.inputs import InputError
 from core.model.transformer import HookedTransformer
-from core.weights.convert import CONVERTERS, from_transformers
+from core.weights.convert import CONVERTERS, from_transformers, read
 from core.weights.tokenizers import HFTokenizer
 
 ALLOWED = "EXPLAINER_ALLOWED_MODELS"  # "Qwen/*,google/gemma-3-270m-it": fnmatch patterns; unset: any id; empty: none
@@ -148,7 +148,7 @@ def _size(repo: str, architecture: str, folder: Path) -> int:
         raise HubRefused(f"{repo}'s config.json does not describe a model transformers can build "
                          f"({' '.join(str(e).split())[:160]}).") from None
     try:
-        CONVERTERS[architecture](model)
+        read(model)
     except (ValueError, KeyError) as e:
         raise HubRefused(f"{repo} is a {architecture} this app cannot convert: {str(e)[:160]}.") from None
     except NotImplementedError:

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import torch
 
 from core.analysis.embeddings import cosine_by_layer, nearest_tokens, rope_scores, word_vectors
-from core.analysis.projection import METHODS, project, umap_ready
+from core.analysis.projection import METHODS, outliers, project, umap_ready
 from core.inputs import InputError, clean_text, fitted, text_to_tokens
 from core.model.cache import ActivationCache
 from core.model.positional import sinusoidal_table
@@ -97,17 +97,39 @@ def neighbours_table(model, query: str) -> list[list]:
 
 
 def contextual_figures(states: torch.Tensor, pieces: list[str], layer: int, pair: tuple[int, int] | None):
-    points = project(states[layer].numpy(), "PCA", 2)
-    fig = scatter_figure(points, [f"{i}:{p}" for i, p in enumerate(pieces)], ["token"] * len(pieces),
-                         f"hidden states after {'the embeddings' if layer == 0 else f'block {layer - 1}'} (PCA)")
+    """The hidden states of one layer in 2D (PCA), the cosine of two occurrences across layers, and a note. A token
+    whose stream is far longer than the rest (the first token's massive activation) is left out of the PCA's fit
+    and drawn at the edge, marked, so the others are not squeezed onto one line."""
+    X = states[layer].float().numpy()
+    far = outliers(X)
+    fit_on = ~far if far.any() and (~far).sum() >= 3 else None
+    points = project(X, "PCA", 2, fit_on=fit_on)
+    labels, note = [f"{i}:{p}" for i, p in enumerate(pieces)], ""
+    if fit_on is not None:
+        lo, hi = points[fit_on].min(0), points[fit_on].max(0)
+        edge = (hi - lo) * 0.15 + 1e-6
+        points = np.clip(points, lo - edge, hi + edge)                  # the outliers pinned to the frame's edge
+        lengths = np.linalg.norm(X, axis=-1)
+        for i in np.flatnonzero(far):
+            labels[i] += f" (‖x‖ = {lengths[i]:,.0f}, off the scale)"
+        typical = float(np.median(lengths))
+        named = ", ".join(f"{i}:{pieces[i]}" for i in np.flatnonzero(far))
+        note = (f"{named}: {'its stream is' if far.sum() == 1 else 'their streams are up to'} "
+                f"{lengths[far].max() / typical:,.0f} times longer than the typical token's ({typical:,.1f}). This is "
+                "the *attention sink*: many heads park their attention on the first token, and the model gives its "
+                "stream a few huge dimensions (massive activations). It is left out of the PCA and drawn at the edge, "
+                "so the other tokens keep their spread.")
+    fig = scatter_figure(points, labels, ["token"] * len(pieces),
+                         f"layer {layer} of the stream: {'the embeddings' if layer == 0 else f'after block {layer - 1}'}"
+                         " (PCA)")
     if not pair:
-        return fig, figure([])
+        return fig, figure([]), note
     sims = cosine_by_layer(states, *pair)
     title = f"cosine similarity of '{pieces[pair[0]]}' (#{pair[0]}) and '{pieces[pair[1]]}' (#{pair[1]})"
     line = figure([dict(type="scatter", x=list(range(len(sims))), y=sims, mode="lines+markers")], title=dict(text=title),
                   xaxis=dict(title=dict(text="layer (0 = embeddings)")), height=360,
                   yaxis=dict(title=dict(text="cosine"), range=[min(0, min(sims)) - 0.05, 1.05]))
-    return fig, line
+    return fig, line, note
 
 
 def occurrence_tokens(tokens, text: str, word: str) -> tuple[int, int] | None:
@@ -133,7 +155,8 @@ def update_contextual(model_name: str, text: str, layer, word: str):
     word = as_text(word).strip()
     pair = occurrence_tokens(tokens, clean_text(text)[0], word)  # token offsets are into the cleaned text
     missing = "" if pair or not word else f"'{word}' does not occur twice in the text."
-    return (*contextual_figures(states, pieces, layer, pair), join_notes(notice, note_layer, missing))
+    fig, line, sink = contextual_figures(states, pieces, layer, pair)
+    return fig, line, join_notes(notice, note_layer, missing, sink)
 
 
 def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0.0) -> go.Figure:

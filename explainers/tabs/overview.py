@@ -36,10 +36,11 @@ SHOWN = 8
 def model_facts(model) -> list[tuple[str, str]]:
     c = model.cfg
     ffn = (f"{c.n_experts} experts, top-{c.top_k}, each " if c.n_experts else "") + c.ffn_name
+    width = f"{c.d_expert or c.d_ff} per expert" if c.n_experts else str(c.d_ff)
     return [
         ("Family", c.family), ("Layers", str(c.n_layers)),
         ("Attention heads (H)", str(c.n_heads)), ("Key/value heads (G)", f"{c.n_kv_heads} — {c.attention_kind}"),
-        ("Width (C)", str(c.d_model)), ("Head width (D)", str(c.d_head)), ("FFN width (F)", str(c.d_ff)),
+        ("Width (C)", str(c.d_model)), ("Head width (D)", str(c.d_head)), ("FFN width (F)", width),
         ("Feed-forward", ffn), ("Vocabulary (V)", f"{c.vocab_size:,}"), ("Context", f"{c.n_ctx:,} tokens"),
         ("Positions", c.positions), ("Norm", f"{c.norm}, {c.norm_placement}"),
         ("Attention", "causal (decoder)" if c.causal else "bidirectional (encoder)"),
@@ -103,8 +104,7 @@ def stages_html(stages: list[tuple[str, str, str]]) -> str:
 def stages(model: HookedTransformer, model_name: str, tokens, norms: torch.Tensor, top, text: str) -> list[tuple]:
     c, T = model.cfg, len(tokens)
     link = lambda tab, **kw: view_link(tab, model_name, text=text, **kw)
-    ffn = f"MoE: {c.n_experts} experts, top-{c.top_k}" if c.n_experts else \
-        f"FFN: {'SwiGLU' if c.gated_ffn else c.act.upper()}, {c.d_ff:,} neurons"
+    ffn = f"MoE: {c.n_experts} experts, top-{c.top_k}" if c.n_experts else f"FFN: {c.ffn_name}, {c.d_ff:,} neurons"
     rows = [("Tokens", f"{T} tokens of {c.vocab_size:,}", link("tokenizer")),
             ("Embedding", f"{c.d_model} numbers each" + (", + positions" if c.positions in ("learned", "sinusoidal")
                                                          else f", {c.positions} positions"), link("embeddings")),

@@ -8,6 +8,7 @@ import torch
 
 from core.analysis.anatomy import decompose, direct_logit_attribution
 from core.inputs import InputError, clean_text, fitted, text_to_tokens
+from core.model.attention import softcap
 from explainers.activations import ATTENTION_TOKENS, run
 from explainers.draw.figures import figure, piece, scale
 from explainers.draw.widgets import code_panel
@@ -129,7 +130,10 @@ def update(model_name: str, text: str, position, token_text):
             f"(the model gives it {float(traced.logits(pos).softmax(-1)[token]):.1%}). "
             f"The {len(labels)} pieces sum to the final stream within **{gap:.1e}** (largest difference in any "
             f"dimension). Direct effects {float(dla['direct'].sum()):+.3f} + constant {dla['constant']:+.3f} = "
-            f"**{float(dla['direct'].sum()) + dla['constant']:.3f}**; the model's logit is **{dla['logit']:.3f}**. "
+            f"**{float(dla['direct'].sum()) + dla['constant']:.3f}**; the model's logit is **{dla['logit']:.3f}**"
+            + (f" before its ±{cap:g} soft cap ({cap:g}·tanh(·/{cap:g}) makes it "
+               f"{float(softcap(torch.tensor(dla['logit']), cap)):.3f})" if (cap := model.cfg.logit_softcap) else "")
+            + ". "
             f"The approximation: the final norm's divisor is frozen at {dla['scale']:.3f} (it depends on all the "
             "pieces together), and a piece's *direct* effect leaves out what later layers do with it.")
     return (join_notes(head, notice, note_pos, note_token),
