@@ -2,6 +2,7 @@
 there for every family in conftest's NEW_FAMILIES): each layer's attention pattern and residual stream equal to
 transformers', Gemma 2's soft caps, Qwen2-MoE's routing, the tabs on each family (sliding windows: test_masks)."""
 import functools
+import math
 
 import pytest
 import torch
@@ -155,3 +156,12 @@ def test_a_window_is_applied_only_where_transformers_applies_it(family, ids):
     assert (model.cfg.sliding_window, model.cfg.window_layers) == ((4, None) if family == "mistral" else (None, None))
     with torch.no_grad():
         assert_close(model(ids), hf(ids).logits)
+
+
+@pytest.mark.parametrize("in_zoo", ["gemma2"], indirect=True)
+def test_the_residual_tab_gives_gemma_2s_logit_before_and_after_its_soft_cap(in_zoo):
+    from explainers.tabs import residual
+    notice = residual.update(in_zoo, "ROMEO: But soft", -1, "")[0]
+    raw = float(notice.split("the model's logit is **")[1].split("**")[0])
+    capped = float(notice.split("makes it ")[1].split(")")[0])
+    assert "before its ±3 soft cap" in notice and capped == pytest.approx(3 * math.tanh(raw / 3), abs=2e-3)
