@@ -167,3 +167,21 @@ def test_no_matrix_to_adapt_gets_a_plain_sentence(targets):
         tab.settings(base(), 10, 4, 32, 1e-3, 1e-2, 4, 8, 0.0, targets)
     with pytest.raises(InputError, match="None of gate_proj is in this model"):
         ft.add_lora(base(), ft.LoraSettings(targets=("gate_proj",)))
+
+
+def test_the_cost_tables_losses_are_the_curves_and_its_before_never_changes():
+    """The table's curve column reads the curve's own numbers at every update (its 'before' is the dashed line's
+    value, mid-run and at the end); the full evaluation's cross-entropy is a column of its own, named."""
+    out = list(tab.run("tiny-gpt-char", CONSTITUTION, "", "The Congress", 4, 2, 32, 1e-3, 5e-3, 2, 4, 0.0,
+                       ["q_proj", "v_proj"], Job()))   # 4 steps: not the run another test keeps
+    befores, finals = set(), []
+    for _, curves, cost, *_ in out:
+        row = next(line for line in cost.split("\n") if line.startswith("| full |")).split("|")
+        before = float(row[6].split("→")[0])
+        dashed = next(t for t in curves.data if t.name == "before (held-out)")
+        assert before == pytest.approx(dashed.y[0], abs=5e-4)
+        befores.add(before)
+        finals.append(row[7].strip())
+    measured = [f for f in finals if "→" in f]
+    assert len(befores) == 1 and finals[0] == "when the run ends" and measured and finals[-1] == measured[0]
+    assert len(set(measured)) == 1                          # once measured, the full evaluation's numbers stay
