@@ -122,6 +122,10 @@ def contextual_figures(states: torch.Tensor, pieces: list[str], layer: int, pair
     fig = scatter_figure(points, labels, ["token"] * len(pieces),
                          f"layer {layer} of the stream: {'the embeddings' if layer == 0 else f'after block {layer - 1}'}"
                          " (PCA)")
+    if fit_on is not None:  # a pinned point's long label reads inwards, not off the frame
+        middle = points[:, 0].mean()
+        fig.data[0].textposition = ["top center" if fit else "bottom right" if x < middle else "bottom left"
+                                    for fit, x in zip(fit_on, points[:, 0])]
     if not pair:
         return fig, figure([]), note
     sims = cosine_by_layer(states, *pair)
