@@ -101,3 +101,8 @@ def test_pedagogical_tokenizers():
     assert words.words[:5] == WordTokenizer.SPECIALS and words.words[5:7] == ["cat", "the"]
     toks = words.tokens("The dog sat")
     assert [t.piece for t in toks] == ["the", "dog", "sat"] and toks[1].unknown
+
+
+def test_every_family_entry_is_of_an_architecture_the_converter_reads():
+    from core.weights.convert import CONVERTERS
+    assert all(architecture in CONVERTERS for _, _, architecture, _, _ in zoo.HUB_FAMILIES)

@@ -45,7 +45,7 @@ from core.model.config import ModelConfig
 from core.model.transformer import HookedTransformer
 from core.paths import ASSETS, ROOT
 from core.weights import hub
-from core.weights.convert import CONVERTERS, from_transformers
+from core.weights.convert import from_transformers
 from core.weights.tokenizers import HFTokenizer, load_simple
 
 CONVERT_VERSION = 1  # bump when conversion changes, to invalidate cached conversions
@@ -206,11 +206,6 @@ def _hub(repo: str) -> HookedTransformer:
         return ours
 
 
-def _hub_entry_missing(architecture: str) -> Callable[[], str | None]:
-    return lambda: hub_offline() or (None if architecture in CONVERTERS else
-                                      f"its architecture, {architecture}, has no converter in core.weights.convert yet")
-
-
 # One small, openly licensed model per family, hub-only like gpt2: (name, hub id, architecture, licence, size).
 # Each loads as a model typed in by its hub id does (hub.check, then the cached conversion); README: Models.
 HUB_FAMILIES = [
@@ -244,7 +239,7 @@ SPECS = {s.name: s for s in [
          f"Hugging Face hub {GRANITE_REPO}", lambda: _from_hub(GraniteMoeForCausalLM, GRANITE_REPO), hub_offline,
          "GraniteMoe", GRANITE_REPO),
 ]} | {name: Spec(name, f"{repo.split('/')[1]} ({hub.family(arch)} family · {licence} · {size})",
-                 f"Hugging Face hub {repo}", lambda repo=repo: _hub(repo), _hub_entry_missing(arch), hub.family(arch),
+                 f"Hugging Face hub {repo}", lambda repo=repo: _hub(repo), hub_offline, hub.family(arch),
                  repo) for name, repo, arch, licence, size in HUB_FAMILIES}
 
 WEIGHTS = ("fp32", "int8")
