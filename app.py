@@ -40,7 +40,7 @@ from explainers.page.startup import warm_up  # noqa: E402
 from explainers.page.tab import Page  # noqa: E402
 from explainers.page.views import QUEUED, Views  # noqa: E402
 
-READ_QUERY = "() => [window.location.search]"
+READ_QUERY = "(query, ...rest) => [window.location.search, ...rest]"
 
 
 def build_app(default_model: str | None = None, lecture: bool = False, chapters: list = CHAPTERS) -> gr.Blocks:
@@ -58,11 +58,13 @@ def build_app(default_model: str | None = None, lecture: bool = False, chapters:
                       lecture=head.lecture, note=head.note), head.model.value, lecture, lesson)
         views.wire_draws()
         views.wire_selects(rows.chapter_tabs, rows.tab_tabs, head.model)
-        loaded = demo.load(views.apply, query, views.apply_outputs(), js=READ_QUERY, **QUEUED)
+        loaded = demo.load(views.apply, views.apply_inputs(query), views.apply_outputs(), js=READ_QUERY, **QUEUED)
         loaded.then(None, head.lecture, None, js="(on) => { document.body.classList.toggle('lecture', on) }")
-        views.restored(loaded)
-        stepped = lesson.wire(loaded, query).then(views.apply, lesson.step_query, views.apply_outputs(), **QUEUED)
-        views.restored(stepped)
+        # a stage or a cell that opens another tab (assets/web/export.js) sets the address, then clicks this
+        opener = gr.Button(elem_id="open-view", visible="hidden")
+        opener.click(views.apply, views.apply_inputs(query), views.apply_outputs(), js=READ_QUERY, **QUEUED)
+        lesson.wire(loaded, query).then(views.apply, views.apply_inputs(lesson.step_query), views.apply_outputs(),
+                                        **QUEUED)
         layout.wire_copy_link(head, query, views.screen, links, lesson, lecture)
     demo.page, demo.views, demo.lesson = page, views, lesson  # for tests and benchmarks
     return demo

@@ -57,7 +57,9 @@ def test_the_extra_tab_links_draws_when_a_link_opens_it_and_is_in_the_api(extra_
     assert [tab for tab, request in views.requests.items() if request in looked] == ["extra"]  # it alone draws
     request = views.requests["extra"]
     wired = [f for f in demo.fns.values() if (request._id, "change") in [(t[0], t[1]) for t in f.targets]]
-    assert len(wired) == 1  # the request State's change runs the View's draws
-    fig, note = wired[0].fn("tiny-gpt-char", "All the world", False)
+    assert len(wired) == 1  # the request State's change takes the page's text (in the browser), then the View's draws
+    assert wired[0].fn is None and "shared || own" in wired[0].js and wired[0].outputs == [views.links["extra.text"]]
+    draw = next(f for f in demo.fns.values() if f.trigger_after == wired[0]._id and f.trigger_only_on_success)
+    fig, note = draw.fn("tiny-gpt-char", "All the world", False)
     assert len(fig.data[0].y) == get_model("tiny-gpt-char").cfg.n_layers and fig.data[0].y[-1] > 0
     assert "/extra" in demo.get_api_info()["named_endpoints"]

@@ -203,7 +203,7 @@ def test_a_hub_id_typed_into_the_picker_loads_it_and_the_tabs_draw_it(hub_cache,
     picker = updates[views.w["model"]]
     assert picker.constructor_args["value"] == repo and repo in [name for _, name in picker.constructor_args["choices"]]
     assert updates[views.shown] == repo and updates[views.w["note"]] == "" and views.generation in updates
-    assert updates[views.requests["overview"]] == updates[views.generation]  # the tab on screen draws
+    assert updates[views.requests["overview"]][0] == updates[views.generation]  # the tab on screen draws
     assert (repo, "cpu", "fp32") in zoo._loaded  # loaded in the picker's handler, where its progress shows
     assert pick(demo, "OPENAI-COMMUNITY/gpt2")[views.w["note"]].startswith("gpt2 is not available")  # the entry's id
     view = restore(f"?tab=overview&model={repo}", views.links, {"chapter-1": ["overview"]}, "tiny-gpt-char")

@@ -72,6 +72,29 @@ def test_a_link_to_a_tab_selects_its_chapter_and_the_tab_in_it(demo, query, chap
     assert updates[views.screen]["chapter"] == chapter
 
 
+def test_one_text_for_the_page_follows_the_learner_across_tabs(demo):
+    """A link's text is the page's; a tab with a text that drew another text is stale, and takes the page's text
+    (in the browser, before its draws) when it comes on screen; tabs without a text do not care; patching keeps
+    its two prompts."""
+    views = demo.views
+    applied = views.apply("?tab=overview&model=tiny-gpt-char&text=A dog ran home")
+    assert applied[views.text] == "A dog ran home" and views.requests["overview"] in applied
+    generation, drawn = applied[views.generation], applied[views.drawn]
+    block = {"chapter": "chapter-3", "tabs": {"chapter-3": "block"}}
+    first = views.look(block, generation, drawn, "A dog ran home")
+    assert views.requests["block"] in first
+    assert views.requests["block"] not in views.look(block, generation, first[views.drawn], "A dog ran home")
+    again = views.look(block, generation, first[views.drawn], "To be or not")  # typed on another tab meanwhile
+    assert views.requests["block"] in again and again[views.requests["block"]] != first[views.requests["block"]]
+    quant = {"chapter": "chapter-6", "tabs": {"chapter-6": "quantization"}}
+    done = views.look(quant, generation, drawn, "A dog ran home")[views.drawn]
+    assert views.requests["quantization"] not in views.look(quant, generation, done, "To be or not")
+    assert {"overview", "tokenizer", "causal_mask", "attention", "block", "moe", "residual", "lm_head"} <= set(views.texted)
+    assert "patching" not in views.texted
+    kept = views.apply("?tab=quantization&model=tiny-gpt-char", None, drawn, "To be or not")
+    assert kept[views.text] == "To be or not"  # a link without a text leaves the page's
+
+
 def test_a_link_without_a_tab_stays_on_the_first_chapter_and_tab(demo):
     views = demo.views
     updates = views.apply("?model=tiny-gpt-char")

@@ -79,10 +79,17 @@
   }
   // Links into other tabs: a stage of the model (an <a data-view>) or a cell or bar of a figure whose customdata is a
   // query string "?tab=..." opens that view, keeping lecture mode as it is on screen.
+  // In the page, not by reloading it: the address changes (so Back returns, and a copied link is this view), then the
+  // page's hidden "open-view" button applies it as it applies a link at load (explainers/page/views.py).
+  const apply = () => document.querySelector("#open-view")?.click();
   const open = (query) => {
     const lecture = document.body.classList.contains("lecture") ? "1" : "0";
-    window.location.search = query + "&lecture=" + lecture;
+    const search = query + "&lecture=" + lecture;
+    if (!document.querySelector("#open-view")) { window.location.search = search; return; }
+    window.history.pushState(null, "", window.location.pathname + search);
+    apply();
   };
+  window.addEventListener("popstate", apply);
   const follow = (event) => {
     const query = event?.points?.[0]?.customdata;
     if (typeof query === "string" && query.startsWith("?tab=")) open(query);
@@ -115,6 +122,20 @@
     if (!button || button.disabled || !button.offsetParent) return;
     event.preventDefault();
     button.click();
+  });
+
+  // Sliders (Gradio's own): their figures redraw on "release", which Gradio sends when the handle is let go or the number
+  // box loses focus. Enter in the number box and the arrow keys on the handle send it too, so the figure never shows
+  // a value other than the one on screen.
+  const SLIDER_KEYS = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "PageUp", "PageDown", "Home", "End"]);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target.matches?.("input[type=number]") &&
+        event.target.closest(".block")?.querySelector("input[type=range]")) event.target.blur();
+  });
+  document.addEventListener("keyup", (event) => {
+    if (SLIDER_KEYS.has(event.key) && event.target.matches?.("input[type=range]")) {
+      event.target.dispatchEvent(new PointerEvent("pointerup", {bubbles: true}));
+    }
   });
 
   let queued = false;
