@@ -60,11 +60,14 @@ def build_app(default_model: str | None = None, lecture: bool = False, chapters:
         views.wire_selects(rows.chapter_tabs, rows.tab_tabs, head.model)
         loaded = demo.load(views.apply, views.apply_inputs(query), views.apply_outputs(), js=READ_QUERY, **QUEUED)
         loaded.then(None, head.lecture, None, js="(on) => { document.body.classList.toggle('lecture', on) }")
+        views.restored(loaded)
         # a stage or a cell that opens another tab (assets/web/export.js) sets the address, then clicks this
         opener = gr.Button(elem_id="open-view", visible="hidden")
-        opener.click(views.apply, views.apply_inputs(query), views.apply_outputs(), js=READ_QUERY, **QUEUED)
-        lesson.wire(loaded, query).then(views.apply, views.apply_inputs(lesson.step_query), views.apply_outputs(),
-                                        **QUEUED)
+        views.restored(opener.click(views.apply, views.apply_inputs(query), views.apply_outputs(), js=READ_QUERY,
+                                    **QUEUED))
+        stepped = lesson.wire(loaded, query).then(views.apply, views.apply_inputs(lesson.step_query),
+                                                  views.apply_outputs(), **QUEUED)
+        views.restored(stepped)
         layout.wire_copy_link(head, query, views.screen, links, lesson, lecture)
     demo.page, demo.views, demo.lesson = page, views, lesson  # for tests and benchmarks
     return demo

@@ -330,14 +330,19 @@ def test_the_flow_and_the_block_tab_draw_on_every_kind_of_model(fresh, url, mode
 
 
 def test_a_stage_or_a_cell_of_the_flow_opens_the_tab_that_explains_it(fresh, url):
+    """In the page: no reload (a mark left on the window stays), the address is the view's, Back returns."""
     open_link(fresh, url + "?tab=overview&model=tiny-gpt-char&text=To+be+or+not")
+    fresh.evaluate("window.stayed = true")
     tab_panel(fresh).get_by_text("4 × attention").click()
     fresh.wait_for_url("**tab=attention**", timeout=WAIT)
-    fresh.console_errors.clear()  # the page left behind logs its queue connection's abort
     fresh.get_by_role("tab", name="Attention heads", exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     assert tab_panel(fresh).locator("textarea").first.input_value() == "To be or not"
-    open_link(fresh, url + "?tab=overview&model=tiny-gpt-char&text=To+be+or+not")
+    assert fresh.evaluate("window.stayed") is True  # opened in the page, not by loading it again
+    fresh.go_back()
+    fresh.get_by_role("tab", name="Overview", exact=True, selected=True).wait_for(timeout=WAIT)
+    assert "tab=overview" in fresh.url and fresh.evaluate("window.stayed") is True
+    settle(fresh)
     cells = tab_panel(fresh).locator(".js-plotly-plot .nsewdrag").first
     cells.scroll_into_view_if_needed()
     box = cells.bounding_box()  # the top row is the last block's FFN, at the middle position of the 12 characters
@@ -345,12 +350,64 @@ def test_a_stage_or_a_cell_of_the_flow_opens_the_tab_that_explains_it(fresh, url
     fresh.wait_for_url("**tab=block**", timeout=WAIT)
     position = parse_qs(urlsplit(fresh.url).query)["position"][0]
     assert position in ("5", "6")
-    fresh.console_errors.clear()
     fresh.get_by_role("tab", name="Block: norm & FFN", exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     panel = tab_panel(fresh)
     assert slider_value(panel, "number input for Layer") == "3"
     assert f"Layer 3, position {position}" in panel.inner_text()
+    assert fresh.evaluate("window.stayed") is True
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def head_shown(page) -> str:
+    """The Attention tab's one-head figure's title ("L0 H3: pattern")."""
+    return page.evaluate("() => [...document.querySelectorAll('#tab-attention .js-plotly-plot')].map((g) => "
+                         "(g.layout.annotations || []).map((a) => a.text).join(' ')).join(' ')")
+
+
+def test_a_slider_redraws_on_enter_in_its_box_and_on_the_arrow_keys(fresh, url):
+    open_link(fresh, url + "?tab=attention&model=tiny-gpt-char")
+    panel = tab_panel(fresh)
+    assert "L0 H0: pattern" in head_shown(fresh)
+    box = panel.get_by_label("number input for Head")
+    box.fill("2")
+    box.press("Enter")  # focus stays in the box: Gradio alone would redraw only when it is left
+    fresh.wait_for_function("() => document.querySelector('#tab-attention').innerText !== null && "
+                            "[...document.querySelectorAll('#tab-attention .js-plotly-plot')].some((g) => "
+                            "(g.layout.annotations || []).some((a) => a.text === 'L0 H2: pattern'))", timeout=WAIT)
+    handle = panel.get_by_label("range slider for Head")
+    handle.focus()
+    handle.press("ArrowRight")
+    fresh.wait_for_function("() => [...document.querySelectorAll('#tab-attention .js-plotly-plot')].some((g) => "
+                            "(g.layout.annotations || []).some((a) => a.text === 'L0 H3: pattern'))", timeout=WAIT)
+    assert box.input_value() == "3" and error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def test_a_sentence_typed_on_one_tab_is_the_text_of_every_tab(fresh, url):
+    """Typed on the Overview, it is the Causal mask's and the Block's text (and what they draw); typed on the LM
+    head, it comes back to the Block; patching keeps its own two prompts."""
+    open_link(fresh, url + "?tab=overview&model=tiny-gpt-char")
+    typed = tab_panel(fresh).locator("textarea").first
+    typed.fill("A dog ran")
+    typed.press("Enter")
+    settle(fresh)
+    for title in ("Causal mask", "Block: norm & FFN"):
+        open_tab(fresh, title)
+        settle(fresh)
+        assert tab_panel(fresh).locator("textarea").first.input_value() == "A dog ran", title
+    assert "of 9 tokens" in tab_panel(fresh).inner_text()  # the Block drew it: 9 characters
+    open_tab(fresh, "LM head & sampling")
+    settle(fresh)
+    typed = tab_panel(fresh).locator("textarea").first
+    typed.fill("To be")
+    typed.press("Enter")
+    settle(fresh)
+    open_tab(fresh, "Block: norm & FFN")
+    settle(fresh)
+    assert tab_panel(fresh).locator("textarea").first.input_value() == "To be"
+    assert "of 5 tokens" in tab_panel(fresh).inner_text()
+    open_tab(fresh, "Activation patching")
+    assert "To be" not in [t.input_value() for t in tab_panel(fresh).locator("textarea").all()]
     assert error_toasts(fresh) == [] and fresh.console_errors == []
 
 

@@ -78,8 +78,9 @@ def test_one_text_for_the_page_follows_the_learner_across_tabs(demo):
     its two prompts."""
     views = demo.views
     applied = views.apply("?tab=overview&model=tiny-gpt-char&text=A dog ran home")
-    assert applied[views.text] == "A dog ran home" and views.requests["overview"] in applied
-    generation, drawn = applied[views.generation], applied[views.drawn]
+    assert applied[views.text] == "A dog ran home"
+    generation = applied[views.generation]
+    drawn = views.look(applied[views.screen], generation, {}, "A dog ran home")[views.drawn]
     block = {"chapter": "chapter-3", "tabs": {"chapter-3": "block"}}
     first = views.look(block, generation, drawn, "A dog ran home")
     assert views.requests["block"] in first
@@ -91,7 +92,7 @@ def test_one_text_for_the_page_follows_the_learner_across_tabs(demo):
     assert views.requests["quantization"] not in views.look(quant, generation, done, "To be or not")
     assert {"overview", "tokenizer", "causal_mask", "attention", "block", "moe", "residual", "lm_head"} <= set(views.texted)
     assert "patching" not in views.texted
-    kept = views.apply("?tab=quantization&model=tiny-gpt-char", None, drawn, "To be or not")
+    kept = views.apply("?tab=quantization&model=tiny-gpt-char", "To be or not")
     assert kept[views.text] == "To be or not"  # a link without a text leaves the page's
 
 

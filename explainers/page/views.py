@@ -6,8 +6,8 @@
    now stale. A model switch starts one too.
 2. **The tab on screen draws if it is stale**: `Views.look` reads which tab is on screen; if it has not drawn
    in this generation (and, for a tab with a text, with the page's text) it is asked to (its request State
-   changes); the other tabs wait until they are shown. Clicking a chapter or a tab looks again; a restore looks
-   in the same answer (one round trip less).
+   changes); the other tabs wait until they are shown. Clicking a chapter or a tab looks again, and so does a
+   restore, once its values are in the widgets (in its own answer, the draws would read the widgets before them).
    **One text for the page**: every tab that links a `text` shares it. Typing in one copies it to the page's
    text (in the browser, no request); a tab coming on screen takes it before it draws. Tabs with two texts
    (patching's clean and corrupted prompts) keep theirs.
@@ -107,9 +107,9 @@ class Views:
                 self.generation: new, **self.look(screen, new, drawn, text)}
 
     # 1. a link restores a view
-    def apply(self, query, screen=None, drawn=None, text="") -> dict:
-        """The view a query string asks for, as updates of the page's widgets, in a new generation, and the tab it
-        shows asked to draw. None: nothing to apply (a lesson button that showed no step)."""
+    def apply(self, query, text="") -> dict:
+        """The view a query string asks for, as updates of the page's widgets (the page's text among them), in a
+        new generation. None: nothing to apply (a lesson button that showed no step)."""
         if query is None:
             return {self.generation: gr.skip()}
         serving.last_call[0] = time.monotonic()
@@ -117,26 +117,27 @@ class Views:
         view = restore(self.lesson.view_query(query), self.links, self.layout, opened, self.lecture_default)
         note = " ".join(n for n in (view.note, preparing_note(self.default, view.model if view.model == opened
                                                                           else self.default)) if n)
-        generation = next(self.generations)
         updates = {self.w["chapters"]: gr.Tabs(selected=view.chapter), self.w["model"]: view.model,
                    self.shown: view.model, self.w["lecture"]: view.lecture, self.w["note"]: note,
-                   self.generation: generation}
-        screen = _screen(screen, self.layout)
+                   self.generation: next(self.generations)}
         if view.chapter:
             updates[self.w["rows"][view.chapter]] = gr.Tabs(selected=view.tab)
-            screen = updates[self.screen] = {"chapter": view.chapter, "tabs": {**_screen(None, self.layout)["tabs"],
-                                                                               view.chapter: view.tab}}
-        text = updates[self.text] = view.values.get(f"{view.tab}.text", text)  # a link's text is the page's
-        return {**updates, **{self.links[key]: value for key, value in view.values.items()},
-                **self.look(screen, generation, drawn, text)}  # the widgets' new values reach the draws with this answer
+            updates[self.screen] = {"chapter": view.chapter, "tabs": {**_screen(None, self.layout)["tabs"],
+                                                                      view.chapter: view.tab}}
+        updates[self.text] = view.values.get(f"{view.tab}.text", text)  # a link's text is the page's
+        return {**updates, **{self.links[key]: value for key, value in view.values.items()}}
+
+    def restored(self, event) -> None:
+        """What follows an event that restores a view into the page's widgets: the tab on screen draws."""
+        event.then(self.look, [self.screen, self.generation, self.drawn, self.text],
+                   [self.drawn, *self.requests.values()], **QUEUED)
 
     def apply_inputs(self, query) -> list:
-        return [query, self.screen, self.drawn, self.text]
+        return [query, self.text]
 
     def apply_outputs(self) -> list:
         return [self.w["chapters"], *self.w["rows"].values(), self.w["model"], self.shown, self.w["lecture"],
-                self.w["note"], *self.links.values(), self.screen, self.generation, self.drawn, self.text,
-                *self.requests.values()]
+                self.w["note"], *self.links.values(), self.screen, self.generation, self.text]
 
     def wire_selects(self, chapter_tabs: dict, tab_tabs: dict, model) -> None:
         """Clicks on chapters and tabs, and a model switch (`chapter_tabs`: chapter id -> its gr.Tab; `tab_tabs`: tab
