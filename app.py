@@ -52,6 +52,8 @@ def build_app(default_model: str | None = None, lecture: bool = False, chapters:
         lesson = LessonPanel(head.model, head.lecture)
         rows = layout.chapters(chapters, page)
         links = {f"{tab}.{key}": widget for tab, view in rows.views.items() for key, widget in view.links.items()}
+        for name, widget in links.items():  # what a lesson step's `focus:` scrolls to
+            widget.elem_id = widget.elem_id or "setting-" + name.replace(".", "-")
         lesson.links, lesson.tabs = links, list(rows.tab_tabs)
         query = gr.Textbox(visible=False)  # the page's query string, in and out
         views = Views(rows.layout, rows.views, links, dict(chapters=rows.row, rows=rows.rows, model=head.model,
@@ -67,7 +69,7 @@ def build_app(default_model: str | None = None, lecture: bool = False, chapters:
                                     **QUEUED))
         stepped = lesson.wire(loaded, query).then(views.apply, views.apply_inputs(lesson.step_query),
                                                   views.apply_outputs(), **QUEUED)
-        views.restored(stepped)
+        lesson.scroll(views.restored(stepped))
         layout.wire_copy_link(head, query, views.screen, links, lesson, lecture)
     demo.page, demo.views, demo.lesson = page, views, lesson  # for tests and benchmarks
     return demo

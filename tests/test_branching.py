@@ -88,7 +88,7 @@ def test_the_chart_and_the_picker_say_which_probability_each_shows(demo):
     picker = lm_head.branch_choices("tiny-gpt-char", CAT, -1)
     titles = [a.text for a in fig.layout.annotations if a.text]
     labels = [getattr(b, "label", None) or "" for b in demo.blocks.values()]
-    assert "probabilities (after T and filters)" in titles
+    assert "probabilities<br>(after T and filters)" in titles
     assert "Candidate to force (token, probability at T=1, unfiltered)" in labels
     assert picker.choices[0][0].split("(")[-1] != shown[top_name] + ")"       # two numbers, each labelled
 

@@ -726,6 +726,38 @@ def test_a_lesson_runs_start_to_end_with_next_and_the_arrow_keys(fresh, lesson_u
     assert fresh.console_errors == []
 
 
+def in_view(page, selector: str) -> float:
+    """Where the first visible element matching selector starts, in px from the top of the window."""
+    return page.evaluate(f"() => [...document.querySelectorAll({selector!r})].find((e) => e.offsetParent !== null)"
+                         ".getBoundingClientRect().top")
+
+
+def test_a_lesson_step_scrolls_its_figure_into_view_in_lecture_mode_at_1280x720(page, lesson_url):
+    """The lecturer never scrolls: each step's figure (or the widget its `focus:` names) is at the top of the
+    screen; the six chapters fit beside the open sidebar; the header leaves most of the first screen to the tab."""
+    lecture = page.context.browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        lecture.goto(lesson_url + "?lecture=1")
+        lecture.wait_for_selector(".js-plotly-plot >> visible=true", timeout=120_000)
+        settle(lecture)
+        assert in_view(lecture, ".chapters") < 300  # was 475 px of header before any content
+        lecture.locator(".lesson-launcher input").first.click()
+        lecture.get_by_role("option", name="From tokens to sampling").click()
+        lecture.get_by_role("button", name="Start the lesson").click()
+        wait_for_step(lecture, 1, 16, "overview")
+        assert lecture.locator(".chapters > .tab-wrapper .overflow-menu:not(.hide)").count() == 0  # no "..." menu
+        for k, tab, target in [(2, "tokenizer", "#setting-tokenizer-text"), (3, "tokenizer", "#setting-tokenizer-text"),
+                               (4, "tokenizer", "#setting-tokenizer-vocab"),
+                               (5, "embeddings", "#tab-embeddings .js-plotly-plot"),
+                               (6, "embeddings", "#setting-embeddings-text")]:
+            lecture.get_by_role("button", name="Next →").click()
+            wait_for_step(lecture, k, 16, tab)
+            lecture.wait_for_timeout(4500)  # the last of the step's scrolls, after the figures above it drew
+            assert 0 <= in_view(lecture, target) < 120, (k, target, in_view(lecture, target))
+    finally:
+        lecture.close()
+
+
 def test_a_broken_lesson_names_its_bad_steps_by_line_and_runs_the_rest(fresh, lesson_url):
     fresh.goto(lesson_url + "?lesson=broken")
     wait_for_step(fresh, 1, 2, "overview")

@@ -91,7 +91,7 @@ def test_one_text_for_the_page_follows_the_learner_across_tabs(demo):
     done = views.look(quant, generation, drawn, "A dog ran home")[views.drawn]
     assert views.requests["quantization"] not in views.look(quant, generation, done, "To be or not")
     assert {"overview", "tokenizer", "causal_mask", "attention", "block", "moe", "residual", "lm_head"} <= set(views.texted)
-    assert "patching" not in views.texted
+    assert "patching" not in views.texted and "embeddings" not in views.texted  # two prompts; a sentence with its word
     kept = views.apply("?tab=quantization&model=tiny-gpt-char", "To be or not")
     assert kept[views.text] == "To be or not"  # a link without a text leaves the page's
 

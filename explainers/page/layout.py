@@ -37,8 +37,8 @@ def header(default_model: str | None, lecture: bool) -> Header:
     names = [name for _, name in choices]
     default = default_model if default_model in names else ("smollm2-135m" if "smollm2-135m" in names else names[0])
     gr.Markdown("# LLM internals, live\nEvery picture is computed now by a real model running on "
-                f"**{describe(pick_device())}**.")
-    with gr.Row():
+                f"**{describe(pick_device())}**.", elem_classes="page-title")
+    with gr.Row(elem_classes="page-header"):  # lecture mode folds it to one short row (assets/web/app.css)
         model = gr.Dropdown(choices, value=default, label="Model", info=by_name_note(), allow_custom_value=True,
                             scale=3)  # a hub id typed in loads that model (explainers.page.views.Views.switched)
         with gr.Column(scale=2):
@@ -46,12 +46,12 @@ def header(default_model: str | None, lecture: bool) -> Header:
                 lecture_box = gr.Checkbox(lecture, label="Lecture mode (large type, high contrast)", container=False)
                 link_button = gr.Button("Copy link to this view", size="sm")
             link_box = gr.Textbox(show_label=False, placeholder="the link to this view appears here",
-                                  buttons=["copy"], interactive=False, container=False)
+                                  buttons=["copy"], interactive=False, container=False, elem_classes="link-box")
     note = gr.Markdown()
     missing = unavailable_note()
     if missing:  # folded: the hub-only models would otherwise push the tabs below the first screen
         with gr.Accordion(f"{missing.count(chr(10) + '- ')} more models, not available here (why, and how to get them)",
-                          open=False):
+                          open=False, elem_classes="unavailable"):
             gr.Markdown(missing)
     return Header(model, lecture_box, link_button, link_box, note)
 

@@ -31,6 +31,7 @@ from explainers.page.links import read_view
 LESSONS = Path(os.environ.get("EXPLAINER_LESSONS") or paths.LESSONS)
 SETTING = re.compile(r"^([a-z_][a-z0-9_]*)\s*:\s*(.*?)\s*$")  # `key: value`; lower case, so "Note: ..." is prose
 FENCE = re.compile(r"^\s*(```|~~~)")
+FIGURE = ".js-plotly-plot"  # what a step scrolls to without a `focus:`: the first figure of its tab
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Step:
     settings: dict[str, tuple[str, int]]        # key -> (value as a link writes it, its line)
     narration: str
     query: str = ""                             # the view as a deep link's query string, once checked
+    focus: str = ""                             # where the step scrolls to: a CSS selector, once checked
 
 
 @dataclass
@@ -131,12 +133,16 @@ def check(lesson: Lesson, links: dict, tabs) -> Lesson:
         tab = step.settings.get("tab", ("", step.line))[0]
         shared = {k: v for k, v in lesson.settings.items() if k == "model" or f"{tab}.{k}" in links}
         settings = {**shared, **step.settings}  # the step's own settings win
+        focus, focus_line = settings.pop("focus", ("", 0))
         said = [(line, f"step “{step.title}”: {sentence}") for sentence, line in _refusals(settings, links, tabs)]
         if "tab" not in settings:
             said.append((step.line, f"step “{step.title}” names no tab: add a `tab: ...` line"))
+        if focus and f"{tab}.{focus}" not in links:
+            said.append((focus_line, f"step “{step.title}”: focus {focus!r} is not a setting of the {tab} tab"))
         problems += said
         if not said:
-            steps.append(replace(step, query="?" + urlencode({k: v for k, (v, _) in settings.items()})))
+            steps.append(replace(step, query="?" + urlencode({k: v for k, (v, _) in settings.items()}),
+                                 focus=f"#{links[f'{tab}.{focus}'].elem_id}" if focus else f"#tab-{tab} {FIGURE}"))
     return replace(lesson, steps=steps, problems=sorted(problems))
 
 

@@ -14,8 +14,19 @@ import gradio as gr
 from explainers.page.lesson_files import LESSONS, Lesson, available, lesson_link, load, parse, report
 from explainers.page.serving import plain_errors
 
-# the step's tab at the top of the screen, once the page has laid it out (a chapter switch redraws the rows)
-SCROLL_TO_TABS = "() => { setTimeout(() => document.querySelector('.chapters')?.scrollIntoView({block: 'start'}), 150) }"
+# The step's figure (or its `focus:` widget) at the top of the screen, once the page has shown its tab; again as the
+# figures above it draw and move it, unless the viewer scrolled meanwhile.
+SCROLL_TO_FIGURE = """(focus) => {
+  let placed = null;
+  const place = () => {
+    if (placed !== null && Math.abs(window.scrollY - placed) > 4) return;  // the viewer scrolled: leave it
+    const target = [...document.querySelectorAll(focus)].find((e) => e.offsetParent !== null);
+    if (!target) return;
+    window.scrollTo({top: Math.max(0, window.scrollY + target.getBoundingClientRect().top - 8)});
+    placed = window.scrollY;
+  };
+  [150, 800, 2000, 4000].forEach((ms) => setTimeout(place, ms));
+}"""
 BUTTONS = ("lesson-start", "lesson-next", "lesson-back")
 
 
@@ -49,6 +60,7 @@ class LessonPanel:
             self.report = gr.Markdown(elem_classes="lesson-report")
         self.state = gr.State(None)  # {"lesson": name, "step": index from 0} while a lesson runs
         self.step_query = gr.State(None)  # the view of the step just shown, for the page to apply (None: none)
+        self.focus = gr.Textbox(visible="hidden")  # where the step's view scrolls to (SCROLL_TO_FIGURE)
         self.panel = [self.state, self.picker, self.launcher, self.heading, self.narration, self.nav, self.back,
                       self.next, self.end, self.report, self.sidebar]
 
@@ -113,7 +125,7 @@ class LessonPanel:
             # the button by its elem_id: event.target is the session's copy of it, made by the last update it got
             pressed = getattr(getattr(event, "target", None), "elem_id", None)
             if pressed not in BUTTONS:  # not pressed: nothing to do
-                return {self.step_query: None}
+                return {self.step_query: None, self.focus: ""}
             if pressed == "lesson-start" or here is None:
                 lesson, index = self.load(name), 0
             else:
@@ -121,9 +133,13 @@ class LessonPanel:
                 lesson, index = self.load(name), index + (1 if pressed == "lesson-next" else -1)
             panel = self.shown(lesson, index, name)
             if panel[self.state] is None:
-                return {**panel, self.step_query: None}
+                return {**panel, self.step_query: None, self.focus: ""}
             step = lesson.steps[panel[self.state]["step"]]
-            return {**panel, self.step_query: step.query + f"&lecture={int(bool(lecture))}"}
+            return {**panel, self.step_query: step.query + f"&lecture={int(bool(lecture))}", self.focus: step.focus}
+
+    def scroll(self, shown) -> None:
+        """After the event that shows a step's tab: its figure scrolled to the top of the screen."""
+        shown.then(None, self.focus, None, js=SCROLL_TO_FIGURE, queue=False)
 
     def opened(self, query) -> dict:
         """At page load: the lesson a link names, shown at its step; the picker lists the lessons there are now."""
@@ -139,12 +155,12 @@ class LessonPanel:
 
     def wire(self, loaded, query: gr.Textbox):
         """Connect the panel: after the page's load event (`loaded`), the lesson the page's query string names (read
-        into `query`); its buttons. Returns the event after which the page applies `step_query`."""
+        into `query`); its buttons. Returns the event after which the page applies `step_query` (then calls
+        `scroll(event)` on the event that shows it)."""
         loaded.then(self.opened, query, self.panel, js="() => [window.location.search]", queue=False,
                     api_visibility="private")
         stepped = gr.on([self.start.click, self.next.click, self.back.click], self.go,
-                        [self.picker, self.state, self.lecture], [*self.panel, self.step_query],
+                        [self.picker, self.state, self.lecture], [*self.panel, self.step_query, self.focus],
                         concurrency_limit=None, api_visibility="undocumented")
-        stepped.then(None, js=SCROLL_TO_TABS)
         self.end.click(self.ended, None, self.panel, queue=False, api_visibility="undocumented")
         return stepped

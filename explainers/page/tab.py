@@ -26,6 +26,7 @@ class View:
     links: dict[str, gr.components.Component] = field(default_factory=dict)  # key -> widget: `?tab=t&key=value`
     draws: list[dict] = field(default_factory=list)  # page.event(...)s run in turn when the tab comes on screen,
     #                                                  each once the one before it succeeded
+    page_text: bool = True  # a linked `text` is the page's one text (False: the tab's own, e.g. chosen with its word)
 
 
 class Page:

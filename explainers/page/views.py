@@ -62,7 +62,8 @@ class Views:
         self.generation = gr.State(0)     # links restored and models switched in this session
         self.drawn = gr.State({})         # tab id -> (the generation, the page's text) it last drew with
         self.text = gr.Textbox(visible="hidden", elem_id="page-text")  # the text every tab with a `text` shows
-        self.texted = {tab: links[f"{tab}.text"] for tab in views if isinstance(links.get(f"{tab}.text"), gr.Textbox)}
+        self.texted = {tab: links[f"{tab}.text"] for tab, view in views.items()
+                       if view.page_text and isinstance(links.get(f"{tab}.text"), gr.Textbox)}
         self.requests = {tab: gr.State(0) for tab, view in views.items() if view.draws}
         self.generations = itertools.count(1)  # one more for every restore, over all sessions: never the same twice
 
@@ -128,9 +129,10 @@ class Views:
         return {**updates, **{self.links[key]: value for key, value in view.values.items()}}
 
     def restored(self, event) -> None:
-        """What follows an event that restores a view into the page's widgets: the tab on screen draws."""
-        event.then(self.look, [self.screen, self.generation, self.drawn, self.text],
-                   [self.drawn, *self.requests.values()], **QUEUED)
+        """What follows an event that restores a view into the page's widgets: the tab on screen draws (that event,
+        returned)."""
+        return event.then(self.look, [self.screen, self.generation, self.drawn, self.text],
+                          [self.drawn, *self.requests.values()], **QUEUED)
 
     def apply_inputs(self, query) -> list:
         return [query, self.text]

@@ -236,4 +236,5 @@ def build(page) -> View:
                 draws=[page.event(update_static, static_inputs, [static_plot, near]),
                        page.event(fit_layer, page.model, layer, remember=False),
                        page.event(update_contextual, context_inputs, [context_plot, cosine_plot, context_note]),
-                       page.event(update_positional, page.model, [sinus, learned, rope], api="positions")])
+                       page.event(update_positional, page.model, [sinus, learned, rope], api="positions")],
+                page_text=False)  # its sentence goes with its word

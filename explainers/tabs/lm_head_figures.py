@@ -18,7 +18,7 @@ def stages_figure(st: dict[str, torch.Tensor], tokenizer, n: int = SHOWN) -> go.
     """The n highest-logit tokens through every stage; a token a stage cut is drawn grey at 0."""
     order = st["logits"].topk(n).indices
     names = [f"{piece(tokenizer, int(i))} ({int(i)})" for i in order]
-    layout = grid(5, titles=[t for _, t in STAGES] + ["probabilities (after T and filters)"], gap=(0.02, 0),
+    layout = grid(5, titles=[t for _, t in STAGES] + ["probabilities<br>(after T and filters)"], gap=(0.02, 0),
                   y=dict(autorange="reversed", type="category", tickfont=dict(size=11), matches="y",
                          showticklabels=False))
     layout["yaxis"].update(showticklabels=True)  # the same tokens in every panel: named once
