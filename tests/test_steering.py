@@ -79,7 +79,7 @@ def test_contrast_pairs_must_differ_and_have_as_many_tokens(decoder_pair):
 
 
 def test_the_tab_draws_the_shift_and_the_sweep_and_generates_per_coefficient():
-    shift, swept, note = steering.update("tiny-gpt-char", "ROMEO: I", "love | hate", 2, 4)
+    shift, swept, note, _ = steering.update("tiny-gpt-char", "ROMEO: I", "love | hate", 2, 4)
     assert [t.name for t in swept.data] == ["logit difference", "P('l')", "P('h')"]
     assert len(swept.data[0].x) == len(steering.SWEEP) and "moves by" in note
     assert shift.data[0].y != shift.data[1].y   # the steered top-10 is not the plain one
