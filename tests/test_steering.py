@@ -98,8 +98,16 @@ def test_cancel_stops_between_coefficients():
     assert len(rows) == 1 and status.startswith("**Cancelled** after 1 of 3")
 
 
+def test_an_encoder_is_told_on_the_tab_and_its_layer_slider_still_follows_the_model():
+    """A model switch redraws the tab: an encoder gets a sentence on the tab, not an error toast; Generate refuses."""
+    shift, swept, note, layer = steering.update("minilm-l6", "ROMEO: I", "love | hate", 29, 4)
+    assert shift is None and swept is None and "minilm-l6 is an encoder" in note and "The layer was 29" in note
+    assert (layer.maximum, layer.value) == (5, 5)
+    with pytest.raises(InputError, match="is an encoder"):
+        next(steering.continuations("minilm-l6", "ROMEO: I", "love | hate", 2, "-4, 0, 4", 6, Job()))
+
+
 @pytest.mark.parametrize("model, pairs, layer, problem", [
-    ("minilm-l6", "love | hate", 1, "is an encoder"),
     ("tiny-gpt-char", "love | hated", 1, "'love' is 4 tokens and 'hated' is 5"),
     ("tiny-gpt-char", "love hate", 1, "should read `plus | minus`"),
     ("tiny-gpt-char", "love | love", 1, "the same tokens"),

@@ -71,13 +71,20 @@ def parse_coefficients(text) -> list[float]:
     return [number("coefficient", p.strip(), -20, 20, whole=False) for p in parts]
 
 
+def not_a_decoder(model) -> str:
+    """Why a model that writes no next token has nothing to steer here ('' when it writes one)."""
+    if model.cfg.causal and model.unembed is not None:
+        return ""
+    return (f"Steering is shown on the next token and the text a model writes, so it needs a decoder such as "
+            f"smollm2-135m or tiny-gpt-char; {model.name} is an encoder.")
+
+
 def check(model_name: str, text: str, pairs_text: str, layer):
     """The model, the prompt's ids, the pairs' ids, the layer fitted to the model, a notice; InputError says what is
     wrong."""
     model = get_model(model_name)
-    if not model.cfg.causal or model.unembed is None:
-        raise InputError(f"Steering is shown on the next token and the text a model writes, so it needs a decoder "
-                         f"such as smollm2-135m or tiny-gpt-char; {model_name} is an encoder.")
+    if not_a_decoder(model):
+        raise InputError(not_a_decoder(model))
     pairs, words = parse_pairs(model, pairs_text)
     layer = fit_layer(model, layer)
     tokens, notice = text_to_tokens(model, text, limit=model.cfg.n_ctx - MAX_NEW, keep="last")
@@ -127,6 +134,10 @@ def stream_length(forward, layer: int) -> float:
 def update(model_name: str, text: str, pairs_text: str, layer, coefficient):
     """The direction, the next-token distribution with and without it, and the sweep over coefficients; then the
     layer slider fitted to the model."""
+    model = get_model(model_name)
+    if not_a_decoder(model):  # said on the tab, not as an error: this runs whenever the model changes
+        fitted_layer = fit_layer(model, layer)
+        return None, None, join_notes(f"**{not_a_decoder(model)}**", fitted_layer.note), fitted_layer.slider
     model, ids, pairs, fitted_layer, notice = check(model_name, text, pairs_text, layer)
     layer = fitted_layer.value
     coefficient = number("coefficient", coefficient, -20, 20, whole=False)
