@@ -145,9 +145,6 @@ def restore(query: str, links: dict, chapters: dict[str, list[str]], default_mod
 def as_update(component, value):
     if isinstance(component, gr.Dropdown) and component.multiselect:  # its choices come with the model, later
         return gr.Dropdown(choices=list(dict.fromkeys(_choices(component) + value)), value=value)
-    if isinstance(component, gr.Slider):  # with the widget's own range: a tab may have fitted it to a smaller model
-        #                                   or text, and Gradio would refuse the linked value; the tab fits it again
-        return gr.Slider(minimum=component.minimum, maximum=component.maximum, value=value)
     return value
 
 
