@@ -73,10 +73,11 @@ def _plain(x: float) -> str:
     return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
 
 
-def fitted(name: str, value, low: int, high: int) -> tuple[int, str]:
-    """A whole-number setting whose range depends on the model (a layer, a head, a position), moved into it with a
-    note when it is outside (a link made for a bigger model, a slider left where another model put it): (value,
-    note or ''). Not a number at all is refused, as `number` refuses it."""
+def fitted(name: str, value, low: int, high: int, allowed: str = "") -> tuple[int, str]:
+    """A whole-number setting whose range depends on the model or the text (a layer, a head, a position), moved
+    into it with a note when it is outside (a link made for a bigger model, a slider left where another model or a
+    longer text put it): (value, note or ''). `allowed` says where the range comes from ("minilm-l6 has 6 layers,
+    0 to 5"). Not a number at all is refused, as `number` refuses it."""
     try:
         asked = int(float(value))
     except (TypeError, ValueError, OverflowError):  # None, text, NaN, infinity
@@ -84,4 +85,4 @@ def fitted(name: str, value, low: int, high: int) -> tuple[int, str]:
     kept = min(max(asked, low), high)
     if kept == asked:
         return kept, ""
-    return kept, f"The {name} was {asked}; this model allows {low} to {high}, so {kept} is shown."
+    return kept, f"The {name} was {asked}; {allowed or f'this model allows {low} to {high}'}, so {kept} is shown."

@@ -110,8 +110,9 @@ def test_pattern_summary_on_hand_made_patterns():
 def test_attention_bad_input_gets_plain_messages():
     with pytest.raises(InputError, match="empty"):
         attention.update_all("tiny-gpt-char", "  ", 0, 0, [])
-    *_, note = attention.update_head("tiny-gpt-char", "x" * 10_000, 99, -3)
+    *_, note, layer, head = attention.update_head("tiny-gpt-char", "x" * 10_000, 99, -3)
     assert "first 32" in note and "layer was 99" in note and "head was -3" in note
+    assert (layer.maximum, layer.value, head.maximum, head.value) == (3, 3, 3, 0)
     for text in ["👩‍👩‍👧 family", "مرحبا بالعالم", "a\x00b"]:
         assert attention.update_all("smollm2-135m", text, 0, 0, [])[0].data
     with pytest.raises(InputError, match="not in this model"):
@@ -128,7 +129,7 @@ def test_attention_bad_input_gets_plain_messages():
 def test_every_stage_shown_equals_core_sampling(settings):
     T, k, p = settings
     name = "smollm2-135m"
-    fig, note, lab, _ = lm_head.update(name, CAT, -1, T, k, p, 0, 200)
+    fig, note, lab, *_ = lm_head.update(name, CAT, -1, T, k, p, 0, 200)
     logits = run(name, ids_of(name)).logits(-1)
     st = stages(logits, SamplingSettings(T, k, p))
     order = logits.topk(lm_head_figures.SHOWN).indices

@@ -809,3 +809,44 @@ def test_a_hub_id_typed_into_the_picker_loads_that_model_and_a_missing_one_is_re
     settle(fresh)
     assert box.input_value().startswith("test-org/tiny-gemma3") and "Gemma3 family" in box.input_value()
     assert error_toasts(fresh) == [] and fresh.console_errors == []
+
+
+def slider_range(panel, label: str) -> tuple[str, str]:
+    track = panel.get_by_label(f"range slider for {label}", exact=True).first
+    return track.get_attribute("min"), track.get_attribute("max")
+
+
+def test_a_model_switch_moves_the_block_tab_s_layer_into_the_new_model_and_a_new_text_sets_the_position_range(fresh,
+                                                                                                          url):
+    """Block at layer 29 on SmolLM2 (30 layers), then MiniLM (6): the layer shows 5 of at most 5 and the note says it
+    moved, with no error; the position slider spans the text's tokens, after a switch and after a new text."""
+    from playwright.sync_api import expect
+
+    from core.weights import zoo
+    position = "Position (−1 = the last token)"
+    open_link(fresh, url + "?tab=block&model=smollm2-135m&layer=29")
+    panel = tab_panel(fresh)
+    assert slider_value(panel, "number input for Layer") == "29" and slider_range(panel, "Layer") == ("0", "29")
+    text = panel.locator("textarea").first
+    tokens = len(zoo.load("smollm2-135m").tokenizer.tokens(text.input_value()))
+    assert slider_range(panel, position) == ("-1", str(tokens - 1))
+    box = fresh.get_by_label("Model", exact=True)
+    box.fill("minilm-l6")
+    box.press("Enter")
+    panel.get_by_text("The layer was 29; minilm-l6 has 6 layers, 0 to 5, so 5 is shown.").wait_for(timeout=WAIT)
+    settle(fresh)
+    assert slider_value(panel, "number input for Layer") == "5" and slider_range(panel, "Layer") == ("0", "5")
+    assert "Layer 5," in panel.inner_text()
+    tokens = len(zoo.load("minilm-l6").tokenizer.tokens(text.input_value()))
+    assert slider_range(panel, position) == ("-1", str(tokens - 1))
+    assert error_toasts(fresh) == [] and panel.get_by_text("Error", exact=True).count() == 0
+    longer = "ROMEO: But soft, what light through yonder window breaks? It is the east"
+    text.fill(longer)
+    text.press("Enter")
+    tokens = len(zoo.load("minilm-l6").tokenizer.tokens(longer))
+    expect(panel.get_by_label(f"range slider for {position}", exact=True)).to_have_attribute("max", str(tokens - 1),
+                                                                                            timeout=WAIT)
+    settle(fresh)
+    assert f"of {tokens} tokens" in panel.inner_text()
+    assert error_toasts(fresh) == [] and panel.get_by_text("Error", exact=True).count() == 0
+    assert fresh.console_errors == []

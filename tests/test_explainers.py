@@ -74,7 +74,7 @@ def test_static_embeddings_figure_has_one_trace_per_group(method, dims):
 
 def test_contextual_bank_example_differs_only_after_the_embeddings():
     model = zoo.load("smollm2-135m", "cpu")
-    scatter, line, note = embeddings.update_contextual("smollm2-135m", "The bank is near the river bank.", 3, "bank")
+    scatter, line, note, _ = embeddings.update_contextual("smollm2-135m", "The bank is near the river bank.", 3, "bank")
     sims = list(line.data[0].y)
     assert len(sims) == model.cfg.n_layers + 1 and note == ""
     assert sims[0] == pytest.approx(1.0)     # RoPE: the embedding layer holds no position, same token
@@ -95,7 +95,7 @@ def test_contextual_handler_answers_odd_text_plainly(text):
         with pytest.raises(InputError, match="empty|three tokens"):
             embeddings.update_contextual("smollm2-135m", text, 1, "bank")
         return
-    _, _, note = embeddings.update_contextual("smollm2-135m", text, 1, "")
+    _, _, note, _ = embeddings.update_contextual("smollm2-135m", text, 1, "")
     if len(text) > 2000:
         assert "first 2000" in note
 
@@ -103,8 +103,9 @@ def test_contextual_handler_answers_odd_text_plainly(text):
 def test_embeddings_refuse_too_few_words_and_clamp_settings():
     with pytest.raises(InputError, match="three or more"):
         embeddings.update_static("smollm2-135m", [], "a, b", "PCA", "2D", 5, "")
-    _, _, note = embeddings.update_contextual("smollm2-135m", "one two three four", 999, "")
-    assert "allows 0 to 30" in note
+    _, _, note, slider = embeddings.update_contextual("smollm2-135m", "one two three four", 999, "")
+    assert "The layer was 999; smollm2-135m has 30 layers (0 = the embeddings, 30 = after the last)" in note
+    assert (slider.minimum, slider.maximum, slider.value) == (0, 30, 30)
 
 
 # --- causal mask tab ---------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def test_head_steps_equal_the_model_hooks(name):
 
 
 def test_steps_figure_is_labelled_with_tokens():
-    fig, _ = causal_mask.update("smollm2-135m", "Your journey starts with one step", 1, 2, "model's own", 3)
+    fig, *_ = causal_mask.update("smollm2-135m", "Your journey starts with one step", 1, 2, "model's own", 3)
     labels = list(fig.data[0].x)
     assert len(fig.data) == 5 and labels[1] == "1:␣journey"
     pattern = torch.tensor(fig.data[3].z, dtype=torch.float32)
@@ -140,13 +141,13 @@ def test_the_causal_mask_tab_runs_the_blocks_up_to_its_layer_and_draws_what_the_
     hooks = [b.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, b in enumerate(model.blocks)]
     try:
         forget_runs()
-        alone, _ = causal_mask.update("smollm2-135m", text, layer, 2, mask, 3)
+        alone, *_ = causal_mask.update("smollm2-135m", text, layer, 2, mask, 3)
         assert ran == list(range(layer + 1))                       # blocks 0..3 of 30
         forget_runs()
         ran.clear()
         ids = tuple(t.id for t in causal_mask.text_to_tokens(model, text, causal_mask.MAX_TOKENS)[0])
         run("smollm2-135m", ids, None if mask == "model's own" else MaskOverride(mask, 3))  # the whole forward
-        after_whole, _ = causal_mask.update("smollm2-135m", text, layer, 2, mask, 3)
+        after_whole, *_ = causal_mask.update("smollm2-135m", text, layer, 2, mask, 3)
         assert ran == list(range(model.cfg.n_layers))              # the update ran nothing more
     finally:
         for h in hooks:
@@ -190,18 +191,20 @@ def test_causal_mask_handler_answers_odd_text_plainly(text):
         with pytest.raises(InputError):
             causal_mask.update("smollm2-135m", text, 0, 0, "causal", 3)
         return
-    fig, note = causal_mask.update("smollm2-135m", text, 0, 0, "causal", 3)
+    fig, *_ = causal_mask.update("smollm2-135m", text, 0, 0, "causal", 3)
     assert len(fig.data) == 5
 
 
 @pytest.mark.parametrize("layer,head,mask,window,note", [
-    (-1, 0, "causal", 3, "The layer was -1; this model allows 0 to 29, so 0 is shown."),
-    (0, 99, "causal", 3, "The head was 99; this model allows 0 to 8, so 8 is shown."),
+    (-1, 0, "causal", 3, "The layer was -1; smollm2-135m has 30 layers, 0 to 29, so 0 is shown."),
+    (0, 99, "causal", 3, "The head was 99; smollm2-135m has 9 heads a layer, 0 to 8, so 8 is shown."),
     (0, 0, "sliding window", 0, "The window was 0; this model allows 1 to 64, so 1 is shown."),
     (0, 0, "sliding window", 10**6, "The window was 1000000; this model allows 1 to 64, so 64 is shown.")])
 def test_causal_mask_settings_out_of_range_are_moved_into_it_with_a_note(layer, head, mask, window, note):
-    fig, shown = causal_mask.update("smollm2-135m", "a b c", layer, head, mask, window)
+    fig, shown, layer_slider, head_slider = causal_mask.update("smollm2-135m", "a b c", layer, head, mask, window)
     assert shown == note and fig.data
+    assert (layer_slider.maximum, layer_slider.value, head_slider.maximum, head_slider.value) == \
+        (29, min(max(layer, 0), 29), 8, min(head, 8))  # the sliders take the model's range and the value shown
 
 
 @pytest.mark.parametrize("layer,head,mask,window,message", [
@@ -224,14 +227,14 @@ def test_tabs_work_on_the_tiny_models(name):
     assert name in html and "tokens" in html
     fig, near = embeddings.update_static(name, ["animals", "numbers"], "", "PCA", "2D", 5, "king")
     assert len(fig.data) == 2 and len(near) == 10
-    _, line, _ = embeddings.update_contextual(name, "the bank is near the river bank", 2, "bank")
+    _, line, *_ = embeddings.update_contextual(name, "the bank is near the river bank", 2, "bank")
     assert len(line.data[0].y) == model.cfg.n_layers + 1
     sinus, learned, rope = embeddings.update_positional(name)
     assert bool(learned.data) == (model.cfg.positions == "learned")
     if not learned.data:  # no empty axes: a sentence saying how this model tells positions apart
         assert learned.layout.xaxis.visible is False and "Nothing to draw here" in learned.layout.annotations[0].text
     last_layer, last_head = model.cfg.n_layers - 1, model.cfg.n_heads - 1
-    steps, _ = causal_mask.update(name, "to be or not to be", last_layer, last_head, "model's own", 3)
+    steps, *_ = causal_mask.update(name, "to be or not to be", last_layer, last_head, "model's own", 3)
     assert len(steps.data) == 5
     rows = causal_mask.update_causality(name, "to be or not to be", "to be or not to go")
     ours = rows[0]
@@ -240,12 +243,20 @@ def test_tabs_work_on_the_tiny_models(name):
     assert ours[4].startswith("unchanged") == model.cfg.causal
 
 
-def test_sliders_fitted_to_a_smaller_model_move_their_values_into_range():
-    """A layer or head left where SmolLM2 put it (29, 8) would be refused by the slider of a 4-layer, 4-head model."""
-    from explainers.draw.widgets import fit_layer, fit_sliders
-    layer, head = fit_sliders("tiny-gpt-char", 29, 8)
-    assert (layer.maximum, layer.value, head.maximum, head.value) == (3, 3, 3, 3)
-    assert fit_layer("tiny-gpt-char", 2).value == 2 and fit_sliders("tiny-gpt-char")[0].maximum == 3
+def test_settings_fitted_to_a_smaller_model_or_a_shorter_text_move_into_range_and_say_why():
+    """A layer or head left where SmolLM2 put it (29, 8) would be refused by the slider of a 4-layer, 4-head model;
+    a position left where a longer text put it names the text, not the model."""
+    from explainers.draw.widgets import fit_head, fit_layer, fit_position
+    model = zoo.load("tiny-gpt-char", "cpu")
+    layer, head = fit_layer(model, 29), fit_head(model, 8)
+    assert (layer.value, layer.slider.maximum, layer.slider.value, head.value, head.slider.maximum) == (3, 3, 3, 3, 3)
+    assert layer.note == "The layer was 29; tiny-gpt-char has 4 layers, 0 to 3, so 3 is shown."
+    assert head.note == "The head was 8; tiny-gpt-char has 4 heads a layer, 0 to 3, so 3 is shown."
+    assert fit_layer(model, 2)[:2] == (2, "") and fit_layer(model, 4, embeddings=True).value == 4
+    position = fit_position(model, model.tokenizer.tokens("To be"), 40)
+    assert (position.value, position.slider.minimum, position.slider.maximum) == (4, -1, 4)
+    assert position.note == "The position was 40; the text is 5 tokens for tiny-gpt-char, positions 0 to 4 (or −1), " \
+                            "so 4 is shown."
 
 
 def test_the_first_tokens_massive_stream_is_named_and_does_not_squeeze_the_others():
@@ -255,7 +266,7 @@ def test_the_first_tokens_massive_stream_is_named_and_does_not_squeeze_the_other
 
     from core.analysis.projection import outliers
     assert outliers(np.array([[1.0, 0], [0, 1.2], [0.9, 0.9], [80, 0]])).tolist() == [False, False, False, True]
-    fig, _, note = embeddings.update_contextual("smollm2-135m", "The cat sat on the mat because it was tired", 15, "")
+    fig, _, note, _ = embeddings.update_contextual("smollm2-135m", "The cat sat on the mat because it was tired", 15, "")
     x, y, labels = np.array(fig.data[0].x), np.array(fig.data[0].y), list(fig.data[0].text)
     assert "off the scale" in labels[0] and not any("off the scale" in label for label in labels[1:])
     assert "0:The" in note and "attention sink" in note and "times longer" in note

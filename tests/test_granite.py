@@ -147,7 +147,7 @@ def granite_in_zoo(granite, monkeypatch):
 def test_moe_tab_runs_on_granite(granite_in_zoo):
     model = granite_in_zoo
     text = "ROMEO:\nBut, soft! what light"
-    choices, coloured, router, load, stats, effect, note, notice = moe.update(
+    choices, coloured, router, load, stats, effect, note, notice, *sliders = moe.update(
         zoo.GRANITE, text, 1, 3, model.cfg.top_k, 0, 0, [], "none")
     ids = torch.tensor([model.tokenizer.encode(text)])
     _, cache = model.run_with_cache(ids, names=kinds("expert_indices"))
@@ -155,9 +155,9 @@ def test_moe_tab_runs_on_granite(granite_in_zoo):
     assert len(router.data[0].x) == 5 and sum(bool(t) for t in router.data[0].text) == 3   # 5 experts, top-3
     assert torch.tensor(load.data[1].z).sum(-1).allclose(torch.ones(2))
     assert "3 of 5 experts" in stats and notice == ""
-    widgets = moe.expert_widgets(zoo.GRANITE)
-    assert widgets[0].choices == [(f"e{e}", f"e{e}") for e in range(5)] and widgets[2].value == 3
-    *_, effect, note, _ = moe.update(zoo.GRANITE, text, 0, -1, 1, 0, 0, ["e2"], "none")
+    assert [s.maximum for s in sliders] == [model.cfg.n_layers - 1, len(model.tokenizer.encode(text)) - 1, 5]
+    assert moe.expert_widgets(zoo.GRANITE)[0].choices == [(f"e{e}", f"e{e}") for e in range(5)]
+    *_, effect, note, _, _, _, _ = moe.update(zoo.GRANITE, text, 0, -1, 1, 0, 0, ["e2"], "none")
     assert "total variation" in note
 
 

@@ -45,7 +45,7 @@ def test_the_flow_draws_every_stage_with_the_streams_real_length(name):
 @pytest.mark.parametrize("name", ["smollm2-135m", "minilm-l6", "tiny-moe"])
 def test_the_block_tab_shows_one_layer_and_position(name):
     model = get_model(name)
-    notice, stream, norm, table, ffn, neurons, _ = block.update(name, TEXT, 1, 2, block.NORMS[1])
+    notice, stream, norm, table, ffn, neurons, *_ = block.update(name, TEXT, 1, 2, block.NORMS[1])
     assert "Layer **1**, position **2**" in notice
     cache = run(name, tuple(model.tokenizer.encode(TEXT))).cache
     torch.testing.assert_close(torch.tensor(stream.data[0].z[4]), cache["resid_post", 1][2])
@@ -63,14 +63,16 @@ def test_the_block_tab_shows_one_layer_and_position(name):
 
 
 def test_out_of_range_layer_and_position_are_clamped_with_a_note():
-    notice = block.update("tiny-gpt-char", "To be", 99, 1000, block.NORMS[0])[0]
+    notice, *_, layer, position = block.update("tiny-gpt-char", "To be", 99, 1000, block.NORMS[0])
     assert "Layer **3**, position **4**" in notice and "The layer was 99" in notice and "The position was 1000" in notice
+    assert "tiny-gpt-char has 4 layers" in notice and "the text is 5 tokens" in notice  # the model's, the text's
+    assert (layer.maximum, layer.value, position.minimum, position.maximum, position.value) == (3, 3, -1, 4, 4)
     with pytest.raises(InputError):
         block.update("tiny-gpt-char", "   ", 0, 0, block.NORMS[0])
 
 
 def test_the_residual_tab_adds_up_and_links_heads_to_the_attention_tab():
-    notice, parts, heads, growth = residual.update("smollm2-135m", TEXT, -1, "")
+    notice, parts, heads, growth, _ = residual.update("smollm2-135m", TEXT, -1, "")
     assert "'␣Paris'" in notice
     total = sum(sum(t.y) for t in parts.data)
     stated = float(notice.split("the model's logit is **")[1].split("**")[0])
@@ -85,7 +87,7 @@ def test_the_residual_tab_adds_up_and_links_heads_to_the_attention_tab():
 @pytest.mark.parametrize("name, message", [("minilm-l6", "post-norm"), ("tiny-bert-word", "needs a decoder")])
 def test_an_encoder_where_a_decoder_is_needed_gets_a_plain_message(name, message):
     """On the tab, not as an error toast: the tab updates whenever the model changes, seen or not."""
-    notice, *figures = residual.update(name, TEXT, -1, "")
+    notice, *figures, _ = residual.update(name, TEXT, -1, "")
     assert message in notice and figures == [None, None, None]
     fig, notice, *_ = lm_head.update("minilm-l6", TEXT, -1, 1, 50, 0.9, 0, 200)
     assert fig is None and "no output head" in notice and lm_head.update_lens("minilm-l6", TEXT) is None

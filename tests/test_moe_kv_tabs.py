@@ -15,9 +15,11 @@ TEXT = "ROMEO:\nBut, soft! what light"
 OWN = dict(top_k=2, noise=0, seed=0, disabled=[], forced="none")
 
 
-def moe_update(text=TEXT, layer=1, position=-1, **change):
+def moe_update(text=TEXT, layer=1, position=-1, sliders=False, **change):
+    """The tab's figures and notes (and with `sliders`, its layer, position and top-k sliders after them)."""
     s = {**OWN, **change}
-    return moe.update("tiny-moe", text, layer, position, s["top_k"], s["noise"], s["seed"], s["disabled"], s["forced"])
+    out = moe.update("tiny-moe", text, layer, position, s["top_k"], s["noise"], s["seed"], s["disabled"], s["forced"])
+    return out if sliders else out[:-3]
 
 
 def hook_values(text=TEXT, change=None):
@@ -74,7 +76,7 @@ def test_moe_tab_load_stats_and_fallback_for_dense_models():
     assert "Load-balancing loss" in stats and "active per token" in stats
     assert "no change" in effect.layout.annotations[1].text or "same" in effect.layout.annotations[1].text
     out = moe.update("smollm2-135m", TEXT, 0, -1, 2, 0, 0, [], "none")
-    assert "has no experts" in out[-1]
+    assert "has no experts" in out[7]
 
 
 def test_the_parameter_line_follows_the_top_k_the_tab_routes_with():
@@ -98,8 +100,10 @@ def test_moe_bad_settings_get_plain_messages(change, message):
 def test_moe_bad_text_and_clamped_sliders():
     with pytest.raises(InputError, match="empty"):
         moe_update(text=" ")
-    *_, notice = moe_update(text="x" * 5000, layer=40, position=999, top_k=12)
+    *_, notice, layer, position, top_k = moe_update(text="x" * 5000, layer=40, position=999, top_k=12, sliders=True)
     assert "first 64" in notice and "layer was 40" in notice and "top-k was 12" in notice
+    assert "position was 999; the text is 64 tokens for tiny-moe" in notice and "tiny-moe has 8 experts" in notice
+    assert [(s.maximum, s.value) for s in (layer, position, top_k)] == [(3, 3), (63, 63), (8, 8)]
     assert moe_update(text="👩‍👩‍👧 مرحبا\x00")[0].data
 
 

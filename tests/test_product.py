@@ -2,6 +2,7 @@
 import inspect
 import logging
 import math
+import re
 import textwrap
 from urllib.parse import parse_qs
 
@@ -265,6 +266,115 @@ def test_every_handler_answers_bad_input_with_a_plain_message(block_fn, caplog):
                 bugs += [(component.label, repr(bad)[:30], repr(r.exc_info[1])[:120]) for r in caplog.records]
     assert tried > 0
     assert not bugs, bugs
+
+
+# A model switch at every tab's extreme settings, as the page runs it: the tab's draws in turn, with Gradio's checks.
+SWITCHES = {"smollm2-135m": ["smollm2-135m", "minilm-l6", "tiny-gpt-char", "tiny-moe", "smollm2-135m"],
+            "minilm-l6": ["minilm-l6", "tiny-gpt-char", "tiny-moe", "minilm-l6"]}  # the biggest model first
+FITTED = {  # tab -> its settings whose range is the model's or the text's: link key -> the name its note gives
+    "attention": {"layer": "layer", "head": "head"}, "block": {"layer": "layer", "position": "position"},
+    "causal_mask": {"layer": "layer", "head": "head"}, "embeddings": {"layer": "layer"},
+    "lm_head": {"position": "position"}, "moe": {"layer": "layer", "position": "position", "top_k": "top-k"},
+    "residual": {"position": "position"}, "quantization": {"layer": "layer"}, "steering": {"layer": "layer"}}
+RANGED_LABEL = re.compile(r"^(Layer|Head|Position|Block ℓ|Token for|Experts per token)\b")
+BIGGEST = {"block": "smollm2-135m", "lm_head": "smollm2-135m"}  # SmolLM2's 30 layers; the rest start on MiniLM's 6
+
+
+
+class Session:
+    """One page session as Gradio keeps it: every widget's value and every slider's range, which a handler's slider
+    update changes. Gradio refuses an input outside its slider's range ("Value 29 is greater than maximum value 5"),
+    and the browser keeps a value that an update leaves outside the slider's new range: both fail here."""
+
+    def __init__(self, demo):
+        self.model = demo.views.w["model"]
+        self.values = {c._id: getattr(c, "value", None) for c in demo.blocks.values()}
+        self.ranges = {c._id: (c.minimum, c.maximum) for c in demo.blocks.values() if isinstance(c, gr.Slider)}
+
+    def draw(self, view) -> str:
+        """The tab's draws in turn, as when it comes on screen: the notes it shows. A gr.Error fails the test."""
+        notes = []
+        for draw in view.draws:
+            for c in draw["inputs"]:
+                if c._id in self.ranges:
+                    low, high = self.ranges[c._id]
+                    assert low <= self.values[c._id] <= high, f"Gradio refuses {c.label} = {self.values[c._id]} " \
+                                                              f"(range {low} to {high})"
+            try:
+                result = draw["fn"](*[self.values[c._id] for c in draw["inputs"]])
+                result = list(result)[-1] if inspect.isgenerator(result) else result
+            except gr.Error as e:
+                pytest.fail(f"{draw['fn'].__name__} showed an error: {e.message}")
+            outputs = draw["outputs"] if isinstance(draw["outputs"], list) else [draw["outputs"]]
+            for c, value in zip(outputs, result if len(outputs) > 1 else [result]):
+                self.show(c, value)
+                notes += [value] if isinstance(value, str) else []
+        return " ".join(notes)
+
+    def show(self, component, value) -> None:
+        if isinstance(value, gr.components.Component):
+            update = value.constructor_args
+        elif isinstance(value, dict) and value.get("__type__") == "update":  # gr.skip()
+            update = value
+        else:
+            update = {"value": value}
+        if component._id in self.ranges:
+            low, high = update.get("minimum", self.ranges[component._id][0]), update.get("maximum",
+                                                                                          self.ranges[component._id][1])
+            shown = update.get("value", self.values[component._id])
+            assert low <= shown <= high, f"{component.label} left at {shown} outside its new range {low} to {high}"
+            self.ranges[component._id] = (low, high)
+        if "value" in update:
+            self.values[component._id] = update["value"]
+
+
+def test_every_setting_ranged_by_the_model_or_the_text_is_fitted_by_its_tab(demo):
+    ranged = {tab: {key for key, c in view.links.items() if isinstance(c, gr.Slider) and RANGED_LABEL.match(c.label)}
+              for tab, view in demo.views.views.items()}
+    assert {tab: keys for tab, keys in ranged.items() if keys} == {tab: set(keys) for tab, keys in FITTED.items()}
+
+
+def shown_model(tab: str, name: str):
+    from core.weights import zoo
+    model = zoo.load(name)
+    return zoo.load("tiny-moe") if tab == "moe" and not model.cfg.n_experts else model   # the tab shows tiny-moe then
+
+
+def model_top(tab: str, setting: str, name: str) -> int | None:
+    """The largest value a setting takes on this model (None for a position: the text's)."""
+    cfg = shown_model(tab, name).cfg
+    return {"layer": cfg.n_layers - (tab != "embeddings"), "head": cfg.n_heads - 1, "top-k": cfg.n_experts}.get(setting)
+
+
+@pytest.mark.parametrize("tab", sorted(FITTED))
+def test_a_model_switch_fits_every_setting_to_the_new_model_and_says_so_in_the_tab_s_note(demo, tab):
+    """At its largest layer, head, position or top-k on one model, the tab switched to the next: each setting takes
+    the new model's range, a moved one is named in the note, and Gradio never sees a value outside a slider's range.
+    Then a shorter text: a position moves into the text's range, and the note says it is the text's."""
+    view, session = demo.views.views[tab], Session(demo)
+    settings = {key: view.links[key] for key in FITTED[tab]}
+    for i, name in enumerate(SWITCHES[BIGGEST.get(tab, "minilm-l6")]):
+        before = {key: session.values[s._id] for key, s in settings.items()}
+        session.values[session.model._id] = name
+        notes = session.draw(view)
+        for key, slider in settings.items():
+            setting, high = FITTED[tab][key], session.ranges[slider._id][1]
+            assert model_top(tab, setting, name) in (None, high), (name, key, high)
+            if before[key] > high:
+                assert session.values[slider._id] == high and f"The {setting} was {before[key]}" in notes, notes
+            else:
+                assert session.values[slider._id] == before[key] and f"The {setting} was" not in notes, notes
+            session.values[slider._id] = high  # the extreme setting, for the next switch
+        if i == 0:
+            assert not re.search(r"The \S+ was", session.draw(view))  # the largest values fit the model they came from
+    if "position" in settings:
+        position = settings["position"]._id
+        model = shown_model(tab, session.values[session.model._id])
+        session.values[view.links["text"]._id] = "Hi"
+        T = len(model.tokenizer.tokens("Hi"))
+        notes = session.draw(view)
+        assert session.ranges[position] == (-1, T - 1) and session.values[position] == T - 1
+        assert "The position was" in notes and f"the text is {T} token{'s' if T > 1 else ''} for {model.name}" in notes
 
 
 def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():

@@ -123,8 +123,9 @@ def test_bytes_per_weight_of_q4_1_with_groups_of_32_is_gguf_s_five_bits():
 
 def test_the_tab_measures_and_refuses_bad_settings_plainly():
     from explainers.tabs import quantization as tab
-    notice, *figures = tab.show_weights("tiny-gpt-char", "int4 per group, symmetric (Q4_0-like)", 16, "whole model", 1)
-    assert "bytes per weight" in notice and len(figures) == 3
+    notice, *figures, layer = tab.show_weights("tiny-gpt-char", "int4 per group, symmetric (Q4_0-like)", 16,
+                                               "whole model", 1)
+    assert "bytes per weight" in notice and len(figures) == 3 and (layer.maximum, layer.value) == (3, 1)
     with pytest.raises(InputError, match="does not divide"):
         tab.show_weights("tiny-gpt-char", "int4 per group, symmetric (Q4_0-like)", 100, "whole model", 1)
     with pytest.raises(InputError, match="whole number"):

@@ -79,7 +79,7 @@ def test_contrast_pairs_must_differ_and_have_as_many_tokens(decoder_pair):
 
 
 def test_the_tab_draws_the_shift_and_the_sweep_and_generates_per_coefficient():
-    shift, swept, note = steering.update("tiny-gpt-char", "ROMEO: I", "love | hate", 2, 4)
+    shift, swept, note, _ = steering.update("tiny-gpt-char", "ROMEO: I", "love | hate", 2, 4)
     assert [t.name for t in swept.data] == ["logit difference", "P('l')", "P('h')"]
     assert len(swept.data[0].x) == len(steering.SWEEP) and "moves by" in note
     assert shift.data[0].y != shift.data[1].y   # the steered top-10 is not the plain one
@@ -98,8 +98,16 @@ def test_cancel_stops_between_coefficients():
     assert len(rows) == 1 and status.startswith("**Cancelled** after 1 of 3")
 
 
+def test_an_encoder_is_told_on_the_tab_and_its_layer_slider_still_follows_the_model():
+    """A model switch redraws the tab: an encoder gets a sentence on the tab, not an error toast; Generate refuses."""
+    shift, swept, note, layer = steering.update("minilm-l6", "ROMEO: I", "love | hate", 29, 4)
+    assert shift is None and swept is None and "minilm-l6 is an encoder" in note and "The layer was 29" in note
+    assert (layer.maximum, layer.value) == (5, 5)
+    with pytest.raises(InputError, match="is an encoder"):
+        next(steering.continuations("minilm-l6", "ROMEO: I", "love | hate", 2, "-4, 0, 4", 6, Job()))
+
+
 @pytest.mark.parametrize("model, pairs, layer, problem", [
-    ("minilm-l6", "love | hate", 1, "is an encoder"),
     ("tiny-gpt-char", "love | hated", 1, "'love' is 4 tokens and 'hated' is 5"),
     ("tiny-gpt-char", "love hate", 1, "should read `plus | minus`"),
     ("tiny-gpt-char", "love | love", 1, "the same tokens"),

@@ -1,13 +1,19 @@
-"""Widgets more than one tab builds: the code panel, sliders fitted to the chosen model."""
+"""Widgets more than one tab builds: the code panel, and settings fitted to the model and the text.
+
+A layer, head, position or expert-count slider's range depends on the model (its layers, heads, experts) and the
+text (its tokens). A tab's handler fits each such setting with `fit_*` and returns the `Fit.slider` updates with
+its figures: one handler moves the value, says so in the tab's note, and gives the slider the range it now has,
+whether the model, the text or a link changed. Gradio refuses an input outside a slider's range ("Value 29 is
+greater than maximum value 5"), so a slider's range and value always change together here."""
 from __future__ import annotations
 
 import inspect
 import textwrap
+from typing import NamedTuple
 
 import gradio as gr
 
-from core.inputs import InputError, fitted
-from explainers.page.inputs import get_model
+from core.inputs import fitted
 
 
 def code_panel(*functions) -> None:
@@ -18,19 +24,40 @@ def code_panel(*functions) -> None:
                     interactive=False)
 
 
-def fit_sliders(model_name: str, layer=None, head=None, blocks_plus_one: bool = False):
-    """Layer and head sliders fitted to the model (layer 0..L when the embeddings count as a layer); a value given
-    is moved into range, since a slider refuses a value above its maximum (one left where a bigger model put it)."""
-    try:
-        cfg = get_model(model_name).cfg
-        tops = (cfg.n_layers if blocks_plus_one else cfg.n_layers - 1, cfg.n_heads - 1)
-        values = [None if v is None else fitted(name, v, 0, top)[0] for name, v, top in
-                  zip(("layer", "head"), (layer, head), tops)]
-    except InputError:
-        return gr.Slider(), gr.Slider()
-    return tuple(gr.Slider(maximum=top) if v is None else gr.Slider(maximum=top, value=v) for v, top in zip(values, tops))
+class Fit(NamedTuple):
+    """A setting moved into the range the model and the text allow."""
+    value: int         # the setting to use, in range
+    note: str          # what was moved and why, for the tab's note; '' when it was in range
+    slider: gr.Slider  # the slider's update: that range, that value
 
 
-def fit_layer(model_name: str, layer=0):
-    """The layer slider alone, fitted to the model, its value moved into range."""
-    return fit_sliders(model_name, layer)[0]
+def fit(name: str, value, low: int, high: int, allowed: str = "") -> Fit:
+    """Any whole-number setting from low to high; `allowed` says where the range comes from, for the note."""
+    kept, note = fitted(name, value, low, high, allowed)
+    return Fit(kept, note, gr.Slider(minimum=low, maximum=high, value=kept))
+
+
+def fit_layer(model, layer, embeddings: bool = False) -> Fit:
+    """A layer: 0 to the last block; with `embeddings`, 0 is the embeddings and l the stream after block l."""
+    L = model.cfg.n_layers
+    if embeddings:
+        return fit("layer", layer, 0, L, f"{model.name} has {L} layers (0 = the embeddings, {L} = after the last)")
+    return fit("layer", layer, 0, L - 1, f"{model.name} has {L} layers, 0 to {L - 1}")
+
+
+def fit_head(model, head) -> Fit:
+    H = model.cfg.n_heads
+    return fit("head", head, 0, H - 1, f"{model.name} has {H} heads a layer, 0 to {H - 1}")
+
+
+def fit_position(model, tokens: list, position) -> Fit:
+    """A position in the text as this model reads it (-1 = the tab's default point, usually the last token)."""
+    T = len(tokens)
+    return fit("position", position, -1, T - 1,
+               f"the text is {T} token{'s' if T != 1 else ''} for {model.name}, positions 0 to {T - 1} (or −1)")
+
+
+def fit_experts(model, top_k) -> Fit:
+    """The number of experts each token runs: 1 to all of them."""
+    E = model.cfg.n_experts
+    return fit("top-k", top_k, 1, E, f"{model.name} has {E} experts")

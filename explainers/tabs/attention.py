@@ -7,12 +7,12 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
-from core.inputs import InputError, fitted, text_to_tokens
+from core.inputs import InputError, text_to_tokens
 from core.model.attention import Attention, ZeroHeads, kv_head_of, pattern_summary, repeat_kv, zero_heads
 from core.model.kv_cache import cache_bytes
 from explainers.activations import prediction_position, run
 from explainers.draw.figures import axis, compare_figure, figure, grid, on, png, scale, token_labels
-from explainers.draw.widgets import code_panel
+from explainers.draw.widgets import code_panel, fit_head, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
@@ -154,18 +154,11 @@ def _tokens(model_name: str, text: str):
     return (model, *text_to_tokens(model, text, MAX_TOKENS))
 
 
-def _layer_head(model, layer, head):
-    layer, note_layer = fitted("layer", layer, 0, model.cfg.n_layers - 1)
-    head, note_head = fitted("head", head, 0, model.cfg.n_heads - 1)
-    return layer, head, join_notes(note_layer, note_head)
-
-
-def fit_widgets(model_name: str, chosen=()):
-    """Layer and head sliders and the heads to zero, fitted to the model (keeping chosen heads it has)."""
+def head_choices(model_name: str, chosen=()):
+    """The heads to zero, fitted to the model (keeping chosen heads it has)."""
     cfg = get_model(model_name).cfg
     choices = [f"L{layer} H{head}" for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
-    return (gr.Slider(maximum=cfg.n_layers - 1), gr.Slider(maximum=cfg.n_heads - 1),
-            gr.Dropdown(choices=choices, value=[c for c in chosen or () if c in choices]))
+    return gr.Dropdown(choices=choices, value=[c for c in chosen or () if c in choices])
 
 
 def parse_heads(chosen, cfg) -> tuple[tuple[int, int], ...]:
@@ -183,9 +176,11 @@ def parse_heads(chosen, cfg) -> tuple[tuple[int, int], ...]:
 
 
 def update_head(model_name: str, text: str, layer, head):
-    """One layer's heads, one head's pattern and its Q, K, V and z, read from the shared forward."""
+    """One layer's heads, one head's pattern and its Q, K, V and z, read from the shared forward; then the layer and
+    head sliders fitted to the model."""
     model, tokens, notice = _tokens(model_name, text)
-    layer, head, note = _layer_head(model, layer, head)
+    layer_fit, head_fit = fit_layer(model, layer), fit_head(model, head)
+    layer, head = layer_fit.value, head_fit.value
     cache = run(model_name, tuple(t.id for t in tokens)).cache
     labels = token_labels(tokens)
     kv = kv_head_of(model.cfg.n_heads, model.cfg.n_kv_heads)[head]
@@ -195,7 +190,7 @@ def update_head(model_name: str, text: str, layer, head):
     return (layer_figure(pattern, labels, layer), head_figure(pattern[head], labels, layer, head),
             qkvz_figure(q[:, head], k[:, kv], cache["v", layer][:, kv], cache["z", layer][:, head], labels, head, kv,
                         rope),
-            join_notes(notice, note))
+            join_notes(notice, layer_fit.note, head_fit.note), layer_fit.slider, head_fit.slider)
 
 
 def update_ablation(model_name: str, text: str, chosen):
@@ -222,8 +217,9 @@ def update_ablation(model_name: str, text: str, chosen):
 def update_all(model_name: str, text: str, layer, head, chosen):
     model, tokens, _ = _tokens(model_name, text)
     patterns = run(model_name, tuple(t.id for t in tokens)).cache.stack("pattern")             # (L, H, T, T)
-    return (*update_head(model_name, text, layer, head), grid_figure(patterns),
-            summary_figure(pattern_summary(patterns)), gqa_figure(model.cfg), *update_ablation(model_name, text, chosen))
+    *head_view, layer_slider, head_slider = update_head(model_name, text, layer, head)
+    return (*head_view, grid_figure(patterns), summary_figure(pattern_summary(patterns)), gqa_figure(model.cfg),
+            *update_ablation(model_name, text, chosen), layer_slider, head_slider)
 
 
 def build(page) -> View:
@@ -252,12 +248,12 @@ def build(page) -> View:
     code_panel(Attention.forward, repeat_kv, pattern_summary, zero_heads, kv_head_of, cache_bytes)
     all_inputs = [page.model, text, layer, head, chosen]
     all_outputs = [layer_plot, head_plot, qkvz_plot, notice, grid_plot, summary_plot, gqa_plot,
-                   ablation_plot, ablation_note]
+                   ablation_plot, ablation_note, layer, head]
     page.on([text.submit, ex.load_input_event], update_all, all_inputs, all_outputs, api="attention")
     page.on([layer.release, head.release], update_head, [page.model, text, layer, head],
-            [layer_plot, head_plot, qkvz_plot, notice], api="attention_head")
+            [layer_plot, head_plot, qkvz_plot, notice, layer, head], api="attention_head")
     page.on([chosen.input], update_ablation, [page.model, text, chosen], [ablation_plot, ablation_note],
             api="ablation")
     return View(links=dict(text=text, layer=layer, head=head, ablate=chosen),
-                draws=[page.event(fit_widgets, [page.model, chosen], [layer, head, chosen], remember=False),  # keeps a
-                       page.event(update_all, all_inputs, all_outputs)])                                   # link's
+                draws=[page.event(head_choices, [page.model, chosen], chosen, remember=False),  # keeps a link's heads
+                       page.event(update_all, all_inputs, all_outputs)])

@@ -8,12 +8,12 @@ import plotly.graph_objects as go
 import torch
 
 from core.analysis.anatomy import ffn_steps, inside_block, mlp_steps, norm_steps, top_neurons, vocabulary_reading
-from core.inputs import fitted, text_to_tokens
+from core.inputs import text_to_tokens
 from core.model.mlp import ACTIVATIONS
 from core.model.transformer import Block, Norm
 from explainers.activations import ATTENTION_TOKENS, run
 from explainers.draw.figures import figure, grid, on, piece, scale
-from explainers.draw.widgets import code_panel, fit_layer
+from explainers.draw.widgets import code_panel, fit_layer, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
@@ -155,16 +155,12 @@ def neuron_table(model, neurons: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _settings(model, tokens, layer, position) -> tuple[int, int, str]:
-    layer, note_layer = fitted("layer", layer, 0, model.cfg.n_layers - 1)
-    position, note_pos = fitted("position", position, -1, len(tokens) - 1)
-    return layer, (len(tokens) - 1 if position == -1 else position), join_notes(note_layer, note_pos)
-
-
 def update(model_name: str, text: str, layer, position, which):
+    """The block's figures and tables, then the layer and position sliders fitted to the model and the text."""
     model = get_model(model_name)
     tokens, notice = text_to_tokens(model, text, MAX_TOKENS, keep="last")
-    layer, pos, note = _settings(model, tokens, layer, position)
+    layer_fit, position_fit = fit_layer(model, layer), fit_position(model, tokens, position)
+    layer, pos = layer_fit.value, len(tokens) - 1 if position_fit.value == -1 else position_fit.value
     cache = run(model_name, tuple(t.id for t in tokens)).cache
     view = inside_block(model, cache, layer, pos)
     second = which == NORMS[1]
@@ -178,10 +174,11 @@ def update(model_name: str, text: str, layer, position, which):
             f"{cfg.norm_placement} block, {kind}.{PLACEMENT.get(cfg.norm_placement, '')}")
     reading = "" if model.unembed is not None and model.unembed.transform is None else \
         " (this model has no plain unembedding: the tokens are read through its embedding matrix)"
-    return (join_notes(head, notice, note), stream_figure(view, not cfg.pre_norm), norm_figure(steps, own),
-            norm_table(steps, own), ffn_figure(view["ffns"], cfg.act, cfg.gated_ffn), neuron_table(model, view["neurons"]),
+    return (join_notes(head, notice, layer_fit.note, position_fit.note), stream_figure(view, not cfg.pre_norm),
+            norm_figure(steps, own), norm_table(steps, own), ffn_figure(view["ffns"], cfg.act, cfg.gated_ffn),
+            neuron_table(model, view["neurons"]),
             "Neurons ranked by how much they write into the stream; *pushes up / down*: the tokens whose logits "
-            f"the write raises and lowers most{reading}.")
+            f"the write raises and lowers most{reading}.", layer_fit.slider, position_fit.slider)
 
 
 def build(page) -> View:
@@ -204,9 +201,8 @@ def build(page) -> View:
                            interactive=False, wrap=True)
     code_panel(Norm.steps, norm_steps, Block.forward, mlp_steps, ffn_steps, top_neurons, inside_block)
     inputs = [page.model, text, layer, position, which]
-    outputs = [notice, stream_plot, norm_plot, table, ffn_plot, neurons, neurons_note]
+    outputs = [notice, stream_plot, norm_plot, table, ffn_plot, neurons, neurons_note, layer, position]
     page.on([text.submit, ex.load_input_event, layer.release, position.release, which.input], update, inputs, outputs,
             api="block")
     return View(links=dict(text=text, layer=layer, position=position, norm=which),
-                draws=[page.event(fit_layer, [page.model, layer], layer, remember=False),
-                       page.event(update, inputs, outputs)])
+                draws=[page.event(update, inputs, outputs)])

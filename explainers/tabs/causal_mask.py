@@ -11,7 +11,7 @@ from core.model.attention import Attention, MaskOverride, build_mask, head_steps
 from core.model.cache import act_name
 from explainers.activations import run_upto
 from explainers.draw.figures import figure, grid, on, scale, token_labels
-from explainers.draw.widgets import code_panel, fit_sliders
+from explainers.draw.widgets import code_panel, fit_head, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
@@ -67,10 +67,12 @@ def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None
 
 
 def update(model_name: str, text: str, layer, head, mask: str, window):
+    """One head's steps from scores to output with the chosen mask, a note, then the layer and head sliders fitted
+    to the model."""
     model = get_model(model_name)
     tokens, notice = text_to_tokens(model, text, MAX_TOKENS)
-    layer, note_layer = fitted("layer", layer, 0, model.cfg.n_layers - 1)
-    head, note_head = fitted("head", head, 0, model.cfg.n_heads - 1)
+    layer_fit, head_fit = fit_layer(model, layer), fit_head(model, head)
+    layer, head = layer_fit.value, head_fit.value
     if mask not in MASKS:
         raise InputError(f"Choose a mask among: {', '.join(MASKS)}.")
     window, note_window = fitted("window", window, 1, 64)
@@ -78,7 +80,8 @@ def update(model_name: str, text: str, layer, head, mask: str, window):
     cache = run_upto(model_name, tuple(t.id for t in tokens), change, layer).cache
     labels = token_labels(tokens)
     fig = steps_figure(compute_steps(model, cache, layer, head), labels, model.cfg.attn_scale, model.cfg.attn_softcap)
-    return fig, join_notes(notice, note_layer, note_head, note_window, own_window(model.cfg, layer, mask))
+    return (fig, join_notes(notice, layer_fit.note, head_fit.note, note_window, own_window(model.cfg, layer, mask)),
+            layer_fit.slider, head_fit.slider)
 
 
 def own_window(cfg, layer: int, mask: str) -> str:
@@ -172,14 +175,14 @@ def build(page) -> View:
                              interactive=False)
     code_panel(Attention.forward, build_mask, head_steps, mask_of_kind, left_pad, prefix_change)
     inputs = [page.model, text, layer, head, mask, window]
+    outputs = [steps_plot, notice, layer, head]
     page.on([text.submit, layer.release, head.release, mask.change, window.release, ex.load_input_event], update,
-            inputs, [steps_plot, notice], api="causal_mask")
+            inputs, outputs, api="causal_mask")
     pad_inputs = [page.model, long_text, short_text, layer, head]
     page.on([long_text.submit, short_text.submit], update_padding, pad_inputs, padding_plot, api="padding")
     page.on([original.submit, edited.submit], update_causality, [page.model, original, edited], causality,
             api="causality")
     return View(links=dict(text=text, layer=layer, head=head, mask=mask, window=window),
-                draws=[page.event(fit_sliders, [page.model, layer, head], [layer, head], remember=False),
-                       page.event(update, inputs, [steps_plot, notice]),
+                draws=[page.event(update, inputs, outputs),
                        page.event(update_padding, pad_inputs, padding_plot),
                        page.event(update_causality, [page.model, original, edited], causality)])

@@ -13,7 +13,7 @@ from core.model.cache import ActivationCache
 from core.model.positional import sinusoidal_table
 from explainers.activations import run
 from explainers.draw.figures import figure, scale
-from explainers.draw.widgets import code_panel, fit_sliders
+from explainers.draw.widgets import code_panel, fit_layer
 from explainers.page.inputs import as_text, get_model, join_notes
 from explainers.page.tab import View
 
@@ -149,18 +149,19 @@ def occurrence_tokens(tokens, text: str, word: str) -> tuple[int, int] | None:
 
 
 def update_contextual(model_name: str, text: str, layer, word: str):
+    """The word's two vectors layer by layer, a note, then the layer slider fitted to the model."""
     model = get_model(model_name)
     tokens, notice = text_to_tokens(model, text)
     if len(tokens) < 3:
         raise InputError("Type a sentence of at least three tokens.")
     states = run(model_name, tuple(t.id for t in tokens)).cache.accumulated_resid()      # (L + 1, T, C)
-    layer, note_layer = fitted("layer", layer, 0, model.cfg.n_layers)
+    layer_fit = fit_layer(model, layer, embeddings=True)
     pieces = [t.piece for t in tokens]
     word = as_text(word).strip()
     pair = occurrence_tokens(tokens, clean_text(text)[0], word)  # token offsets are into the cleaned text
     missing = "" if pair or not word else f"'{word}' does not occur twice in the text."
-    fig, line, sink = contextual_figures(states, pieces, layer, pair)
-    return fig, line, join_notes(notice, note_layer, missing, sink)
+    fig, line, sink = contextual_figures(states, pieces, layer_fit.value, pair)
+    return fig, line, join_notes(notice, layer_fit.note, missing, sink), layer_fit.slider
 
 
 def heatmap(z, title: str, x_title: str, y_title: str, colorscale="RdBu", zmid=0.0) -> go.Figure:
@@ -190,11 +191,6 @@ def update_positional(model_name: str):
     rope_fig = heatmap(rope.numpy(), "RoPE: q·k of a query at m and a key at n<br>(constant along each diagonal)",
                        "key position n", "query position m")
     return sinus, learned, rope_fig
-
-
-def fit_layer(model_name: str):
-    """The layer slider fitted to the model: 0 (the embeddings) to its last block's output."""
-    return fit_sliders(model_name, blocks_plus_one=True)[0]
 
 
 def build(page) -> View:
@@ -229,12 +225,12 @@ def build(page) -> View:
     context_inputs = [page.model, text, layer, word]
     page.on([presets.change, method.change, dims.change, neighbours.release, custom.submit, query.submit],
             update_static, static_inputs, [static_plot, near], api="embeddings")
+    context_outputs = [context_plot, cosine_plot, context_note, layer]
     page.on([text.submit, word.submit, layer.release, ex.load_input_event], update_contextual, context_inputs,
-            [context_plot, cosine_plot, context_note], api="contextual_embeddings")
+            context_outputs, api="contextual_embeddings")
     return View(links=dict(groups=presets, words=custom, projection=method, dims=dims, neighbours=neighbours,
                            query=query, text=text, word=word, layer=layer),
                 draws=[page.event(update_static, static_inputs, [static_plot, near]),
-                       page.event(fit_layer, page.model, layer, remember=False),
-                       page.event(update_contextual, context_inputs, [context_plot, cosine_plot, context_note]),
+                       page.event(update_contextual, context_inputs, context_outputs),
                        page.event(update_positional, page.model, [sinus, learned, rope], api="positions")],
                 page_text=False)  # its sentence goes with its word

@@ -11,7 +11,7 @@ from core.inputs import InputError, fitted, number, text_to_tokens
 from core.model.transformer import Unembed
 from explainers.activations import prediction_position, run
 from explainers.draw.figures import piece
-from explainers.draw.widgets import code_panel
+from explainers.draw.widgets import Fit, code_panel, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 from explainers.tabs.lm_head_figures import branch_rows, lab_figure, lens_figure, stage_counts, stages_figure, tree_figure
@@ -63,19 +63,21 @@ def _prepare(model_name: str, text: str):
     return model, [t.id for t in tokens], notice
 
 
-def _position(model, ids, position) -> tuple[int, str]:
-    """-1 (or anything past the end) means the model's own prediction point."""
-    position, _ = fitted("position", position, -1, len(ids) - 1)
-    return (prediction_position(model, ids), "") if position == -1 else (position, "")
+def _position(model, ids, position) -> tuple[int, Fit]:
+    """The position read (-1 means the model's own prediction point), and the setting fitted to the text."""
+    fitted_position = fit_position(model, ids, position)
+    return (prediction_position(model, ids) if fitted_position.value == -1 else fitted_position.value), fitted_position
 
 
 def update(model_name: str, text: str, position, temperature, top_k, top_p, seed, n_draws):
+    """The stages from logits to probabilities, a note, the sampling lab, then the position slider fitted to the
+    text."""
     if no_head(model_name):  # said on the tab, not as an error: this runs whenever the model changes
-        return None, no_head(model_name), None, ""
+        return None, no_head(model_name), None, "", gr.skip()
     model, ids, notice = _prepare(model_name, text)
     settings, seed, note = check_settings(model, temperature, top_k, top_p, seed)
     n_draws, note_n = fitted("number of draws", n_draws, 1, 100_000)
-    pos, _ = _position(model, ids, position)
+    pos, position = _position(model, ids, position)
     st = stages(run(model_name, tuple(ids)).logits(pos), settings)
     counts = draw(st["probs"], n_draws, seed)
     tv = 0.5 * (counts.float() / n_draws - st["probs"]).abs().sum().item()
@@ -84,8 +86,9 @@ def update(model_name: str, text: str, position, temperature, top_k, top_p, seed
         f"Predicting the word at position {pos} ({current!r})"
     lab_note = (f"{n_draws:,} seeded draws. Total variation between frequencies and probabilities: **{tv:.3f}** "
                 "(it shrinks like 1/√N as N grows).")
-    return (stages_figure(st, model.tokenizer), join_notes(f"{head}. {stage_counts(st)}", notice, note, note_n),
-            lab_figure(st["probs"], counts, model.tokenizer), lab_note)
+    return (stages_figure(st, model.tokenizer),
+            join_notes(f"{head}. {stage_counts(st)}", notice, position.note, note, note_n),
+            lab_figure(st["probs"], counts, model.tokenizer), lab_note, position.slider)
 
 
 def update_lens(model_name: str, text: str):
@@ -232,7 +235,7 @@ def build(page) -> View:
     lens_plot = gr.Plot()
     code_panel(Unembed.forward, stages, sample, draw, branch, generate_steps, logit_lens)
     inputs = [page.model, text, position, temperature, top_k, top_p, seed, n_draws]
-    outputs = [stages_plot, notice, lab_plot, lab_note]
+    outputs = [stages_plot, notice, lab_plot, lab_note, position]
     point = [page.model, text, position]
     drawn = page.event(update, inputs, outputs)
     lens = page.event(update_lens, [page.model, text], lens_plot)

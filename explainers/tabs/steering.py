@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import torch
 
 from core.analysis.steering import contrast_direction, contrast_tokens, steered, steered_generation, steered_logits
-from core.inputs import InputError, clean_text, fitted, number, text_to_tokens
+from core.inputs import InputError, clean_text, number, text_to_tokens
 from core.weights.tokenizers import end_of_text
 from explainers.activations import run
 from explainers.draw.figures import compare_figure, figure, grid, on, piece
@@ -71,16 +71,24 @@ def parse_coefficients(text) -> list[float]:
     return [number("coefficient", p.strip(), -20, 20, whole=False) for p in parts]
 
 
+def not_a_decoder(model) -> str:
+    """Why a model that writes no next token has nothing to steer here ('' when it writes one)."""
+    if model.cfg.causal and model.unembed is not None:
+        return ""
+    return (f"Steering is shown on the next token and the text a model writes, so it needs a decoder such as "
+            f"smollm2-135m or tiny-gpt-char; {model.name} is an encoder.")
+
+
 def check(model_name: str, text: str, pairs_text: str, layer):
-    """The model, the prompt's ids, the pairs' ids, the layer; InputError says what is wrong."""
+    """The model, the prompt's ids, the pairs' ids, the layer fitted to the model, a notice; InputError says what is
+    wrong."""
     model = get_model(model_name)
-    if not model.cfg.causal or model.unembed is None:
-        raise InputError(f"Steering is shown on the next token and the text a model writes, so it needs a decoder "
-                         f"such as smollm2-135m or tiny-gpt-char; {model_name} is an encoder.")
+    if not_a_decoder(model):
+        raise InputError(not_a_decoder(model))
     pairs, words = parse_pairs(model, pairs_text)
-    layer, layer_note = fitted("layer", layer, 0, model.cfg.n_layers - 1)
+    layer = fit_layer(model, layer)
     tokens, notice = text_to_tokens(model, text, limit=model.cfg.n_ctx - MAX_NEW, keep="last")
-    return model, [t.id for t in tokens], pairs, layer, join_notes(layer_note, notice)
+    return model, [t.id for t in tokens], pairs, layer, join_notes(layer.note, notice)
 
 
 def sweep_figure(coefficients: list[float], logits: torch.Tensor, plus: int, minus: int, tokenizer,
@@ -124,8 +132,14 @@ def stream_length(forward, layer: int) -> float:
 
 
 def update(model_name: str, text: str, pairs_text: str, layer, coefficient):
-    """The direction, the next-token distribution with and without it, and the sweep over coefficients."""
-    model, ids, pairs, layer, notice = check(model_name, text, pairs_text, layer)
+    """The direction, the next-token distribution with and without it, and the sweep over coefficients; then the
+    layer slider fitted to the model."""
+    model = get_model(model_name)
+    if not_a_decoder(model):  # said on the tab, not as an error: this runs whenever the model changes
+        fitted_layer = fit_layer(model, layer)
+        return None, None, join_notes(f"**{not_a_decoder(model)}**", fitted_layer.note), fitted_layer.slider
+    model, ids, pairs, fitted_layer, notice = check(model_name, text, pairs_text, layer)
+    layer = fitted_layer.value
     coefficient = number("coefficient", coefficient, -20, 20, whole=False)
     direction = contrast_direction(model, pairs, layer)
     plus, minus = contrast_tokens(pairs)
@@ -134,12 +148,14 @@ def update(model_name: str, text: str, pairs_text: str, layer, coefficient):
     note = effect_note(logits[1:], plus, minus, model.tokenizer, direction.norm().item(), stream_length(forward, layer))
     shift = compare_figure(forward.logits(-1).softmax(-1), logits[0].softmax(-1), model.tokenizer,
                            f"The next token, steered at block {layer}", f"steered, c = {coefficient:g}")
-    return shift, sweep_figure(SWEEP, logits[1:], plus, minus, model.tokenizer, coefficient), join_notes(note, notice)
+    return (shift, sweep_figure(SWEEP, logits[1:], plus, minus, model.tokenizer, coefficient), join_notes(note, notice),
+            fitted_layer.slider)
 
 
 def continuations(model_name: str, text: str, pairs_text: str, layer, coefficients, n_new, job: Job):
     """A long job: the greedy continuation for each coefficient, a row at a time; Cancel stops between them."""
-    model, ids, pairs, layer, notice = check(model_name, text, pairs_text, layer)
+    model, ids, pairs, fitted_layer, notice = check(model_name, text, pairs_text, layer)
+    layer = fitted_layer.value
     coefficients = parse_coefficients(coefficients)
     n_new = number("number of new tokens", n_new, 1, MAX_NEW)
     direction = contrast_direction(model, pairs, layer)
@@ -179,11 +195,10 @@ def build(page) -> View:
                       ["The weather today is", "I feel happy | I feel sad\nWhat a joy | What a pain", 10, 6]],
                      [text, pairs, layer, coefficient])
     code_panel(contrast_direction, steered)
-    inputs, outputs = [page.model, text, pairs, layer, coefficient], [shift, swept, note]
+    inputs, outputs = [page.model, text, pairs, layer, coefficient], [shift, swept, note, layer]
     page.on([text.submit, pairs.submit, layer.release, coefficient.release, ex.load_input_event], update, inputs,
             outputs, api="steering")
     Jobs(page, cancel, "generate").on(start, continuations, [page.model, text, pairs, layer, coefficients, n_new],
                                       [table, status], "steering_generate", note=status)
     return View(links=dict(text=text, pairs=pairs, layer=layer, c=coefficient, coefficients=coefficients, n=n_new),
-                draws=[page.event(fit_layer, [page.model, layer], layer, remember=False),
-                       page.event(update, inputs, outputs)])
+                draws=[page.event(update, inputs, outputs)])
