@@ -241,4 +241,4 @@ def test_odd_states_and_names_give_a_step_or_a_note(panel, name, state, pressed,
         assert shown in out[panel.heading]
     else:
         assert out[panel.state] is None and "There is no lesson" in out[panel.report]
-    assert panel.go(name, state, False) == {panel.step_query: None}  # not pressed: nothing to apply
+    assert panel.go(name, state, False) == {panel.step_query: None, panel.focus: ""}  # not pressed: nothing to apply
