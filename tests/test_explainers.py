@@ -1,6 +1,7 @@
 """The tokenizer, embeddings and causal-mask tabs on real models: figures, numbers and bad input."""
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,6 +129,20 @@ def test_steps_figure_is_labelled_with_tokens():
     assert len(fig.data) == 5 and labels[1] == "1:␣journey"
     pattern = torch.tensor(fig.data[3].z, dtype=torch.float32)
     assert torch.all(pattern.nan_to_num().triu(1) == 0)
+
+
+def test_each_step_panel_has_its_own_colour_bar_and_range():
+    """Q·Kᵀ and ÷ √d_k draw the same picture: only their colour bars say one is 8 times the other (#31 item 12)."""
+    fig, _ = causal_mask.update("smollm2-135m", "Your journey starts with one step", 0, 0, "model's own", 3)
+    qk, scaled, masked, pattern, z = fig.data
+    assert fig.layout.annotations[1].text == "÷ √d_k = ÷ 8"
+    for panel in fig.data:  # a bar beside each panel, and a range that covers its values
+        assert panel.showscale is not False and panel.colorbar.x > fig.layout[panel.xaxis.replace("x", "xaxis")].domain[1]
+        values = np.asarray(panel.z, dtype=float)
+        assert panel.zmin <= np.nanmin(values) and np.nanmax(values) <= panel.zmax
+    assert scaled.zmax == pytest.approx(qk.zmax / 8) and qk.zmin == -qk.zmax                 # signed: centred on 0
+    assert masked.zmax == pytest.approx(np.nanmax(np.abs(np.asarray(masked.z, dtype=float))))  # -inf cells left out
+    assert pattern.zmin == 0 and pattern.zmax == pytest.approx(np.nanmax(np.asarray(pattern.z, dtype=float)))
 
 
 @pytest.mark.parametrize("mask", ["model's own", "sliding window"])
