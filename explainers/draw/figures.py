@@ -111,14 +111,17 @@ SAFE_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"
 PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#e5e7eb"]
 
 
-def chips_html(tokens, show_ids: bool = True, colours: list[str] | None = None, titles: list[str] | None = None) -> str:
-    """Tokens as coloured chips: the readable piece, its id below; special tokens dashed, unknown ones red."""
+def chips_html(tokens, show_ids: bool = True, colours: list[str] | None = None, titles: list[str] | None = None,
+               subs: list[str] | None = None) -> str:
+    """Tokens as coloured chips: the readable piece, its id (or its entry of `subs`) below; special tokens dashed,
+    unknown ones red."""
     chips = []
     for i, t in enumerate(tokens):
         colour = colours[i] if colours else PALETTE[i % len(PALETTE)]
         border = "2px solid #dc2626" if t.unknown else ("1px dashed #6b7280" if t.special else "1px solid #0000")
         title = titles[i] if titles else f"id {t.id}, characters {t.start}-{t.end}" + (" (unknown)" if t.unknown else "")
-        sub = f"<sub style='display:block;font-size:0.7em;color:#374151'>{t.id}</sub>" if show_ids else ""
+        below = html.escape(subs[i]) if subs else t.id if show_ids else None
+        sub = f"<sub style='display:block;font-size:0.7em;color:#374151'>{below}</sub>" if below is not None else ""
         chips.append(f"<span title='{html.escape(title)}' style='display:inline-block;margin:2px;padding:2px 5px;"
                      f"border-radius:5px;background:{colour};border:{border};color:#111;font-family:monospace;"
                      f"unicode-bidi:isolate;text-align:center'>{html.escape(t.piece)}{sub}</span>")
