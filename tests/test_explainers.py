@@ -69,8 +69,26 @@ def test_static_embeddings_figure_has_one_trace_per_group(method, dims):
     fig, near = embeddings.update_static("smollm2-135m", ["animals", "numbers"], "king, queen", method, dims, 5, "king")
     assert [t.name for t in fig.data] == ["animals", "numbers", "typed"]
     assert fig.data[0].type == ("scatter3d" if dims == "3D" else "scatter")
-    assert list(fig.data[2].text) == ["king", "queen"] and "cat" in list(fig.data[0].text)
+    assert list(fig.data[2].customdata) == ["king", "queen"] and "cat" in list(fig.data[0].customdata)  # the hover
     assert len(near) == 10 and all(-1 <= cos <= 1 for _, cos in near)
+
+
+def test_scatter_labels_go_where_they_overlap_nothing_and_the_rest_are_hovered():
+    """The countries crowd together (Italy and Spain nearly on one point): no two labels drawn in one place."""
+    points = np.array([[0, 0], [0, 0], [0, 0], [0, 0], [1, 1]], dtype=float)
+    fig = embeddings.scatter_figure(points, ["France", "Italy", "Spain", "Japan", "cat"], ["c"] * 4 + ["a"], "t")
+    countries, animals = fig.data
+    assert list(countries.text) == ["France", "Italy", "", ""] and list(animals.text) == ["cat"]  # above, below
+    assert list(countries.textposition[:2]) == ["top center", "bottom center"]
+    assert "2 labels would overlap: hover to read" in fig.layout.title.text
+    assert list(countries.customdata) == ["France", "Italy", "Spain", "Japan"]             # every word has its hover
+    fig, _ = embeddings.update_static("smollm2-135m", ["animals", "numbers", "countries"], "", "PCA", "2D", 15, "")
+    for trace in fig.data:  # the lesson's picture: no two labels drawn at the same place
+        shown = [(round(x, 2), round(y, 2), spot) for x, y, spot, text in
+                 zip(trace.x, trace.y, trace.textposition, trace.text) if text]
+        assert len(shown) == len(set(shown)) and len(shown) >= 7
+    hidden = sum(list(t.text).count("") for t in fig.data)
+    assert hidden == 0 or f"{hidden} label" in fig.layout.title.text
 
 
 def test_contextual_bank_example_differs_only_after_the_embeddings():

@@ -92,6 +92,33 @@ def axis(letter: str, i: int) -> str:
     return f"{letter}axis{i + 1 if i else ''}"
 
 
+# A scatter label's place beside its marker, as Plotly's textposition names it, and the direction it moves to
+LABEL_SPOTS = {"top center": (0, 1), "bottom center": (0, -1), "middle right": (1, 0), "middle left": (-1, 0),
+               "top right": (1, 1), "top left": (-1, 1), "bottom right": (1, -1), "bottom left": (-1, -1)}
+
+
+def label_spots(points: np.ndarray, labels: list[str], size=(900, 420), char=(8, 18)) -> list[str | None]:
+    """Where each point's label goes so that no two labels overlap, nor a label and another point's marker: a
+    textposition, or None where every spot is taken (that label is left to the hover). Estimated on a plot of about
+    `size` pixels with `char` = (pixels per character, line height): a little larger than Plotly draws them."""
+    lo, span = points[:, :2].min(0), np.ptp(points[:, :2], 0)
+    xy = (points[:, :2] - lo) / np.where(span > 0, span, 1) * size             # (N, 2) in pixels, y up
+    taken = [(x - 5, y - 5, x + 5, y + 5) for x, y in xy]                      # the markers
+    spots = []
+    for (x, y), label in zip(xy, labels):
+        w, h = char[0] * len(label), char[1]
+        for name, (dx, dy) in LABEL_SPOTS.items():
+            cx, cy = x + dx * (w / 2 + 6), y + dy * (h / 2 + 6)
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in taken):
+                taken.append(box)
+                spots.append(name)
+                break
+        else:
+            spots.append(None)
+    return spots
+
+
 def lecture_style(fig: go.Figure) -> go.Figure:
     """The same figure for a shared screen: larger type, black text, 25% taller, colour-blind-safe colours."""
     fig.update_layout(font=dict(size=17, color="#000000"), title_font_size=22, colorway=SAFE_COLOURS,

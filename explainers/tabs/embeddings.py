@@ -12,7 +12,7 @@ from core.inputs import InputError, clean_text, fitted, text_to_tokens
 from core.model.cache import ActivationCache
 from core.model.positional import sinusoidal_table
 from explainers.activations import run
-from explainers.draw.figures import figure, scale
+from explainers.draw.figures import figure, label_spots, scale
 from explainers.draw.widgets import code_panel, fit_sliders
 from explainers.page.inputs import as_text, get_model, join_notes
 from explainers.page.tab import View
@@ -46,16 +46,23 @@ def parse_groups(preset_names: list[str], custom: str) -> list[tuple[str, str]]:
 
 
 def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], title: str) -> go.Figure:
+    """The words as points, one trace per group. In 2D a label goes where it overlaps no other label or point
+    (countries crowd together); a label with no free spot is left to the hover, and the title says how many."""
+    spots = label_spots(points, labels) if points.shape[1] == 2 else [None] * len(labels)
     traces = []
     for group in dict.fromkeys(groups):
         idx = [i for i, g in enumerate(groups) if g == group]
         xyz = points[idx]
-        trace = dict(mode="markers+text", name=group, text=[labels[i] for i in idx], x=xyz[:, 0], y=xyz[:, 1],
-                     hovertemplate="%{text}<extra>" + group + "</extra>")
+        trace = dict(mode="markers+text", name=group, x=xyz[:, 0], y=xyz[:, 1], customdata=[labels[i] for i in idx],
+                     hovertemplate="%{customdata}<extra>" + group + "</extra>")
         if points.shape[1] == 3:
-            traces.append(dict(trace, type="scatter3d", z=xyz[:, 2], marker=dict(size=5)))
+            traces.append(dict(trace, type="scatter3d", z=xyz[:, 2], text=trace["customdata"], marker=dict(size=5)))
         else:
-            traces.append(dict(trace, type="scatter", marker=dict(size=10), textposition="top center"))
+            traces.append(dict(trace, type="scatter", marker=dict(size=10), text=[labels[i] if spots[i] else ""
+                                                                                 for i in idx],
+                               textposition=[spots[i] or "top center" for i in idx]))
+    hidden = sum(spot is None for spot in spots) if points.shape[1] == 2 else 0
+    title += f"<br><sub>{hidden} label{'s' * (hidden > 1)} would overlap: hover to read</sub>" if hidden else ""
     return figure(traces, title=dict(text=title), height=520,
                   legend=dict(title=dict(text="group")))
 
