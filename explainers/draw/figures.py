@@ -60,6 +60,14 @@ def png(z: np.ndarray, colorscale: list, zmin: float, zmax: float, levels: int =
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def placeholder(text: str, height: int = 300, title: str = "") -> go.Figure:
+    """A plot with nothing to draw yet (or ever): empty axes hidden, a light line saying what will appear here."""
+    return figure([], title=dict(text=title), height=height, plot_bgcolor="#f9fafb", margin=dict(t=70 if title else 20),
+                  xaxis=dict(visible=False), yaxis=dict(visible=False),
+                  annotations=[dict(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                                    font=dict(size=14, color="#6b7280"))])
+
+
 def grid(cols: int, rows: int = 1, titles=(), gap: tuple[float, float] = (0.04, 0.1), widths=None,
          x: dict | None = None, y: dict | None = None) -> dict:
     """The layout of rows x cols plots, as make_subplots draws it: axes x, x2, ... and y, y2, ... numbered

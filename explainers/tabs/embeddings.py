@@ -12,7 +12,7 @@ from core.inputs import InputError, clean_text, fitted, text_to_tokens
 from core.model.cache import ActivationCache
 from core.model.positional import sinusoidal_table
 from explainers.activations import run
-from explainers.draw.figures import figure, label_spots, scale
+from explainers.draw.figures import figure, label_spots, placeholder, scale
 from explainers.draw.widgets import code_panel, fit_sliders
 from explainers.page.inputs import as_text, get_model, join_notes
 from explainers.page.tab import View
@@ -189,10 +189,7 @@ def update_positional(model_name: str):
         how = {"rope": "it rotates q and k by each position's angle<br>in every layer (the RoPE panel)",
                "alibi": "ALiBi subtracts a slope times the distance<br>from the attention scores",
                "sinusoidal": "it adds the fixed sinusoidal table (left)"}.get(cfg.positions, "")
-        learned = figure([], title=dict(text=f"{model_name}: no learned position table"), height=380,
-                         margin=dict(t=70), xaxis=dict(visible=False), yaxis=dict(visible=False),
-                         annotations=[dict(text=f"Nothing to draw here: {how}.", x=0.5, y=0.5, xref="paper",
-                                           yref="paper", showarrow=False, font=dict(size=14))])
+        learned = placeholder(f"Nothing to draw here: {how}.", 380, f"{model_name}: no learned position table")
     rope = rope_scores(cfg.d_head if cfg.positions == "rope" else 64, cfg.rope_theta, 32)
     rope_fig = heatmap(rope.numpy(), "RoPE: q·k of a query at m and a key at n<br>(constant along each diagonal)",
                        "key position n", "query position m")
