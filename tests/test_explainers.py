@@ -75,10 +75,11 @@ def test_static_embeddings_figure_has_one_trace_per_group(method, dims):
 
 def test_scatter_labels_go_where_they_overlap_nothing_and_the_rest_are_hovered():
     """The countries crowd together (Italy and Spain nearly on one point): no two labels drawn in one place."""
-    points = np.array([[0, 0], [0, 0], [0, 0], [0, 0], [1, 1]], dtype=float)
-    fig = embeddings.scatter_figure(points, ["France", "Italy", "Spain", "Japan", "cat"], ["c"] * 4 + ["a"], "t")
+    points = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.2, 0], [0.8, 1]], dtype=float)
+    fig = embeddings.scatter_figure(points, ["France", "Italy", "Spain", "Japan", "cat", "dog"], ["c"] * 4 + ["a"] * 2,
+                                    "t")
     countries, animals = fig.data
-    assert list(countries.text) == ["France", "Italy", "", ""] and list(animals.text) == ["cat"]  # above, below
+    assert list(countries.text) == ["France", "Italy", "", ""] and list(animals.text) == ["cat", "dog"]  # above, below
     assert list(countries.textposition[:2]) == ["top center", "bottom center"]
     assert "2 labels would overlap: hover to read" in fig.layout.title.text
     assert list(countries.customdata) == ["France", "Italy", "Spain", "Japan"]             # every word has its hover

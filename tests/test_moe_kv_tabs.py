@@ -78,6 +78,13 @@ def test_the_first_eight_expert_colours_stay_apart_as_bars_and_as_text_chips():
     assert re.findall(r">e(\d+)</sub>", coloured) == [str(int(e)) for e in indices[2, :, 0]]  # its number below
 
 
+def test_the_choices_heatmap_writes_its_cells_only_where_they_fit():
+    long, short = moe_update()[0], moe_update(text="To be or not")[0]
+    assert len(long.data[0].x) > moe.WRITTEN_CELLS and long.data[0].texttemplate == ""
+    assert "hover: all k" in long.layout.title.text and long.data[0].text[0][0]              # still in the hover data
+    assert short.data[0].texttemplate == "%{text}" and "text: all k" in short.layout.title.text
+
+
 def test_disabling_an_expert_routes_nothing_to_it_and_changes_the_prediction():
     indices, _ = hook_values(change=Routing(disabled=frozenset({3, 5})))
     assert not ((indices == 3) | (indices == 5)).any()

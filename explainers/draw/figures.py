@@ -105,10 +105,11 @@ LABEL_SPOTS = {"top center": (0, 1), "bottom center": (0, -1), "middle right": (
                "top right": (1, 1), "top left": (-1, 1), "bottom right": (1, -1), "bottom left": (-1, -1)}
 
 
-def label_spots(points: np.ndarray, labels: list[str], size=(900, 420), char=(8, 18)) -> list[str | None]:
-    """Where each point's label goes so that no two labels overlap, nor a label and another point's marker: a
-    textposition, or None where every spot is taken (that label is left to the hover). Estimated on a plot of about
-    `size` pixels with `char` = (pixels per character, line height): a little larger than Plotly draws them."""
+def label_spots(points: np.ndarray, labels: list[str], size=(560, 380), char=(8, 18)) -> list[str | None]:
+    """Where each point's label goes so that no two labels overlap, nor a label and another point's marker, nor does
+    it run off the plot's sides: a textposition, or None where every spot is taken (that label is left to the hover).
+    Estimated on a plot of about `size` pixels (the Embeddings plot's at 1280 wide, lecture mode) with `char` =
+    (pixels per character, line height) as large as lecture type draws them: what fits there fits everywhere."""
     lo, span = points[:, :2].min(0), np.ptp(points[:, :2], 0)
     xy = (points[:, :2] - lo) / np.where(span > 0, span, 1) * size             # (N, 2) in pixels, y up
     taken = [(x - 5, y - 5, x + 5, y + 5) for x, y in xy]                      # the markers
@@ -118,7 +119,8 @@ def label_spots(points: np.ndarray, labels: list[str], size=(900, 420), char=(8,
         for name, (dx, dy) in LABEL_SPOTS.items():
             cx, cy = x + dx * (w / 2 + 6), y + dy * (h / 2 + 6)
             box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in taken):
+            inside = -0.04 * size[0] <= box[0] and box[2] <= 1.04 * size[0]  # Plotly pads x about this, not for text
+            if inside and all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in taken):
                 taken.append(box)
                 spots.append(name)
                 break

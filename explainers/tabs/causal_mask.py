@@ -64,14 +64,14 @@ def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None
         # each panel its own colour range and bar beside it: dividing by sqrt(d_k) would wash out a shared one,
         # and without the bars Q·Kᵀ and ÷ √d_k would look the same
         right = layout[axis("x", i)]["domain"][1]
-        bar = dict(x=right + 0.004, xanchor="left", len=0.9, thickness=8, tickfont=dict(size=9), outlinewidth=0)
+        bar = dict(x=right + 0.004, xanchor="left", len=0.9, thickness=8, outlinewidth=0)  # ticks: the figure's font
         columns = "dim" if key == "z" else "key"
         maps.append(dict(type="heatmap", z=z.masked_fill(torch.isinf(z), float("nan")).numpy(),  # -inf drawn blank
                          y=labels, **on(i), colorbar=bar, **colour_range(z, key != "pattern"),
                          colorscale=scale("Blues" if key == "pattern" else "RdBu"),
                          hovertemplate=f"query %{{y}}<br>{columns} %{{x}}<br>%{{z:.3f}}<extra></extra>",
                          **({} if key == "z" else dict(x=labels))))
-    return figure(maps, **layout, height=420, margin=dict(t=60, r=40))
+    return figure(maps, **layout, height=420, margin=dict(t=60, r=55))
 
 
 def update(model_name: str, text: str, layer, head, mask: str, window):

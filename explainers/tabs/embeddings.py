@@ -212,8 +212,9 @@ def build(page) -> View:
         neighbours = gr.Slider(2, 50, value=5, step=1, label="t-SNE perplexity / UMAP neighbours")
         query = gr.Textbox(label="Nearest neighbours of", value="king")
     with gr.Row():
-        static_plot = gr.Plot()
-        near = gr.Dataframe(headers=["token", "cosine"], label="Nearest tokens in the whole vocabulary", interactive=False)
+        static_plot = gr.Plot(scale=2)  # the wider: its labels need the room
+        near = gr.Dataframe(headers=["token", "cosine"], label="Nearest tokens in the whole vocabulary", interactive=False,
+                            scale=1)
     gr.Markdown("### Contextual embeddings\nThe same word at two places: how similar are its vectors, layer by layer?")
     with gr.Row():
         text = gr.Textbox(label="Sentence", value="The bank is near the river bank.")

@@ -43,6 +43,7 @@ EXPERT_COLOURS = list(dict.fromkeys(["#17BECF", "#FF7F0E", "#2CA02C", "#E41A1C",
                                      "#FF9DA7"] + [c.upper() for c in plotly.colors.qualitative.Alphabet
                                                    + plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24]))
 CHIP_TINT = "99"  # the chips' opacity (60%): light enough for black text
+WRITTEN_CELLS = 24  # tokens up to which the choices heatmap writes each cell's experts
 
 
 def expert_colour(e: int) -> str:
@@ -100,13 +101,15 @@ def choices_figure(indices: torch.Tensor, weights: torch.Tensor, labels: list[st
     text = [["·".join(str(int(e)) for e in cell) for cell in row] for row in indices.tolist()]
     hover = [["<br>".join(f"expert {e}: weight {w:.2f}" for e, w in zip(ei, wi)) for ei, wi in zip(er, wr)]
              for er, wr in zip(indices.tolist(), weights.tolist())]
+    written = len(labels) <= WRITTEN_CELLS  # more cells are too narrow for "3·4", in lecture type above all
     choices = dict(type="heatmap", z=top1.numpy(), x=labels, y=[f"layer {i}" for i in range(len(top1))], text=text,
-                   texttemplate="%{text}", textfont=dict(size=9), customdata=hover,  # text colour: Plotly's contrast
+                   texttemplate="%{text}" if written else "", textfont=dict(size=9), customdata=hover,  # colour: contrast
                    colorscale=_colourscale(E), zmin=-0.5, zmax=E - 0.5, xgap=1, ygap=1,
                    colorbar=dict(title=dict(text="1st expert"), tickvals=list(range(E))),
                    hovertemplate="%{y}, token %{x}<br>%{customdata}<extra></extra>")
     return figure([choices], xaxis=dict(tickangle=-60, tickfont=dict(size=10)), yaxis=dict(autorange="reversed"),
-                  title=dict(text="Chosen experts per token and layer (colour: first choice; text: all k)"),
+                  title=dict(text="Chosen experts per token and layer (colour: first choice; "
+                                  + ("text: all k)" if written else "hover: all k, and their weights)")),
                   height=140 + 40 * len(top1))
 
 
