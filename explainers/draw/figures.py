@@ -65,7 +65,7 @@ def placeholder(text: str, height: int = 300, title: str = "") -> go.Figure:
     return figure([], title=dict(text=title), height=height, plot_bgcolor="#f9fafb", margin=dict(t=70 if title else 20),
                   xaxis=dict(visible=False), yaxis=dict(visible=False),
                   annotations=[dict(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                                    font=dict(size=14, color="#6b7280"))])
+                                    font=dict(size=16, color="#6b7280"))])
 
 
 def grid(cols: int, rows: int = 1, titles=(), gap: tuple[float, float] = (0.04, 0.1), widths=None,
