@@ -744,14 +744,14 @@ def test_a_lesson_step_scrolls_its_figure_into_view_in_lecture_mode_at_1280x720(
         lecture.locator(".lesson-launcher input").first.click()
         lecture.get_by_role("option", name="From tokens to sampling").click()
         lecture.get_by_role("button", name="Start the lesson").click()
-        wait_for_step(lecture, 1, 16, "overview")
+        wait_for_step(lecture, 1, 17, "overview")
         assert lecture.locator(".chapters > .tab-wrapper .overflow-menu:not(.hide)").count() == 0  # no "..." menu
         for k, tab, target in [(2, "tokenizer", "#setting-tokenizer-text"), (3, "tokenizer", "#setting-tokenizer-text"),
                                (4, "tokenizer", "#setting-tokenizer-vocab"),
                                (5, "embeddings", "#tab-embeddings .js-plotly-plot"),
                                (6, "embeddings", "#setting-embeddings-text")]:
             lecture.get_by_role("button", name="Next →").click()
-            wait_for_step(lecture, k, 16, tab)
+            wait_for_step(lecture, k, 17, tab)
             lecture.wait_for_timeout(4500)  # the last of the step's scrolls, after the figures above it drew
             assert 0 <= in_view(lecture, target) < 120, (k, target, in_view(lecture, target))
     finally:
@@ -771,8 +771,8 @@ def test_a_broken_lesson_names_its_bad_steps_by_line_and_runs_the_rest(fresh, le
 
 
 def test_a_link_opens_the_shipped_lesson_at_a_step(fresh, lesson_url):
-    fresh.goto(lesson_url + "?lesson=tokens-to-sampling&step=13&lecture=1")
-    wait_for_step(fresh, 13, 16, "lm_head")
+    fresh.goto(lesson_url + "?lesson=tokens-to-sampling&step=14&lecture=1")
+    wait_for_step(fresh, 14, 17, "lm_head")
     assert tab_panel(fresh).locator("textarea").first.input_value() == "Once upon a time, there was a little"
     assert "smollm2-135m" in fresh.locator("input[role=listbox], input[aria-label=Model]").first.input_value()
     assert fresh.evaluate("document.body.classList.contains('lecture')")

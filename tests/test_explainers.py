@@ -1,6 +1,7 @@
 """The tokenizer, embeddings and causal-mask tabs on real models: figures, numbers and bad input."""
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,8 +69,27 @@ def test_static_embeddings_figure_has_one_trace_per_group(method, dims):
     fig, near = embeddings.update_static("smollm2-135m", ["animals", "numbers"], "king, queen", method, dims, 5, "king")
     assert [t.name for t in fig.data] == ["animals", "numbers", "typed"]
     assert fig.data[0].type == ("scatter3d" if dims == "3D" else "scatter")
-    assert list(fig.data[2].text) == ["king", "queen"] and "cat" in list(fig.data[0].text)
+    assert list(fig.data[2].customdata) == ["king", "queen"] and "cat" in list(fig.data[0].customdata)  # the hover
     assert len(near) == 10 and all(-1 <= cos <= 1 for _, cos in near)
+
+
+def test_scatter_labels_go_where_they_overlap_nothing_and_the_rest_are_hovered():
+    """The countries crowd together (Italy and Spain nearly on one point): no two labels drawn in one place."""
+    points = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.2, 0], [0.8, 1]], dtype=float)
+    fig = embeddings.scatter_figure(points, ["France", "Italy", "Spain", "Japan", "cat", "dog"], ["c"] * 4 + ["a"] * 2,
+                                    "t")
+    countries, animals = fig.data
+    assert list(countries.text) == ["France", "Italy", "", ""] and list(animals.text) == ["cat", "dog"]  # above, below
+    assert list(countries.textposition[:2]) == ["top center", "bottom center"]
+    assert "2 labels would overlap: hover to read" in fig.layout.title.text
+    assert list(countries.customdata) == ["France", "Italy", "Spain", "Japan"]             # every word has its hover
+    fig, _ = embeddings.update_static("smollm2-135m", ["animals", "numbers", "countries"], "", "PCA", "2D", 15, "")
+    for trace in fig.data:  # the lesson's picture: no two labels drawn at the same place
+        shown = [(round(x, 2), round(y, 2), spot) for x, y, spot, text in
+                 zip(trace.x, trace.y, trace.textposition, trace.text) if text]
+        assert len(shown) == len(set(shown)) and len(shown) >= 7
+    hidden = sum(list(t.text).count("") for t in fig.data)
+    assert hidden == 0 or f"{hidden} label" in fig.layout.title.text
 
 
 def test_contextual_bank_example_differs_only_after_the_embeddings():
@@ -129,6 +149,20 @@ def test_steps_figure_is_labelled_with_tokens():
     assert len(fig.data) == 5 and labels[1] == "1:␣journey"
     pattern = torch.tensor(fig.data[3].z, dtype=torch.float32)
     assert torch.all(pattern.nan_to_num().triu(1) == 0)
+
+
+def test_each_step_panel_has_its_own_colour_bar_and_range():
+    """Q·Kᵀ and ÷ √d_k draw the same picture: only their colour bars say one is 8 times the other (#31 item 12)."""
+    fig, _ = causal_mask.update("smollm2-135m", "Your journey starts with one step", 0, 0, "model's own", 3)
+    qk, scaled, masked, pattern, z = fig.data
+    assert fig.layout.annotations[1].text == "÷ √d_k = ÷ 8"
+    for panel in fig.data:  # a bar beside each panel, and a range that covers its values
+        assert panel.showscale is not False and panel.colorbar.x > fig.layout[panel.xaxis.replace("x", "xaxis")].domain[1]
+        values = np.asarray(panel.z, dtype=float)
+        assert panel.zmin <= np.nanmin(values) and np.nanmax(values) <= panel.zmax
+    assert scaled.zmax == pytest.approx(qk.zmax / 8) and qk.zmin == -qk.zmax                 # signed: centred on 0
+    assert masked.zmax == pytest.approx(np.nanmax(np.abs(np.asarray(masked.z, dtype=float))))  # -inf cells left out
+    assert pattern.zmin == 0 and pattern.zmax == pytest.approx(np.nanmax(np.asarray(pattern.z, dtype=float)))
 
 
 @pytest.mark.parametrize("mask", ["model's own", "sliding window"])

@@ -3,11 +3,14 @@ import re
 import textwrap
 from urllib.parse import parse_qs
 
+import numpy as np
 import pytest
 
 from explainers.chapters import TABS, tab_id
 from explainers.page import lesson_files as lessons
+from explainers.page.inputs import get_model
 from explainers.page.lesson_files import check, lesson_link, parse
+from explainers.tabs import attention, block, causal_mask, embeddings, lm_head, residual, tokenizer
 
 TAB_IDS = [tab_id(module) for module in TABS]
 
@@ -215,7 +218,7 @@ def test_start_next_and_back_show_a_step_and_the_page_draws_only_its_tab(demo, p
         return applied, looked, requested
 
     first = panel.go(name, None, False, Pressed("lesson-start"))
-    assert first[panel.state] == {"lesson": name, "step": 0} and "Step 1 of 16" in first[panel.heading]
+    assert first[panel.state] == {"lesson": name, "step": 0} and "Step 1 of 17" in first[panel.heading]
     applied, looked, requested = step(first, {})
     assert applied[views.w["model"]] == "smollm2-135m" and requested == ["overview"]
     second = panel.go(name, first[panel.state], False, Pressed("lesson-next"))
@@ -232,8 +235,8 @@ def test_start_next_and_back_show_a_step_and_the_page_draws_only_its_tab(demo, p
 
 
 @pytest.mark.parametrize("name, state, pressed, shown", [
-    ("tokens-to-sampling", {"bogus": 1}, "lesson-next", "Step 1 of 16"),  # no lesson runs: Next starts it
-    ("tokens-to-sampling", {"lesson": "tokens-to-sampling", "step": 99}, "lesson-next", "Step 16 of 16"),
+    ("tokens-to-sampling", {"bogus": 1}, "lesson-next", "Step 1 of 17"),  # no lesson runs: Next starts it
+    ("tokens-to-sampling", {"lesson": "tokens-to-sampling", "step": 99}, "lesson-next", "Step 17 of 17"),
     ("nope", None, "lesson-start", None), (None, "state", "lesson-start", None)])
 def test_odd_states_and_names_give_a_step_or_a_note(panel, name, state, pressed, shown):
     out = panel.go(name, state, False, Pressed(pressed))
@@ -242,3 +245,145 @@ def test_odd_states_and_names_give_a_step_or_a_note(panel, name, state, pressed,
     else:
         assert out[panel.state] is None and "There is no lesson" in out[panel.report]
     assert panel.go(name, state, False) == {panel.step_query: None, panel.focus: ""}  # not pressed: nothing to apply
+
+
+# What the shipped lesson says, its figures show: each claim about a number, a head or a neuron is computed here
+# through the tab function that draws the step's figure, with the lesson's text and the step's own settings.
+
+WALK = parse(lessons.Path(lessons.LESSONS / "tokens-to-sampling.md").read_text(), "tokens-to-sampling")
+SMOL = "smollm2-135m"
+
+
+def walk_step(title: str) -> tuple[dict, str]:
+    """(the step's settings, the lesson-wide ones under them, as plain values; its narration on one line)."""
+    step = next(s for s in WALK.steps if s.title == title)
+    settings = {k: v for k, (v, _) in WALK.settings.items()} | {k: v for k, (v, _) in step.settings.items()}
+    assert settings["model"] == SMOL
+    return settings, " ".join(step.narration.split())
+
+
+def said(narration: str, value: float, fmt: str = ".2f") -> bool:
+    """The narration gives this number as the figure rounds it."""
+    return f"{value:{fmt}}" in narration
+
+
+def pattern_rows(settings) -> tuple[list[str], np.ndarray]:
+    """The attention tab's one-head heatmap for the step: (token words, pattern rows)."""
+    head = attention.update_head(SMOL, settings["text"], int(settings["layer"]), int(settings["head"]))[1].data[0]
+    return [label.split(":", 1)[1].lstrip("␣") for label in head.x], np.asarray(head.z, dtype=float)
+
+
+def test_lesson_tokens_claims_hold():
+    s, narration = walk_step("Text becomes tokens")
+    smol = tokenizer.compute_tokenization(get_model(SMOL).tokenizer, s["text"])
+    assert "␣cat" in [t.piece for t in smol["tokens"]] and "`␣cat`" in narration        # the space kept inside
+    counts = {name: tokenizer.compute_tokenization(get_model(name).tokenizer, s["text"])["count"]
+              for name in s["tokenizers"].split(",")}
+    assert counts["tiny-gpt-char"] > counts[SMOL] >= counts["tiny-bert-word"]           # characters: many; words: few
+    s, narration = walk_step("Rare words break into pieces")
+    smol = tokenizer.compute_tokenization(get_model(SMOL).tokenizer, s["text"])["tokens"]
+    start = next(i for i, t in enumerate(smol) if t.piece.startswith("␣unbel"))
+    assert "".join(t.piece for t in smol[start:start + 3]) == "␣unbelievably" and "*unbelievably* takes three" in narration
+    assert [t.piece for t in smol if t.piece.isdigit()] == list("1234567")                 # digit by digit
+    words = tokenizer.compute_tokenization(get_model("tiny-bert-word").tokenizer, s["text"])["tokens"]
+    assert {t.piece for t in words if t.unknown} >= {"unbelievably", "1234567"} and "`[UNK]`" in narration
+    s, _ = walk_step("How BPE learns its vocabulary")
+    sizes = tokenizer.compute_bpe(s["text"], int(s["vocab"]))["segmentations"]
+    lengths = [len(tokens) for _, tokens in sorted(sizes.items())]
+    assert lengths == sorted(lengths, reverse=True) and lengths[0] > lengths[-1]           # more merges, fewer tokens
+
+
+def test_lesson_embedding_claims_hold():
+    s, narration = walk_step("Tokens become vectors")
+    assert f"{get_model(SMOL).cfg.d_model} numbers" in narration
+    fig, _ = embeddings.update_static(SMOL, s["groups"].split(","), "", s["projection"], s["dims"], 15, "")
+    centres = {t.name: np.c_[t.x, t.y].mean(0) for t in fig.data}
+    for trace in fig.data:  # "form their own groups": every word is nearest its own group's centre
+        for point in np.c_[trace.x, trace.y]:
+            assert min(centres, key=lambda g: np.linalg.norm(point - centres[g])) == trace.name
+    s, narration = walk_step("The same word in two contexts")
+    cosine = embeddings.update_contextual(SMOL, s["text"], int(s["layer"]), s["word"])[1].data[0].y
+    assert cosine[0] == pytest.approx(1, abs=1e-4)                                         # one table row
+    assert 0.75 < cosine[7] < 0.85 and "about 0.8 by layer 7" in narration                # drift apart
+    assert min(cosine[1:]) < 0.85 and max(cosine[7:]) < 0.9
+
+
+def test_lesson_mask_claims_hold():
+    s, narration = walk_step("Attention scores, step by step")
+    fig, _ = causal_mask.update(SMOL, s["text"], int(s["layer"]), int(s["head"]), s["mask"], 3)
+    qk, scaled, _, pattern = (np.asarray(t.z, dtype=float) for t in fig.data[:4])
+    d = get_model(SMOL).cfg.d_head
+    assert d == 64 and "d = 64: ÷ 8" in narration
+    np.testing.assert_allclose(scaled, qk / 8, rtol=1e-4, atol=1e-4)
+    assert np.all(pattern[np.triu_indices_from(pattern, 1)] == 0)                            # exactly 0 on the future
+    s, _ = walk_step("Other masks")
+    window = int(s["window"])
+    pattern = np.asarray(causal_mask.update(SMOL, s["text"], int(s["layer"]), int(s["head"]), s["mask"], window)[0]
+                         .data[3].z, dtype=float)
+    seen = pattern > 0
+    assert all(seen[t].nonzero()[0].tolist() == list(range(max(0, t - window + 1), t + 1)) for t in range(len(seen)))
+
+
+def test_lesson_head_claims_hold():
+    """What each attention step says of its head, read from the head's own heatmap."""
+    cfg = get_model(SMOL).cfg
+    s, narration = walk_step("Many heads, many patterns")
+    assert f"SmolLM2 has {cfg.n_heads} per layer, in {cfg.n_layers} layers" in narration
+    words, rows = pattern_rows(s)
+    assert all(rows[t].argmax() == t - 1 for t in range(1, len(rows)))                      # the previous token
+    s, narration = walk_step('A head that looks at "cat" from everywhere')
+    words, rows = pattern_rows(s)
+    cat = words.index("cat")
+    strongest = {words[t]: words[rows[t].argmax()] for t in range(cat + 1, len(words))}
+    assert strongest["it"] == "cat" and said(narration, rows[words.index("it"), cat])
+    for word in ["sat", "on", "the", "because"]:  # the other rows the narration names look at cat too
+        assert strongest[word] == "cat" and said(narration, rows[words.index(word), cat])
+    assert max(rows[words.index(w), cat] for w in ["sat", "on", "the"]) > rows[words.index("it"), cat]
+    s, narration = walk_step('A head where "it" stands out')
+    words, rows = pattern_rows(s)
+    first = [t for t in range(1, len(words)) if rows[t].argmax() == 0]
+    assert len(first) > (len(words) - 1) / 2                                                 # most rows rest on The
+    it, mat = words.index("it"), words.index("mat")
+    assert rows[it].argmax() == cat and said(narration, rows[it, cat]) and said(narration, rows[mat, cat])
+    others = [rows[t, cat] for t in range(cat + 1, len(words)) if t != it]
+    assert max(others) == rows[mat, cat] < rows[it, cat]                                     # only mat comes close
+    words, rows = pattern_rows(dict(s, text="The girl ate the apple because she was"))       # the sentence to try
+    assert words[rows[words.index("she")].argmax()] == "girl"
+
+
+def test_lesson_block_and_residual_claims_hold():
+    s, narration = walk_step("Inside a block: norm and feed-forward")
+    _, _, _, table, _, neurons, note = block.update(SMOL, s["text"], int(s["layer"]), int(s["position"]), s["norm"])
+    assert "This model uses **RMSNorm**" in table and "RMSNorm for SmolLM2" in narration
+    writes = neurons["writes ‖·‖"].tolist()
+    assert writes == sorted(writes, reverse=True) and "write the most into the stream" in narration
+    assert "pushes up" in neurons.columns
+    s, narration = walk_step("The residual stream")
+    notice = residual.update(SMOL, s["text"], int(s["position"]), "")[0]
+    assert "explaining the logit of **'␣girl'**" in notice and "here *girl*" in narration
+
+
+def lm_head_probabilities(settings) -> tuple[dict[str, float], str]:
+    """The LM head tab's probability panel for the step ({token: probability after the filters}) and its note."""
+    fig, note, _, _ = lm_head.update(SMOL, settings["text"], -1, float(settings["temperature"]), int(settings["top_k"]),
+                                     float(settings["top_p"]), int(settings.get("seed", 0)), 100)
+    after = fig.data[-1]
+    return {name.split(" (")[0].lstrip("␣"): p for name, p in zip(after.y, after.x)}, note
+
+
+def test_lesson_sampling_claims_hold():
+    s, narration = walk_step("From a vector to probabilities")
+    assert f"{get_model(SMOL).cfg.vocab_size:,} tokens" in narration
+    probs, _ = lm_head_probabilities(s)
+    top = sorted(probs, key=probs.get, reverse=True)
+    assert top[:2] == ["girl", "town"] and probs["girl"] + probs["town"] > 0.5               # share most of it
+    assert said(narration, probs["girl"], ".0%") and said(narration, probs["town"], ".0%")
+    hot, _ = lm_head_probabilities(walk_step("Temperature")[0])
+    assert hot["girl"] < probs["girl"] and sum(hot.values()) < sum(probs.values())          # flatter: the tail gains
+    _, note = lm_head_probabilities(walk_step("Top-k: keep the k best")[0])
+    assert "**5** after top-k" in note
+    s, narration = walk_step("Top-p and drawing the next token")
+    probs, note = lm_head_probabilities(s)
+    kept = [token for token, p in probs.items() if p > 0]
+    assert f"**{len(kept)}** after top-p" in note and f"here {len(kept)} (" in narration
+    assert all(f"*{token}*" in narration for token in kept)

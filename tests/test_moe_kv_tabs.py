@@ -1,5 +1,8 @@
 """The MoE-routing and KV-cache tabs: routing shown = hooks, live re-routing, timings and cache memory."""
 
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +44,47 @@ def test_routing_shown_equals_the_hooks():
     assert shown == {int(e): f"chosen, weight {w:.2f}" for e, w in zip(indices[2, 5], weights[2, 5])}
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
     assert "expert" in coloured and coloured.count("<span title=") == indices.shape[1]
+
+
+def lab(colour: str, alpha: float = 1.0) -> np.ndarray:
+    """CIE L*a*b* of an sRGB colour drawn at `alpha` over white."""
+    rgb = alpha * np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)]) / 255 + (1 - alpha)
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    f = np.cbrt(xyz / [0.9505, 1.0, 1.089])  # every colour here is light enough for the cube-root branch
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+@pytest.mark.parametrize("E", [8, 32, 60])  # tiny-moe, granite-moe-1b, qwen1.5-moe-a2.7b
+def test_every_expert_of_the_zoo_models_has_its_own_colour(E):
+    if E == 8:
+        assert zoo.load("tiny-moe", "cpu").cfg.n_experts == 8
+    colours = [moe.expert_colour(e) for e in range(E)]
+    assert len(set(colours)) == E and all(re.fullmatch("#[0-9A-F]{6}", c) for c in colours)
+    stops = moe._colourscale(E)  # the choices heatmap: expert e's cell in expert e's colour
+    assert [stops[2 * e][1] for e in range(E)] == colours
+
+
+def test_the_first_eight_expert_colours_stay_apart_as_bars_and_as_text_chips():
+    """Okabe-Ito's blue and sky blue (experts 0 and 4) were 9 apart as 33% chips; now every pair is far apart."""
+    tint = int(moe.CHIP_TINT, 16) / 255
+    for alpha in (1.0, tint):
+        points = [lab(moe.expert_colour(e), alpha) for e in range(8)]
+        closest = min(np.linalg.norm(a - b) for i, a in enumerate(points) for b in points[i + 1:])
+        assert closest > 25, (alpha, closest)  # CIE76 ΔE: about 2 is just noticeable, 25 is another colour
+    assert all(lab(moe.expert_colour(e), tint)[0] > 55 for e in range(8))  # light enough for black text
+    coloured = moe_update(layer=2)[1]
+    indices, _ = hook_values()
+    assert [f"{moe.expert_colour(int(e))}{moe.CHIP_TINT}" for e in indices[2, :, 0]] == \
+        re.findall(r"background:(#[0-9A-F]{8});border", coloured)
+    assert re.findall(r">e(\d+)</sub>", coloured) == [str(int(e)) for e in indices[2, :, 0]]  # its number below
+
+
+def test_the_choices_heatmap_writes_its_cells_only_where_they_fit():
+    long, short = moe_update()[0], moe_update(text="To be or not")[0]
+    assert len(long.data[0].x) > moe.WRITTEN_CELLS and long.data[0].texttemplate == ""
+    assert "hover: all k" in long.layout.title.text and long.data[0].text[0][0]              # still in the hover data
+    assert short.data[0].texttemplate == "%{text}" and "text: all k" in short.layout.title.text
 
 
 def test_disabling_an_expert_routes_nothing_to_it_and_changes_the_prediction():

@@ -1,8 +1,10 @@
 """The Training tab: the default run learns, Cancel stops within one step, bad settings get a plain message,
 kept models join the zoo (a bounded few), and the figures are valid Plotly."""
 import json
+import re
 import threading
 
+import gradio as gr
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -13,7 +15,7 @@ from core.learning.training import prepare, train_steps
 from core.weights import zoo
 from explainers.page.inputs import model_choices
 from explainers.page.jobs import Job
-from explainers.tabs import training
+from explainers.tabs import lm_head, training
 
 DEFAULT_HELDOUT_BELOW = 2.25  # nats per character; ln V (guessing) is 4.2, the seeded default run ends near 2.1
 
@@ -145,3 +147,31 @@ def test_the_samples_shown_are_step_0_and_the_latest_each_once():
     for step in range(12):
         shown = training.kept_samples(shown, f"s{step}")
     assert shown == ["s0", "s5", "s6", "s7", "s8", "s9", "s10", "s11"]
+
+
+def test_a_run_lists_each_sampled_step_once(monkeypatch):
+    """Mid-run the samples table listed 'step 0' four times: each snapshot re-kept step 0 (#31 item 11). Here every
+    step is a snapshot, and each answer's table names step 0 first and every other step at most once."""
+    monkeypatch.setattr(training, "SNAPSHOT_SECONDS", 0.0)
+    monkeypatch.setattr(training, "SNAPSHOT_SHARE", 1e9)
+    tables = [text for _, _, text, *_ in training.train_live("tiny-gpt-char", 16, 1, 12, 5e-3, 4, Job())
+              if isinstance(text, str)]
+    assert len(tables) == 13  # step 0, each of the 12 steps
+    for text in tables:
+        steps = [int(s) for s in re.findall(r">step (\d+)<", text)]
+        assert steps[0] == 0 and steps == sorted(set(steps)) and len(steps) <= 8
+    assert steps[-1] == 12 and steps[1:] == list(range(13 - len(steps[1:]), 13))  # the latest, in order
+
+
+def test_before_a_run_the_panels_say_what_the_run_will_draw(demo):
+    """No blank boxes before a run (#31 item 11): Training's plots and samples, the KV cache's timings and the LM
+    head's branch tree each say what will appear there; clearing the branches says it again."""
+    waiting = [json.loads(b.value["plot"])["layout"] for b in demo.blocks.values()
+               if isinstance(b, gr.Plot) and b.value and not json.loads(b.value["plot"])["data"]]
+    said = [layout["annotations"][0]["text"] for layout in waiting]
+    assert sum("Train from scratch" in t or "as the model learns" in t for t in said) == 3
+    assert any("Generate both ways" in t for t in said) and said.count(lm_head.NO_BRANCH) == 1
+    assert all(layout["xaxis"]["visible"] is False and layout["yaxis"]["visible"] is False for layout in waiting)
+    assert any(isinstance(b, gr.HTML) and b.value == training.BEFORE_A_RUN for b in demo.blocks.values())
+    tree = lm_head.clear_branches()[0]
+    assert not tree.data and tree.layout.annotations[0].text == lm_head.NO_BRANCH

@@ -60,6 +60,14 @@ def png(z: np.ndarray, colorscale: list, zmin: float, zmax: float, levels: int =
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def placeholder(text: str, height: int = 300, title: str = "") -> go.Figure:
+    """A plot with nothing to draw yet (or ever): empty axes hidden, a light line saying what will appear here."""
+    return figure([], title=dict(text=title), height=height, plot_bgcolor="#f9fafb", margin=dict(t=70 if title else 20),
+                  xaxis=dict(visible=False), yaxis=dict(visible=False),
+                  annotations=[dict(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                                    font=dict(size=16, color="#6b7280"))])
+
+
 def grid(cols: int, rows: int = 1, titles=(), gap: tuple[float, float] = (0.04, 0.1), widths=None,
          x: dict | None = None, y: dict | None = None) -> dict:
     """The layout of rows x cols plots, as make_subplots draws it: axes x, x2, ... and y, y2, ... numbered
@@ -92,6 +100,35 @@ def axis(letter: str, i: int) -> str:
     return f"{letter}axis{i + 1 if i else ''}"
 
 
+# A scatter label's place beside its marker, as Plotly's textposition names it, and the direction it moves to
+LABEL_SPOTS = {"top center": (0, 1), "bottom center": (0, -1), "middle right": (1, 0), "middle left": (-1, 0),
+               "top right": (1, 1), "top left": (-1, 1), "bottom right": (1, -1), "bottom left": (-1, -1)}
+
+
+def label_spots(points: np.ndarray, labels: list[str], size=(560, 380), char=(8, 18)) -> list[str | None]:
+    """Where each point's label goes so that no two labels overlap, nor a label and another point's marker, nor does
+    it run off the plot's sides: a textposition, or None where every spot is taken (that label is left to the hover).
+    Estimated on a plot of about `size` pixels (the Embeddings plot's at 1280 wide, lecture mode) with `char` =
+    (pixels per character, line height) as large as lecture type draws them: what fits there fits everywhere."""
+    lo, span = points[:, :2].min(0), np.ptp(points[:, :2], 0)
+    xy = (points[:, :2] - lo) / np.where(span > 0, span, 1) * size             # (N, 2) in pixels, y up
+    taken = [(x - 5, y - 5, x + 5, y + 5) for x, y in xy]                      # the markers
+    spots = []
+    for (x, y), label in zip(xy, labels):
+        w, h = char[0] * len(label), char[1]
+        for name, (dx, dy) in LABEL_SPOTS.items():
+            cx, cy = x + dx * (w / 2 + 6), y + dy * (h / 2 + 6)
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            inside = -0.04 * size[0] <= box[0] and box[2] <= 1.04 * size[0]  # Plotly pads x about this, not for text
+            if inside and all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in taken):
+                taken.append(box)
+                spots.append(name)
+                break
+        else:
+            spots.append(None)
+    return spots
+
+
 def lecture_style(fig: go.Figure) -> go.Figure:
     """The same figure for a shared screen: larger type, black text, 25% taller, colour-blind-safe colours."""
     fig.update_layout(font=dict(size=17, color="#000000"), title_font_size=22, colorway=SAFE_COLOURS,
@@ -111,14 +148,17 @@ SAFE_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"
 PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#e5e7eb"]
 
 
-def chips_html(tokens, show_ids: bool = True, colours: list[str] | None = None, titles: list[str] | None = None) -> str:
-    """Tokens as coloured chips: the readable piece, its id below; special tokens dashed, unknown ones red."""
+def chips_html(tokens, show_ids: bool = True, colours: list[str] | None = None, titles: list[str] | None = None,
+               subs: list[str] | None = None) -> str:
+    """Tokens as coloured chips: the readable piece, its id (or its entry of `subs`) below; special tokens dashed,
+    unknown ones red."""
     chips = []
     for i, t in enumerate(tokens):
         colour = colours[i] if colours else PALETTE[i % len(PALETTE)]
         border = "2px solid #dc2626" if t.unknown else ("1px dashed #6b7280" if t.special else "1px solid #0000")
         title = titles[i] if titles else f"id {t.id}, characters {t.start}-{t.end}" + (" (unknown)" if t.unknown else "")
-        sub = f"<sub style='display:block;font-size:0.7em;color:#374151'>{t.id}</sub>" if show_ids else ""
+        below = html.escape(subs[i]) if subs else t.id if show_ids else None
+        sub = f"<sub style='display:block;font-size:0.7em;color:#374151'>{below}</sub>" if below is not None else ""
         chips.append(f"<span title='{html.escape(title)}' style='display:inline-block;margin:2px;padding:2px 5px;"
                      f"border-radius:5px;background:{colour};border:{border};color:#111;font-family:monospace;"
                      f"unicode-bidi:isolate;text-align:center'>{html.escape(t.piece)}{sub}</span>")

@@ -10,7 +10,7 @@ from core.inputs import InputError, clean_text, fitted, text_to_tokens
 from core.model.attention import Attention, MaskOverride, build_mask, head_steps, left_pad, mask_of_kind
 from core.model.cache import act_name
 from explainers.activations import run_upto
-from explainers.draw.figures import figure, grid, on, scale, token_labels
+from explainers.draw.figures import axis, figure, grid, on, scale, token_labels
 from explainers.draw.widgets import code_panel, fit_head, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
@@ -41,29 +41,37 @@ def compute_steps(model, cache, layer: int, head: int) -> dict:
     return head_steps(q, k, cache["v", layer], cache["mask", layer], head, model.cfg.attn_scale, model.cfg.attn_softcap)
 
 
+def colour_range(z: torch.Tensor, centred: bool) -> dict:
+    """A panel's own colour range over its finite values: symmetric about 0 for signed scores, from 0 for weights."""
+    finite = z[torch.isfinite(z)]
+    top = float(finite.abs().max()) if finite.numel() else 1.0
+    return dict(zmin=-top, zmax=top) if centred else dict(zmin=0.0, zmax=float(finite.max()) if finite.numel() else 1.0)
+
+
 def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None, cap: float | None = None) -> go.Figure:
     titles = [t for _, t in STEPS] + ["z = pattern · V"]
-    if attn_scale is not None:  # a model with its own attention scale (Granite: 1/D, Gemma: 1/sqrt(its scalar))
-        titles[1] = f"× {attn_scale:.3g}"
+    # the divisor spelled out (√64 = 8), or a model's own attention scale (Granite: 1/D, Gemma: 1/sqrt(its scalar))
+    titles[1] = f"÷ √d_k = ÷ {steps['z'].shape[-1] ** 0.5:.3g}" if attn_scale is None else f"× {attn_scale:.3g}"
     if cap is not None:  # Gemma 2 squashes the scaled scores into (-cap, cap)
         titles[1] += f", {cap:g}·tanh(·/{cap:g})"
-    layout = grid(5, titles=titles, gap=(0.04, 0),
+    layout = grid(5, titles=titles, gap=(0.06, 0),
                   x=dict(tickfont=dict(size=10), tickangle=-60),
                   y=dict(autorange="reversed", tickfont=dict(size=10), showticklabels=False))
     layout["yaxis"]["showticklabels"] = True  # the rows are the same queries in every panel: label them once
+    panels = [(key, steps[key]) for key, _ in STEPS] + [("z", steps["z"])]
     maps = []
-    for i, (key, _) in enumerate(STEPS):
-        z = steps[key]
-        shown = z.masked_fill(torch.isinf(z), float("nan"))  # -inf cells drawn blank
-        # each panel gets its own colour range: dividing by sqrt(d_k) would wash out a shared one
-        maps.append(dict(type="heatmap", z=shown.numpy(), x=labels, y=labels, showscale=False, **on(i),
-                         colorscale=scale("Blues" if key == "pattern" else "RdBu"), zmid=None if key == "pattern" else 0,
-                         hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
-    maps.append(dict(type="heatmap", z=steps["z"].numpy(), y=labels, colorscale=scale("RdBu"), zmid=0, showscale=False,
-                     hovertemplate="query %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>", **on(4)))
-    return figure(maps, **layout, height=420, margin=dict(t=60))
-
-
+    for i, (key, z) in enumerate(panels):
+        # each panel its own colour range and bar beside it: dividing by sqrt(d_k) would wash out a shared one,
+        # and without the bars Q·Kᵀ and ÷ √d_k would look the same
+        right = layout[axis("x", i)]["domain"][1]
+        bar = dict(x=right + 0.004, xanchor="left", len=0.9, thickness=8, outlinewidth=0)  # ticks: the figure's font
+        columns = "dim" if key == "z" else "key"
+        maps.append(dict(type="heatmap", z=z.masked_fill(torch.isinf(z), float("nan")).numpy(),  # -inf drawn blank
+                         y=labels, **on(i), colorbar=bar, **colour_range(z, key != "pattern"),
+                         colorscale=scale("Blues" if key == "pattern" else "RdBu"),
+                         hovertemplate=f"query %{{y}}<br>{columns} %{{x}}<br>%{{z:.3f}}<extra></extra>",
+                         **({} if key == "z" else dict(x=labels))))
+    return figure(maps, **layout, height=420, margin=dict(t=60, r=55))
 
 
 def update(model_name: str, text: str, layer, head, mask: str, window):

@@ -12,7 +12,7 @@ from core.inputs import InputError, clean_text, fitted, text_to_tokens
 from core.model.cache import ActivationCache
 from core.model.positional import sinusoidal_table
 from explainers.activations import run
-from explainers.draw.figures import figure, scale
+from explainers.draw.figures import figure, label_spots, placeholder, scale
 from explainers.draw.widgets import code_panel, fit_layer
 from explainers.page.inputs import as_text, get_model, join_notes
 from explainers.page.tab import View
@@ -46,16 +46,23 @@ def parse_groups(preset_names: list[str], custom: str) -> list[tuple[str, str]]:
 
 
 def scatter_figure(points: np.ndarray, labels: list[str], groups: list[str], title: str) -> go.Figure:
+    """The words as points, one trace per group. In 2D a label goes where it overlaps no other label or point
+    (countries crowd together); a label with no free spot is left to the hover, and the title says how many."""
+    spots = label_spots(points, labels) if points.shape[1] == 2 else [None] * len(labels)
     traces = []
     for group in dict.fromkeys(groups):
         idx = [i for i, g in enumerate(groups) if g == group]
         xyz = points[idx]
-        trace = dict(mode="markers+text", name=group, text=[labels[i] for i in idx], x=xyz[:, 0], y=xyz[:, 1],
-                     hovertemplate="%{text}<extra>" + group + "</extra>")
+        trace = dict(mode="markers+text", name=group, x=xyz[:, 0], y=xyz[:, 1], customdata=[labels[i] for i in idx],
+                     hovertemplate="%{customdata}<extra>" + group + "</extra>")
         if points.shape[1] == 3:
-            traces.append(dict(trace, type="scatter3d", z=xyz[:, 2], marker=dict(size=5)))
+            traces.append(dict(trace, type="scatter3d", z=xyz[:, 2], text=trace["customdata"], marker=dict(size=5)))
         else:
-            traces.append(dict(trace, type="scatter", marker=dict(size=10), textposition="top center"))
+            traces.append(dict(trace, type="scatter", marker=dict(size=10), text=[labels[i] if spots[i] else ""
+                                                                                 for i in idx],
+                               textposition=[spots[i] or "top center" for i in idx]))
+    hidden = sum(spot is None for spot in spots) if points.shape[1] == 2 else 0
+    title += f"<br><sub>{hidden} label{'s' * (hidden > 1)} would overlap: hover to read</sub>" if hidden else ""
     return figure(traces, title=dict(text=title), height=520,
                   legend=dict(title=dict(text="group")))
 
@@ -183,10 +190,7 @@ def update_positional(model_name: str):
         how = {"rope": "it rotates q and k by each position's angle<br>in every layer (the RoPE panel)",
                "alibi": "ALiBi subtracts a slope times the distance<br>from the attention scores",
                "sinusoidal": "it adds the fixed sinusoidal table (left)"}.get(cfg.positions, "")
-        learned = figure([], title=dict(text=f"{model_name}: no learned position table"), height=380,
-                         margin=dict(t=70), xaxis=dict(visible=False), yaxis=dict(visible=False),
-                         annotations=[dict(text=f"Nothing to draw here: {how}.", x=0.5, y=0.5, xref="paper",
-                                           yref="paper", showarrow=False, font=dict(size=14))])
+        learned = placeholder(f"Nothing to draw here: {how}.", 380, f"{model_name}: no learned position table")
     rope = rope_scores(cfg.d_head if cfg.positions == "rope" else 64, cfg.rope_theta, 32)
     rope_fig = heatmap(rope.numpy(), "RoPE: q·k of a query at m and a key at n<br>(constant along each diagonal)",
                        "key position n", "query position m")
@@ -204,8 +208,9 @@ def build(page) -> View:
         neighbours = gr.Slider(2, 50, value=5, step=1, label="t-SNE perplexity / UMAP neighbours")
         query = gr.Textbox(label="Nearest neighbours of", value="king")
     with gr.Row():
-        static_plot = gr.Plot()
-        near = gr.Dataframe(headers=["token", "cosine"], label="Nearest tokens in the whole vocabulary", interactive=False)
+        static_plot = gr.Plot(scale=2)  # the wider: its labels need the room
+        near = gr.Dataframe(headers=["token", "cosine"], label="Nearest tokens in the whole vocabulary", interactive=False,
+                            scale=1)
     gr.Markdown("### Contextual embeddings\nThe same word at two places: how similar are its vectors, layer by layer?")
     with gr.Row():
         text = gr.Textbox(label="Sentence", value="The bank is near the river bank.")

@@ -12,7 +12,7 @@ from core.inference.generation import generate_steps, median_slope
 from core.inputs import InputError, number, text_to_tokens
 from core.model.kv_cache import KVCache, cache_bytes
 from core.weights.zoo import WEIGHTS
-from explainers.draw.figures import figure, grid, on
+from explainers.draw.figures import figure, grid, on, placeholder
 from explainers.draw.widgets import code_panel
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
@@ -163,7 +163,8 @@ def build(page) -> View:
         start = gr.Button("Generate both ways", variant="primary")
         stop = gr.Button("Cancel")
     summary = gr.Markdown()
-    timing_plot = gr.Plot()
+    timing_plot = gr.Plot(placeholder("Press <b>Generate both ways</b>: the time of every new token, with the cache and "
+                                      "without it, draws here as the two runs go.", 260))
     memory_plot = gr.Plot()
     code_panel(generate_steps, KVCache.append, cache_bytes, median_slope)
     gr.Examples([["The history of the printing press begins", 32], ["Once upon a time", 128]], [text, n_new])

@@ -10,7 +10,7 @@ from core.inference.sampling import SamplingSettings, draw, sample, stages
 from core.inputs import InputError, fitted, number, text_to_tokens
 from core.model.transformer import Unembed
 from explainers.activations import prediction_position, run
-from explainers.draw.figures import piece
+from explainers.draw.figures import piece, placeholder
 from explainers.draw.widgets import Fit, code_panel, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
@@ -186,9 +186,12 @@ def add_branch(model_name: str, text: str, position, candidate, length, state):
             {**state, "branches": branches}, join_notes(notice, note))
 
 
+NO_BRANCH = "Pick a candidate and press <b>Branch</b>: each branch grows here, its tokens in boxes, as a tree."
+
+
 def clear_branches():
-    """Empty tree, table, state and note."""
-    return None, None, None, ""
+    """Empty tree (saying what will grow there), table, state and note."""
+    return placeholder(NO_BRANCH, 200), None, None, ""
 
 
 def build(page) -> View:
@@ -220,7 +223,7 @@ def build(page) -> View:
         branch_button = gr.Button("Branch", variant="primary")
         clear_button = gr.Button("Clear branches")
     branch_note = gr.Markdown()
-    tree_plot = gr.Plot()
+    tree_plot = gr.Plot(placeholder(NO_BRANCH, 200))
     branch_table = gr.Dataframe(headers=["forced token", "its probability", "the branch's text",
                                          "probability of the whole branch"], interactive=False, wrap=True,
                                 column_widths=["14%", "12%", "56%", "18%"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gradio as gr
+import plotly.colors
 import plotly.graph_objects as go
 import torch
 
@@ -12,7 +13,7 @@ from core.model.moe import MoE, Routing, load_balancing_loss, route, routing
 from core.model.transformer import active_parameters
 from core.weights import zoo
 from explainers.activations import run
-from explainers.draw.figures import SAFE_COLOURS, chips_html, compare_figure, figure, grid, on, scale, token_labels
+from explainers.draw.figures import chips_html, compare_figure, figure, grid, on, scale, token_labels
 from explainers.draw.widgets import code_panel, fit_experts, fit_layer, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.serving import shared
@@ -35,7 +36,18 @@ model runs again with it."""
 MAX_TOKENS = 64
 SAMPLE_CHARS = 20_000
 LARGE_MODEL_CHARS = 2_000  # a model of 100M+ active parameters (granite-moe-1b: 400M) reads about 500 tokens
-EXPERT_COLOURS = SAFE_COLOURS
+# One colour per expert. The first eight stay apart at full strength and as the light chips of the coloured text
+# (Okabe-Ito's blue and sky blue, or orange and yellow, looked alike as chips); a model with more experts
+# (Granite 32, Qwen1.5-MoE 60) takes Plotly's long qualitative lists after them. tests/test_moe.py measures both.
+EXPERT_COLOURS = list(dict.fromkeys(["#17BECF", "#FF7F0E", "#2CA02C", "#E41A1C", "#6A3D9A", "#F0E442", "#E7298A",
+                                     "#FF9DA7"] + [c.upper() for c in plotly.colors.qualitative.Alphabet
+                                                   + plotly.colors.qualitative.Dark24 + plotly.colors.qualitative.Light24]))
+CHIP_TINT = "99"  # the chips' opacity (60%): light enough for black text
+WRITTEN_CELLS = 24  # tokens up to which the choices heatmap writes each cell's experts
+
+
+def expert_colour(e: int) -> str:
+    return EXPERT_COLOURS[e % len(EXPERT_COLOURS)]
 
 
 def moe_model(model_name: str):
@@ -78,7 +90,7 @@ def _colourscale(E: int) -> list:
     """A stepped colour scale: expert e gets EXPERT_COLOURS[e] on a heatmap of expert ids 0..E-1."""
     stops = []
     for e in range(E):
-        colour = EXPERT_COLOURS[e % len(EXPERT_COLOURS)]
+        colour = expert_colour(e)
         stops += [[e / E, colour], [(e + 1) / E, colour]]
     return stops
 
@@ -89,27 +101,29 @@ def choices_figure(indices: torch.Tensor, weights: torch.Tensor, labels: list[st
     text = [["·".join(str(int(e)) for e in cell) for cell in row] for row in indices.tolist()]
     hover = [["<br>".join(f"expert {e}: weight {w:.2f}" for e, w in zip(ei, wi)) for ei, wi in zip(er, wr)]
              for er, wr in zip(indices.tolist(), weights.tolist())]
+    written = len(labels) <= WRITTEN_CELLS  # more cells are too narrow for "3·4", in lecture type above all
     choices = dict(type="heatmap", z=top1.numpy(), x=labels, y=[f"layer {i}" for i in range(len(top1))], text=text,
-                   texttemplate="%{text}", textfont=dict(size=9, color="white"), customdata=hover,
+                   texttemplate="%{text}" if written else "", textfont=dict(size=9), customdata=hover,  # colour: contrast
                    colorscale=_colourscale(E), zmin=-0.5, zmax=E - 0.5, xgap=1, ygap=1,
                    colorbar=dict(title=dict(text="1st expert"), tickvals=list(range(E))),
                    hovertemplate="%{y}, token %{x}<br>%{customdata}<extra></extra>")
     return figure([choices], xaxis=dict(tickangle=-60, tickfont=dict(size=10)), yaxis=dict(autorange="reversed"),
-                  title=dict(text="Chosen experts per token and layer (colour: first choice; text: all k)"),
+                  title=dict(text="Chosen experts per token and layer (colour: first choice; "
+                                  + ("text: all k)" if written else "hover: all k, and their weights)")),
                   height=140 + 40 * len(top1))
 
 
 def text_html(tokens, indices: torch.Tensor, weights: torch.Tensor, layer: int) -> str:
     """The input text, each token coloured by its first-choice expert at one layer."""
-    colours = [EXPERT_COLOURS[int(i[0]) % len(EXPERT_COLOURS)] + "55" for i in indices[layer]]
+    colours = [expert_colour(int(i[0])) + CHIP_TINT for i in indices[layer]]
     titles = [", ".join(f"expert {int(e)} ({w:.2f})" for e, w in zip(ei, wi))
               for ei, wi in zip(indices[layer], weights[layer])]
     E = int(indices.max()) + 1
-    legend = " ".join(f"<span style='background:{EXPERT_COLOURS[e % len(EXPERT_COLOURS)]}55;"
-                      "padding:1px 6px;border-radius:4px'>"
+    legend = " ".join(f"<span style='background:{expert_colour(e)}{CHIP_TINT};padding:1px 6px;border-radius:4px'>"
                       f"expert {e}</span>" for e in range(E))
-    return (f"<div><b>Layer {layer}</b>, each token in its first expert's colour (hover for the weights): "
-            f"{legend}</div>" + chips_html(tokens, show_ids=False, colours=colours, titles=titles))
+    return (f"<div><b>Layer {layer}</b>, each token in its first expert's colour, its number below (hover for the "
+            f"weights): {legend}</div>" + chips_html(tokens, colours=colours, titles=titles,
+                                                       subs=[f"e{int(i[0])}" for i in indices[layer]]))
 
 
 def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, label: str,
@@ -119,7 +133,7 @@ def router_figure(router_logits: torch.Tensor, indices: torch.Tensor, weights: t
     E = len(probs)
     chosen = {int(e): float(w) for e, w in zip(indices, weights)}
     bars = dict(type="bar", x=[f"expert {e}" for e in range(E)], y=probs.tolist(),
-                marker=dict(color=[EXPERT_COLOURS[e % len(EXPERT_COLOURS)] if e in chosen else "#d1d5db" for e in range(E)]),
+                marker=dict(color=[expert_colour(e) if e in chosen else "#d1d5db" for e in range(E)]),
                 text=[f"chosen, weight {chosen[e]:.2f}" if e in chosen else "" for e in range(E)],
                 textposition="outside", cliponaxis=False,
                 hovertemplate="%{x}: router probability %{y:.3f}<extra></extra>")

@@ -36,7 +36,7 @@ from core.learning.training import (
 )
 from core.model.transformer import HookedTransformer
 from core.weights import zoo
-from explainers.draw.figures import token_labels
+from explainers.draw.figures import placeholder, token_labels
 from explainers.draw.widgets import code_panel
 from explainers.page.groups import GROUPS
 from explainers.page.inputs import model_choices
@@ -259,6 +259,11 @@ def keep(job):
         gr.Dropdown(choices=model_choices())
 
 
+BEFORE_A_RUN = ("<div style='color:#6b7280;padding:8px'><b>Samples</b>: once a run starts, what the model writes "
+                "after <code>ROMEO:</code> at step 0 (noise) and every few seconds after (a masked LM shows its guesses "
+                "instead).</div>")
+
+
 def build(page) -> View:
     gr.Markdown(INTRO)
     recipe = gr.Radio(RECIPE_CHOICES, value="tiny-gpt-char", label="Recipe")
@@ -276,11 +281,14 @@ def build(page) -> View:
         keep_button = gr.Button("Keep this model for the other tabs")
     kept = gr.Markdown()
     summary = gr.Markdown()
-    curves = gr.Plot(label="Loss")
+    curves = gr.Plot(placeholder("Press <b>Train from scratch</b>: the training and held-out loss draw here, step by "
+                                 "step, against the loss of guessing uniformly.", 260), label="Loss")
     with gr.Row():
-        samples = gr.HTML()
-        attention = gr.Plot(label="Attention")
-    embeddings = gr.Plot(label="Embeddings")
+        samples = gr.HTML(BEFORE_A_RUN)
+        attention = gr.Plot(placeholder("One head's attention pattern on a paragraph,<br>redrawn as the model learns.",
+                                        260), label="Attention")
+    embeddings = gr.Plot(placeholder("The token embeddings in 2D, redrawn as the model learns:<br>tokens of one kind "
+                                     "(vowels, digits, pronouns) gather.", 260), label="Embeddings")
     code_panel(train_steps, make_batch, training_loss, lr_at, mlm_mask, embedding_map)
     jobs = Jobs(page, stop, "train")
     outputs = [summary, curves, samples, attention, embeddings]
