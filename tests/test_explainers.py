@@ -153,7 +153,7 @@ def test_steps_figure_is_labelled_with_tokens():
 
 def test_each_step_panel_has_its_own_colour_bar_and_range():
     """Q·Kᵀ and ÷ √d_k draw the same picture: only their colour bars say one is 8 times the other (#31 item 12)."""
-    fig, _ = causal_mask.update("smollm2-135m", "Your journey starts with one step", 0, 0, "model's own", 3)
+    fig, _, *_sliders = causal_mask.update("smollm2-135m", "Your journey starts with one step", 0, 0, "model's own", 3)
     qk, scaled, masked, pattern, z = fig.data
     assert fig.layout.annotations[1].text == "÷ √d_k = ÷ 8"
     for panel in fig.data:  # a bar beside each panel, and a range that covers its values

@@ -310,7 +310,7 @@ def test_lesson_embedding_claims_hold():
 
 def test_lesson_mask_claims_hold():
     s, narration = walk_step("Attention scores, step by step")
-    fig, _ = causal_mask.update(SMOL, s["text"], int(s["layer"]), int(s["head"]), s["mask"], 3)
+    fig, _, *_sliders = causal_mask.update(SMOL, s["text"], int(s["layer"]), int(s["head"]), s["mask"], 3)
     qk, scaled, _, pattern = (np.asarray(t.z, dtype=float) for t in fig.data[:4])
     d = get_model(SMOL).cfg.d_head
     assert d == 64 and "d = 64: ÷ 8" in narration
@@ -353,7 +353,8 @@ def test_lesson_head_claims_hold():
 
 def test_lesson_block_and_residual_claims_hold():
     s, narration = walk_step("Inside a block: norm and feed-forward")
-    _, _, _, table, _, neurons, note = block.update(SMOL, s["text"], int(s["layer"]), int(s["position"]), s["norm"])
+    _, _, _, table, _, neurons, note, *_sliders = block.update(SMOL, s["text"], int(s["layer"]), int(s["position"]),
+                                                                s["norm"])
     assert "This model uses **RMSNorm**" in table and "RMSNorm for SmolLM2" in narration
     writes = neurons["writes ‖·‖"].tolist()
     assert writes == sorted(writes, reverse=True) and "write the most into the stream" in narration
@@ -365,8 +366,9 @@ def test_lesson_block_and_residual_claims_hold():
 
 def lm_head_probabilities(settings) -> tuple[dict[str, float], str]:
     """The LM head tab's probability panel for the step ({token: probability after the filters}) and its note."""
-    fig, note, _, _ = lm_head.update(SMOL, settings["text"], -1, float(settings["temperature"]), int(settings["top_k"]),
-                                     float(settings["top_p"]), int(settings.get("seed", 0)), 100)
+    fig, note, _, _, *_sliders = lm_head.update(SMOL, settings["text"], -1, float(settings["temperature"]),
+                                                int(settings["top_k"]), float(settings["top_p"]),
+                                                int(settings.get("seed", 0)), 100)
     after = fig.data[-1]
     return {name.split(" (")[0].lstrip("␣"): p for name, p in zip(after.y, after.x)}, note
 
