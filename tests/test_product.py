@@ -10,6 +10,7 @@ import gradio as gr
 import pytest
 import torch
 
+from explainers.draw.widgets import FittedSlider
 from explainers.page.groups import GROUPS
 from explainers.page.links import make_query, parse_value, restore
 from explainers.page.serving import handler
@@ -296,7 +297,7 @@ class Session:
         notes = []
         for draw in view.draws:
             for c in draw["inputs"]:
-                if c._id in self.ranges:
+                if c._id in self.ranges and not isinstance(c, FittedSlider):  # its handler fits it
                     low, high = self.ranges[c._id]
                     assert low <= self.values[c._id] <= high, f"Gradio refuses {c.label} = {self.values[c._id]} " \
                                                               f"(range {low} to {high})"
@@ -326,6 +327,25 @@ class Session:
             self.ranges[component._id] = (low, high)
         if "value" in update:
             self.values[component._id] = update["value"]
+
+
+def test_a_link_beyond_a_range_the_tab_fitted_earlier_is_fitted_with_a_note(demo, LINKS):
+    """A lesson step or a figure's link asks for the block's layer 20 on SmolLM2 after the tab fitted its slider to
+    tiny-gpt-char (0 to 3): Gradio does not refuse it (a FittedSlider), the tab's handler draws layer 20 of SmolLM2."""
+    view, session = demo.views.views["block"], Session(demo)
+    layer = view.links["layer"]
+    session.values[session.model._id] = "tiny-gpt-char"
+    session.values[layer._id] = 29
+    assert "The layer was 29" in session.draw(view)
+    assert session.ranges[layer._id] == (0, 3) and session.values[layer._id] == 3
+    restored = restore("?tab=block&model=smollm2-135m&layer=20", LINKS, {"c": ["block"]}, "tiny-gpt-char")
+    for key, value in restored.values.items():
+        session.show(LINKS[key], value) if key != "block.layer" else session.values.update({layer._id: value})
+    session.values[session.model._id] = restored.model
+    assert layer.preprocess(20) == 20  # what Gradio hands the handler, whatever range the session's slider has
+    assert "Layer **20**" in session.draw(view) and session.ranges[layer._id] == (0, 29)
+    config = demo.get_config_file()
+    assert {c["type"] for c in config["components"] if c["id"] == layer._id} == {"slider"}  # drawn as Gradio's
 
 
 def test_every_setting_ranged_by_the_model_or_the_text_is_fitted_by_its_tab(demo):

@@ -24,6 +24,19 @@ def code_panel(*functions) -> None:
                     interactive=False)
 
 
+class FittedSlider(gr.Slider):
+    """A layer, head, position or expert-count slider: Gradio's own range check is left out, since its handler fits
+    the value (`fit_*`, with a note). A link or a lesson step made for a bigger model or a longer text may meet the
+    range a tab fitted earlier in the session; its value reaches the handler, which moves it and says so."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "slider"  # drawn by Gradio's slider
+
+    def preprocess(self, payload):
+        return payload
+
+
 class Fit(NamedTuple):
     """A setting moved into the range the model and the text allow."""
     value: int         # the setting to use, in range

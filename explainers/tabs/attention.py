@@ -12,7 +12,7 @@ from core.model.attention import Attention, ZeroHeads, kv_head_of, pattern_summa
 from core.model.kv_cache import cache_bytes
 from explainers.activations import prediction_position, run
 from explainers.draw.figures import axis, compare_figure, figure, grid, on, png, scale, token_labels
-from explainers.draw.widgets import code_panel, fit_head, fit_layer
+from explainers.draw.widgets import FittedSlider, code_panel, fit_head, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
@@ -229,8 +229,8 @@ def build(page) -> View:
                       ["Mr and Mrs Dursley of number four, Privet Drive, were proud to say that they were "
                        "perfectly normal"], ["1 2 3 4 5 6 7 8 1 2 3 4 5 6 7 8"]], [text])
     with gr.Row():
-        layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
-        head = gr.Slider(0, 31, value=0, step=1, label="Head")
+        layer = FittedSlider(0, 63, value=0, step=1, label="Layer")
+        head = FittedSlider(0, 31, value=0, step=1, label="Head")
     notice = gr.Markdown()
     layer_plot = gr.Plot(label="One layer, every head")
     head_plot = gr.Plot(label="One head")

@@ -13,7 +13,7 @@ from core.model.mlp import ACTIVATIONS
 from core.model.transformer import Block, Norm
 from explainers.activations import ATTENTION_TOKENS, run
 from explainers.draw.figures import figure, grid, on, piece, scale
-from explainers.draw.widgets import code_panel, fit_layer, fit_position
+from explainers.draw.widgets import FittedSlider, code_panel, fit_layer, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
@@ -186,8 +186,8 @@ def build(page) -> View:
     text = gr.Textbox(label="Text", value="The capital of France is")
     ex = gr.Examples([["The capital of France is"], ["1 2 3 4 5 6"], ["ROMEO: But soft, what light"]], [text])
     with gr.Row():
-        layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
-        position = gr.Slider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Position (−1 = the last token)")
+        layer = FittedSlider(0, 63, value=0, step=1, label="Layer")
+        position = FittedSlider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Position (−1 = the last token)")
         which = gr.Radio(NORMS, value=NORMS[1], label="Norm shown")
     notice = gr.Markdown()
     stream_plot = gr.Plot()

@@ -11,7 +11,7 @@ from core.model.attention import Attention, MaskOverride, build_mask, head_steps
 from core.model.cache import act_name
 from explainers.activations import run_upto
 from explainers.draw.figures import axis, figure, grid, on, scale, token_labels
-from explainers.draw.widgets import code_panel, fit_head, fit_layer
+from explainers.draw.widgets import FittedSlider, code_panel, fit_head, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 
@@ -162,8 +162,8 @@ def build(page) -> View:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text", value="Your journey starts with one step")
     with gr.Row():
-        layer = gr.Slider(0, 63, value=0, step=1, label="Layer")
-        head = gr.Slider(0, 31, value=0, step=1, label="Head")
+        layer = FittedSlider(0, 63, value=0, step=1, label="Layer")
+        head = FittedSlider(0, 31, value=0, step=1, label="Head")
         mask = gr.Radio(MASKS, value="model's own", label="Mask")
         window = gr.Slider(1, 16, value=3, step=1, label="Sliding window width")
     notice = gr.Markdown()

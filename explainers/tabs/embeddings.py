@@ -13,7 +13,7 @@ from core.model.cache import ActivationCache
 from core.model.positional import sinusoidal_table
 from explainers.activations import run
 from explainers.draw.figures import figure, label_spots, placeholder, scale
-from explainers.draw.widgets import code_panel, fit_layer
+from explainers.draw.widgets import FittedSlider, code_panel, fit_layer
 from explainers.page.inputs import as_text, get_model, join_notes
 from explainers.page.tab import View
 
@@ -215,7 +215,7 @@ def build(page) -> View:
     with gr.Row():
         text = gr.Textbox(label="Sentence", value="The bank is near the river bank.")
         word = gr.Textbox(label="Word that occurs twice", value="bank")
-        layer = gr.Slider(0, 64, value=0, step=1, label="Layer (0 = embeddings)")
+        layer = FittedSlider(0, 64, value=0, step=1, label="Layer (0 = embeddings)")
     context_note = gr.Markdown()
     with gr.Row():
         context_plot, cosine_plot = gr.Plot(), gr.Plot()

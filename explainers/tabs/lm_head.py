@@ -11,7 +11,7 @@ from core.inputs import InputError, fitted, number, text_to_tokens
 from core.model.transformer import Unembed
 from explainers.activations import prediction_position, run
 from explainers.draw.figures import piece, placeholder
-from explainers.draw.widgets import Fit, code_panel, fit_position
+from explainers.draw.widgets import Fit, FittedSlider, code_panel, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.tab import View
 from explainers.tabs.lm_head_figures import branch_rows, lab_figure, lens_figure, stage_counts, stages_figure, tree_figure
@@ -202,7 +202,7 @@ def build(page) -> View:
         top_k = gr.Number(value=50, precision=0, label="Top-k (0 = off)", minimum=0)
         top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="Top-p (1 = off)")
         seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
-        position = gr.Slider(-1, 127, value=-1, step=1, label="Position (−1 = where the model predicts)")
+        position = FittedSlider(-1, 127, value=-1, step=1, label="Position (−1 = where the model predicts)")
     ex = gr.Examples([["The cat sat on the", 1.0, 50, 0.9], ["The capital of France is", 0.7, 20, 0.95],
                       ["Once upon a time", 0.0, 0, 1.0]], [text, temperature, top_k, top_p])
     notice = gr.Markdown()

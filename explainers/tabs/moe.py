@@ -14,7 +14,7 @@ from core.model.transformer import active_parameters
 from core.weights import zoo
 from explainers.activations import run
 from explainers.draw.figures import chips_html, compare_figure, figure, grid, on, scale, token_labels
-from explainers.draw.widgets import code_panel, fit_experts, fit_layer, fit_position
+from explainers.draw.widgets import FittedSlider, code_panel, fit_experts, fit_layer, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.serving import shared
 from explainers.page.tab import View
@@ -238,14 +238,14 @@ def build(page) -> View:
                       ["To be, or not to be, that is the question."], ["KING HENRY:\nOnce more unto the breach!"]],
                      [text])
     with gr.Row():
-        layer = gr.Slider(0, 3, value=0, step=1, label="Layer (coloured text, router detail)")
-        position = gr.Slider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Token for the router detail (−1 = last)")
+        layer = FittedSlider(0, 3, value=0, step=1, label="Layer (coloured text, router detail)")
+        position = FittedSlider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Token for the router detail (−1 = last)")
     notice = gr.Markdown()
     choices_plot, coloured, router_plot, load_plot = gr.Plot(), gr.HTML(), gr.Plot(), gr.Plot()  # in this order
     stats = gr.Markdown()
     gr.Markdown("### Re-route live\nThese change how every MoE layer routes, and the model runs again.")
     with gr.Row():
-        top_k = gr.Slider(1, 8, value=2, step=1, label="Experts per token (top-k)")
+        top_k = FittedSlider(1, 8, value=2, step=1, label="Experts per token (top-k)")
         noise = gr.Slider(0, 2, value=0, step=0.05, label="Noisy top-k: router noise std (0 = off)")
         seed = gr.Number(value=0, precision=0, label="Noise seed", minimum=0)
     with gr.Row():

@@ -15,7 +15,7 @@ from core.inputs import InputError, fitted, number, text_to_tokens
 from core.learning.data import corpus_split
 from core.weights import gguf_file, zoo
 from explainers.draw.figures import figure, grid, on, scale
-from explainers.draw.widgets import code_panel, fit_layer
+from explainers.draw.widgets import FittedSlider, code_panel, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
@@ -218,7 +218,7 @@ def measure(model_name: str, scheme: str, group, scope: str, layer, text: str, j
 def build(page) -> View:
     gr.Markdown(INTRO)
     with gr.Row():
-        layer = gr.Slider(0, 29, value=0, step=1, label="Layer")
+        layer = FittedSlider(0, 29, value=0, step=1, label="Layer")
         index = gr.Number(value=0, precision=0, minimum=0, label="Block number in blk.{layer}.ffn_down (row by row)")
     block_note = gr.Markdown()
     block_plot = gr.Plot()

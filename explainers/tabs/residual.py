@@ -11,7 +11,7 @@ from core.inputs import InputError, clean_text, text_to_tokens
 from core.model.attention import softcap
 from explainers.activations import ATTENTION_TOKENS, run
 from explainers.draw.figures import figure, piece, scale
-from explainers.draw.widgets import code_panel, fit_position
+from explainers.draw.widgets import FittedSlider, code_panel, fit_position
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.links import view_link
 from explainers.page.tab import View
@@ -148,7 +148,7 @@ def build(page) -> View:
     ex = gr.Examples([["The capital of France is"], ["1 2 3 4 5 6"], ["ROMEO: But soft, what light through yonder"]],
                      [text])
     with gr.Row():
-        position = gr.Slider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Position (−1 = the last token)")
+        position = FittedSlider(-1, MAX_TOKENS - 1, value=-1, step=1, label="Position (−1 = the last token)")
         token = gr.Textbox(label="Token to explain (empty = the model's top prediction)", max_lines=1)
     notice = gr.Markdown()
     parts_plot = gr.Plot()

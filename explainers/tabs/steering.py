@@ -10,7 +10,7 @@ from core.inputs import InputError, clean_text, number, text_to_tokens
 from core.weights.tokenizers import end_of_text
 from explainers.activations import run
 from explainers.draw.figures import compare_figure, figure, grid, on, piece
-from explainers.draw.widgets import code_panel, fit_layer
+from explainers.draw.widgets import FittedSlider, code_panel, fit_layer
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
@@ -176,7 +176,7 @@ def build(page) -> View:
         text = gr.Textbox(label="Prompt", value="I think dogs are", scale=2)
         pairs = gr.Textbox(label="Contrast pairs: plus | minus, one a line", value=PAIRS, lines=2, scale=2)
     with gr.Row():
-        layer = gr.Slider(0, 29, value=6, step=1, label="Block ℓ (the stream entering it)")
+        layer = FittedSlider(0, 29, value=6, step=1, label="Block ℓ (the stream entering it)")
         coefficient = gr.Slider(-20, 20, value=4, step=0.5, label="Coefficient c")
     note = gr.Markdown()
     with gr.Row():
