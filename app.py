@@ -67,9 +67,7 @@ def build_app(default_model: str | None = None, lecture: bool = False, chapters:
         opener = gr.Button(elem_id="open-view", visible="hidden")
         views.restored(opener.click(views.apply, views.apply_inputs(query), views.apply_outputs(), js=READ_QUERY,
                                     **QUEUED))
-        stepped = lesson.wire(loaded, query).then(views.apply, views.apply_inputs(lesson.step_query),
-                                                  views.apply_outputs(), **QUEUED)
-        lesson.scroll(views.restored(stepped))
+        lesson.scroll(views.restored(lesson.wire(loaded, query, views)))
         layout.wire_copy_link(head, query, views.screen, links, lesson, lecture)
     demo.page, demo.views, demo.lesson = page, views, lesson  # for tests and benchmarks
     return demo

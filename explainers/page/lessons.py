@@ -153,14 +153,20 @@ class LessonPanel:
         return {self.state: None, self.launcher: gr.Row(visible=True), self.heading: "", self.narration: "",
                 self.nav: gr.Row(visible=False), self.end: gr.Button(visible=False), self.report: ""}
 
-    def wire(self, loaded, query: gr.Textbox):
+    def wire(self, loaded, query: gr.Textbox, views):
         """Connect the panel: after the page's load event (`loaded`), the lesson the page's query string names (read
-        into `query`); its buttons. Returns the event after which the page applies `step_query` (then calls
-        `scroll(event)` on the event that shows it)."""
+        into `query`); its buttons, each answered with the step's panel and its view applied by `views`
+        (explainers.page.views.Views) in one answer. Returns that event (then call `scroll(views.restored(it))`)."""
         loaded.then(self.opened, query, self.panel, js="() => [window.location.search]", queue=False,
                     api_visibility="private")
-        stepped = gr.on([self.start.click, self.next.click, self.back.click], self.go,
-                        [self.picker, self.state, self.lecture], [*self.panel, self.step_query, self.focus],
+
+        def step(name, state, lecture, text, event: gr.EventData = None) -> dict:
+            shown = self.go(name, state, lecture, event)
+            return {**shown, **views.apply(shown[self.step_query], text)}
+
+        stepped = gr.on([self.start.click, self.next.click, self.back.click], step,
+                        [self.picker, self.state, self.lecture, views.text],
+                        [*self.panel, self.step_query, self.focus, *views.apply_outputs()],
                         concurrency_limit=None, api_visibility="undocumented")
         self.end.click(self.ended, None, self.panel, queue=False, api_visibility="undocumented")
         return stepped
