@@ -94,10 +94,12 @@ def lesson_steps(browser, url: str) -> list[tuple[float, float]]:
         since = page.evaluate("performance.now()")
         page.locator(button).click()
         page.wait_for_timeout(300)
-        tab = page.evaluate("[...document.querySelectorAll('[id^=tab-]')].find((e) => e.offsetParent)?.id.slice(4)")
+        tab = page.evaluate("[...document.querySelectorAll('[id^=tab-]')].find((e) => e.offsetParent && "
+                            "!e.id.endsWith('-button'))?.id.slice(4)")
         times.append(settled(page, since, tab))
         heading = page.inner_text(".lesson-heading").split("\n")[0]
-        print(f"  {heading[:14]:14s} {tab:12s} first figure {times[-1][0]:5.2f} s (all {times[-1][1]:5.2f} s)", flush=True)
+        first, last = times[-1]
+        print(f"  {heading[:14]:14s} {tab or '':12s} first figure {first:5.2f} s (all {last:5.2f} s)", flush=True)
         button = "#lesson-next"
         if page.locator(button).is_disabled():
             break

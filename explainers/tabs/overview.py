@@ -85,7 +85,7 @@ def flow_figure(names: list[str], norms: torch.Tensor, labels: list[str], links:
                            hovertemplate="%{y}: %{x:.1%}<extra>click to open</extra>", **on(1)))
         layout["yaxis2"].update(autorange="reversed", type="category", domain=[0.62, 1])  # beside the last layers
         layout["xaxis2"].update(tickformat=".0%")
-    height = max(420, 140 + 14 * len(names))
+    height = min(600, max(420, 140 + 14 * len(names)))  # 61 stages on SmolLM2: thinner rows, the screen kept
     return figure(traces, **layout, height=height, margin=dict(t=40))
 
 
