@@ -1,4 +1,6 @@
 """The attention-heads and LM-head tabs on real models: heads, GQA, ablation, sampling stages, lens."""
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 import torch
 from scipy.stats import chisquare
@@ -38,6 +40,12 @@ def test_one_panel_per_head_and_one_tile_per_layer_head(name):
     last = tiles[-(T + 1):-1, -(T + 1):-1]                            # the last layer's last head
     assert (last == (patterns[-1, -1].numpy() * 63 + 0.5).astype(int)).all()
     assert len(qkvz_fig.data) == 4 and all(len(fig.data) for fig in (summary_fig, gqa_fig, head_fig))
+    cells = grid_fig.data[1]  # a click on a thumbnail opens that head: an invisible cell over each tile
+    assert (len(cells.y), len(cells.x)) == (cfg.n_layers, cfg.n_heads)
+    assert cells.x[-1] == (cfg.n_heads - 1) * (T + 1) + T / 2 and cells.y[-1] == (cfg.n_layers - 1) * (T + 1) + T / 2
+    opened = parse_qs(urlsplit(cells.customdata[-1][-2]).query)
+    assert opened["tab"] == ["attention"] and opened["layer"] == [str(cfg.n_layers - 1)]
+    assert opened["head"] == [str(cfg.n_heads - 2)] and opened["text"] == ["the cat sat on the mat"]
 
 
 def png_levels(source: str):

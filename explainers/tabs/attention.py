@@ -14,6 +14,7 @@ from explainers.activations import prediction_position, run
 from explainers.draw.figures import axis, compare_figure, figure, grid, on, png, scale, token_labels
 from explainers.draw.widgets import FittedSlider, code_panel, fit_head, fit_layer
 from explainers.page.inputs import get_model, join_notes
+from explainers.page.links import view_link
 from explainers.page.tab import View
 
 TITLE = "Attention heads"
@@ -52,15 +53,23 @@ def layer_figure(patterns: torch.Tensor, labels: list[str], layer: int) -> go.Fi
                   margin=dict(t=80))
 
 
-def grid_figure(patterns: torch.Tensor) -> go.Figure:
-    """All layers x heads as thumbnails tiled into one image (a PNG: see figures.png), patterns (L, H, T, S)."""
+def grid_figure(patterns: torch.Tensor, links: list[list[str]] | None = None) -> go.Figure:
+    """All layers x heads as thumbnails tiled into one image (a PNG: see figures.png), patterns (L, H, T, S); with
+    `links` (L x H views), a click on a thumbnail opens that head (an invisible cell over each)."""
     L, H, T, S = patterns.shape
     tiles = torch.full((L * (T + 1), H * (S + 1)), float("nan"))           # one blank row/column between tiles
     for layer in range(L):
         for h in range(H):
             tiles[layer * (T + 1):layer * (T + 1) + T, h * (S + 1):h * (S + 1) + S] = patterns[layer, h]
     thumbnails = dict(type="image", source=png(tiles.numpy(), scale("Blues"), 0, 1), hoverinfo="skip")
-    return figure([thumbnails], title=dict(text="Every layer × head (thumbnails; darker = more weight)"),
+    traces = [thumbnails]
+    if links:
+        traces.append(dict(type="heatmap", z=[[0] * H for _ in range(L)], x=[h * (S + 1) + S / 2 for h in range(H)],
+                           y=[layer * (T + 1) + T / 2 for layer in range(L)], customdata=links, showscale=False,
+                           colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
+                           text=[[f"L{layer} H{h}" for h in range(H)] for layer in range(L)],
+                           hovertemplate="%{text}<extra>click to open</extra>"))
+    return figure(traces, title=dict(text="Every layer × head (thumbnails; darker = more weight; click one to open it)"),
                   height=min(1400, 60 + 34 * L),
                   xaxis=dict(tickvals=[h * (S + 1) + S / 2 for h in range(H)], ticktext=[f"H{h}" for h in range(H)],
                              side="top", showgrid=False, zeroline=False),
@@ -218,7 +227,9 @@ def update_all(model_name: str, text: str, layer, head, chosen):
     model, tokens, _ = _tokens(model_name, text)
     patterns = run(model_name, tuple(t.id for t in tokens)).cache.stack("pattern")             # (L, H, T, T)
     *head_view, layer_slider, head_slider = update_head(model_name, text, layer, head)
-    return (*head_view, grid_figure(patterns), summary_figure(pattern_summary(patterns)), gqa_figure(model.cfg),
+    links = [[view_link("attention", model_name, text=text, layer=i, head=h) for h in range(patterns.shape[1])]
+             for i in range(patterns.shape[0])]
+    return (*head_view, grid_figure(patterns, links), summary_figure(pattern_summary(patterns)), gqa_figure(model.cfg),
             *update_ablation(model_name, text, chosen), layer_slider, head_slider)
 
 
