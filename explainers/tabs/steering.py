@@ -192,7 +192,7 @@ def build(page) -> View:
     table = gr.Dataframe(headers=["coefficient", "continuation", "mean probability of its tokens"],
                          interactive=False, wrap=True)
     ex = gr.Examples([["I think dogs are", "I love you | I hate you", 6, 4],
-                      ["The weather today is", "I feel happy | I feel sad\nWhat a joy | What a pain", 10, 6]],
+                      ["The weather today is", "I feel great | I feel awful\nWhat a treat | What a shame", 10, 6]],
                      [text, pairs, layer, coefficient])
     code_panel(contrast_direction, steered)
     inputs, outputs = [page.model, text, pairs, layer, coefficient], [shift, swept, note, layer]
