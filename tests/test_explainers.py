@@ -307,4 +307,4 @@ def test_the_first_tokens_massive_stream_is_named_and_does_not_squeeze_the_other
     rest = np.stack([x[1:], y[1:]])
     span = np.ptp(np.stack([x, y]), axis=1)
     assert (np.ptp(rest, axis=1) > 0.6 * span).all()        # the other tokens fill the frame, not one squeezed line
-    assert fig.layout.title.text.startswith("layer 15 of the stream: after block 14")
+    assert fig.layout.title.text.startswith("layer 15 (after block 14)")

@@ -41,7 +41,7 @@ def layer_figure(patterns: torch.Tensor, labels: list[str], layer: int) -> go.Fi
     """Every head of one layer: patterns (H, T, S) as small heatmaps with token labels."""
     H = patterns.shape[0]
     rows, cols = _grid_shape(H)
-    layout = grid(cols, rows, [f"head {h}" for h in range(H)], gap=(0.02, 0.08 / rows),
+    layout = grid(cols, rows, [f"head {h}" for h in range(H)], gap=(0.02, 0.14 / rows),  # a title clear of the row above
                   x=dict(showticklabels=len(labels) <= 12 and cols <= 4, tickfont=dict(size=9), tickangle=-60),
                   y=dict(autorange="reversed", showticklabels=False, tickfont=dict(size=9)))
     for row in range(rows):  # the queries are the same in every plot of a row: label them once
@@ -113,14 +113,15 @@ def head_figure(pattern: torch.Tensor, labels: list[str], layer: int, head: int)
 
 def qkvz_figure(q, k, v, z, labels: list[str], head: int, kv: int, rope: bool) -> go.Figure:
     """The head's vectors, one row per token: Q (T, D), K and V of its K/V head, and its output z."""
-    titles = [f"Q{' after RoPE' if rope else ''} (head {head})", f"K{' after RoPE' if rope else ''} (K/V head {kv})",
-              f"V (K/V head {kv})", "z = pattern · V"]
+    rotated = " after RoPE" if rope else ""  # two lines each: four titles side by side, beside the lesson too
+    titles = [f"Q{rotated}<br>(head {head})", f"K{rotated}<br>(K/V head {kv})", f"V<br>(K/V head {kv})",
+              f"z = pattern · V<br>(head {head})"]
     layout = grid(4, titles=titles, gap=(0.03, 0), x=dict(title=dict(text="dimension", font=dict(size=10))),
                   y=dict(autorange="reversed", showticklabels=False, tickfont=dict(size=10)))
     layout["yaxis"]["showticklabels"] = True
     maps = [dict(type="heatmap", z=m.numpy(), y=labels, colorscale=scale("RdBu"), zmid=0, showscale=False, **on(i),
                  hovertemplate="token %{y}<br>dim %{x}<br>%{z:.3f}<extra></extra>") for i, m in enumerate([q, k, v, z])]
-    return figure(maps, **layout, height=max(320, 16 * len(labels) + 120))
+    return figure(maps, **layout, height=max(320, 16 * len(labels) + 120), margin=dict(t=70))
 
 
 def summary_figure(stats: dict[str, torch.Tensor]) -> go.Figure:

@@ -76,14 +76,15 @@ def tree_figure(search: BeamSearch, tokenizer) -> go.Figure:
     traces.append(dict(type="scatter", mode="markers+text", x=[-1], y=[0], text=["prompt"], textposition="middle left",
                        marker=dict(size=12, color="#111827"), showlegend=False, hoverinfo="skip"))
     rows = max(len(c) for c in search.steps)
-    return figure(traces, title=dict(text=f"Beam search, width {search.width}: every candidate each step looked at "
-                                          "(stars: the finished hypotheses; bold: their paths, the best in orange)"),
+    return figure(traces, title=dict(text=f"Beam search, width {search.width}: every candidate each step looked at"
+                                          "<br><sub>stars: the finished hypotheses; bold: their paths, the best in "
+                                          "orange</sub>"),
                   xaxis=dict(title=dict(text="step (new token)"), range=[-1.6, len(search.steps) + 0.2], dtick=1,
                              zeroline=False),
-                  yaxis=dict(title=dict(text="candidate rank at that step (0 = best summed log p)"),
+                  yaxis=dict(title=dict(text="rank at that step (0 = best log p)"),
                              autorange="reversed", dtick=1, zeroline=False),
                   legend=dict(orientation="h", y=-0.15), height=max(380, 150 + 28 * rows), plot_bgcolor="#ffffff",
-                  margin=dict(b=60))
+                  margin=dict(b=60, t=80))
 
 
 def ranked_rows(search: BeamSearch, tokenizer) -> list[list]:

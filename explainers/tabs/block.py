@@ -115,9 +115,9 @@ def ffn_figure(ffns: list[dict], act: str, gated: bool) -> go.Figure:
     pre = torch.cat([f["pre"] for f in ffns]).float().cpu()
     lo, hi = float(pre.min()), float(pre.max())
     xs = torch.linspace(min(lo, -3.0), max(hi, 3.0), 241)
-    layout = grid(2, titles=[f"activation functions; dots: this token's {pre.numel():,} "
+    layout = grid(2, titles=[f"activation functions;<br>dots: this token's {pre.numel():,} "  # two lines: side by side
                              + ("gate values" if gated else "pre-activations"),
-                             "what each neuron writes: ‖activation × its output column‖"], gap=(0.08, 0))
+                             "what each neuron writes:<br>‖activation × its output column‖"], gap=(0.08, 0))
     traces = [dict(type="scatter", x=xs.tolist(), y=fn(xs).tolist(), mode="lines", name=SHORT[name],
                    line=dict(width=3 if name == act else 1, dash="solid" if name == act else "dot"), **on(0))
               for name, fn in ACTIVATIONS.items()]
@@ -134,7 +134,7 @@ def ffn_figure(ffns: list[dict], act: str, gated: bool) -> go.Figure:
                            title=dict(text="act(x)"))
     layout["xaxis"].update(range=[float(xs[0]), float(xs[-1])], title=dict(text="x (pre-activation)"))
     layout["xaxis2"].update(title=dict(text="neuron's activation" + (" (act(gate) × up)" if gated else "")))
-    return figure(traces, **layout, height=420, margin=dict(b=40),
+    return figure(traces, **layout, height=440, margin=dict(b=40, t=70),
                   legend=dict(orientation="h", y=-0.2))
 
 

@@ -54,7 +54,7 @@ def steps_figure(steps: dict, labels: list[str], attn_scale: float | None = None
     titles[1] = f"÷ √d_k = ÷ {steps['z'].shape[-1] ** 0.5:.3g}" if attn_scale is None else f"× {attn_scale:.3g}"
     if cap is not None:  # Gemma 2 squashes the scaled scores into (-cap, cap)
         titles[1] += f", {cap:g}·tanh(·/{cap:g})"
-    layout = grid(5, titles=titles, gap=(0.06, 0),
+    layout = grid(5, titles=titles, gap=(0.08, 0),  # room for each colour bar's ticks beside the lesson's sidebar
                   x=dict(tickfont=dict(size=10), tickangle=-60),
                   y=dict(autorange="reversed", tickfont=dict(size=10), showticklabels=False))
     layout["yaxis"]["showticklabels"] = True  # the rows are the same queries in every panel: label them once

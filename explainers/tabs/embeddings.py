@@ -127,8 +127,7 @@ def contextual_figures(states: torch.Tensor, pieces: list[str], layer: int, pair
                 "stream a few huge dimensions (massive activations). It is left out of the PCA and drawn at the edge, "
                 "so the other tokens keep their spread.")
     fig = scatter_figure(points, labels, ["token"] * len(pieces),
-                         f"layer {layer} of the stream: {'the embeddings' if layer == 0 else f'after block {layer - 1}'}"
-                         " (PCA)")
+                         f"layer {layer} ({'the embeddings' if layer == 0 else f'after block {layer - 1}'}), PCA")
     if fit_on is not None:  # a pinned point's long label reads inwards, not off the frame
         middle = points[:, 0].mean()
         fig.data[0].textposition = ["top center" if fit else "bottom right" if x < middle else "bottom left"
@@ -136,9 +135,9 @@ def contextual_figures(states: torch.Tensor, pieces: list[str], layer: int, pair
     if not pair:
         return fig, figure([]), note
     sims = cosine_by_layer(states, *pair)
-    title = f"cosine similarity of '{pieces[pair[0]]}' (#{pair[0]}) and '{pieces[pair[1]]}' (#{pair[1]})"
+    title = f"cosine similarity of<br>'{pieces[pair[0]]}' (#{pair[0]}) and '{pieces[pair[1]]}' (#{pair[1]})"
     line = figure([dict(type="scatter", x=list(range(len(sims))), y=sims, mode="lines+markers")], title=dict(text=title),
-                  xaxis=dict(title=dict(text="layer (0 = embeddings)")), height=360,
+                  xaxis=dict(title=dict(text="layer (0 = embeddings)")), height=360, margin=dict(t=80),
                   yaxis=dict(title=dict(text="cosine"), range=[min(0, min(sims)) - 0.05, 1.05]))
     return fig, line, note
 
@@ -184,15 +183,15 @@ def update_positional(model_name: str):
                     "position", "dimension")
     if cfg.positions == "learned":
         table = model.pos_embed.weight[: min(cfg.n_ctx, 128)].detach().cpu().T.numpy()
-        learned = heatmap(table, f"{model_name}: learned position table<br>(first {table.shape[1]} positions)",
+        learned = heatmap(table, f"{model_name}:<br>learned table, positions 0-{table.shape[1] - 1}",
                           "position", "dimension")
-    else:
-        how = {"rope": "it rotates q and k by each position's angle<br>in every layer (the RoPE panel)",
-               "alibi": "ALiBi subtracts a slope times the distance<br>from the attention scores",
-               "sinusoidal": "it adds the fixed sinusoidal table (left)"}.get(cfg.positions, "")
-        learned = placeholder(f"Nothing to draw here: {how}.", 380, f"{model_name}: no learned position table")
+    else:  # short lines: the panel is a third of the page, or less beside the lesson
+        how = {"rope": "it rotates q and k<br>by each position's angle<br>in every layer (the RoPE panel)",
+               "alibi": "ALiBi subtracts a slope<br>times the distance<br>from the attention scores",
+               "sinusoidal": "it adds the fixed<br>sinusoidal table (left)"}.get(cfg.positions, "")
+        learned = placeholder(f"Nothing to draw here:<br>{how}.", 380, f"{model_name}:<br>no learned position table")
     rope = rope_scores(cfg.d_head if cfg.positions == "rope" else 64, cfg.rope_theta, 32)
-    rope_fig = heatmap(rope.numpy(), "RoPE: q·k of a query at m and a key at n<br>(constant along each diagonal)",
+    rope_fig = heatmap(rope.numpy(), "RoPE: q·k, query at m, key at n<br>(constant along each diagonal)",
                        "key position n", "query position m")
     return sinus, learned, rope_fig
 
@@ -222,8 +221,8 @@ def build(page) -> View:
     ex = gr.Examples([["The bank is near the river bank.", "bank"],
                       ["Your journey starts with one step, one step at a time.", "step"]], [text, word])
     gr.Markdown("### Where is each token? Positional information")
-    with gr.Row():
-        sinus, learned, rope = gr.Plot(), gr.Plot(), gr.Plot()
+    with gr.Row():  # three abreast, or two and one beside the lesson's sidebar, where a third is too narrow to read
+        sinus, learned, rope = (gr.Plot(min_width=340) for _ in range(3))
     code_panel(word_vectors, project, nearest_tokens, ActivationCache.accumulated_resid, cosine_by_layer,
                sinusoidal_table, rope_scores)
     static_inputs = [page.model, presets, custom, method, dims, neighbours, query]

@@ -11,7 +11,7 @@ import torch
 from core.inputs import InputError, number, text_to_tokens
 from core.learning import finetune as ft
 from core.weights.zoo import available
-from explainers.draw.figures import figure, grid, on, scale, top_tokens
+from explainers.draw.figures import figure, grid, on, placeholder, scale, top_tokens
 from explainers.draw.widgets import code_panel
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
@@ -286,12 +286,15 @@ def build(page) -> View:
         start = gr.Button("Fine-tune both ways", variant="primary")
         stop = gr.Button("Cancel")
     status = gr.Markdown()
-    curves = gr.Plot()
+    curves = gr.Plot(placeholder("Press <b>Fine-tune both ways</b>: the loss of full fine-tuning and of LoRA draw "
+                                 "here, step by step,<br>with the seconds each step takes.", 260))
     cost = gr.Markdown()
     metrics = gr.Markdown()
-    probs = gr.Plot()
+    probs = gr.Plot(placeholder("After the run: the next token after the prompt,<br>before and after each way of "
+                                "fine-tuning.", 260))
     samples = gr.Markdown()
-    delta = gr.Plot()
+    delta = gr.Plot(placeholder("After the run: the update LoRA learned for one matrix, dW = (alpha/r) B A,<br>"
+                                "and its singular values (at most r of them are not zero).", 260))
     merged = gr.Markdown()
     code_panel(ft.compare, ft.Side.step, ft.add_lora, ft.delta_w, ft.merge, ft.text_scores)
     inputs = [model, corpus, pasted, prompt, steps, batch, seq_len, lr_full, lr_lora, rank, alpha, dropout, targets]

@@ -197,12 +197,13 @@ def clear_branches():
 def build(page) -> View:
     gr.Markdown(INTRO)
     text = gr.Textbox(label="Text", value="The cat sat on the")
-    with gr.Row():
-        temperature = gr.Slider(0, 3, value=1.0, step=0.05, label="Temperature (0 = greedy)")
-        top_k = gr.Number(value=50, precision=0, label="Top-k (0 = off)", minimum=0)
-        top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="Top-p (1 = off)")
-        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
-        position = FittedSlider(-1, 127, value=-1, step=1, label="Position (−1 = where the model predicts)")
+    with gr.Row():  # a slider narrower than min_width wraps to the next line (beside the lesson) instead of losing its ends
+        temperature = gr.Slider(0, 3, value=1.0, step=0.05, label="Temperature (0 = greedy)", min_width=220)
+        top_k = gr.Number(value=50, precision=0, label="Top-k (0 = off)", minimum=0, min_width=140)
+        top_p = gr.Slider(0.01, 1, value=0.9, step=0.01, label="Top-p (1 = off)", min_width=220)
+        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, min_width=140)
+        position = FittedSlider(-1, 127, value=-1, step=1, label="Position (−1 = where the model predicts)",
+                                min_width=220)
     ex = gr.Examples([["The cat sat on the", 1.0, 50, 0.9], ["The capital of France is", 0.7, 20, 0.95],
                       ["Once upon a time", 0.0, 0, 1.0]], [text, temperature, top_k, top_p])
     notice = gr.Markdown()

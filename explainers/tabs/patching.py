@@ -9,7 +9,7 @@ import torch
 
 from core.analysis.patching import logit_diff, run_patched, sweep
 from core.inputs import InputError, text_to_tokens
-from explainers.draw.figures import figure, grid, on, piece, scale, token_labels
+from explainers.draw.figures import figure, grid, on, piece, placeholder, scale, token_labels
 from explainers.draw.widgets import code_panel
 from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
@@ -145,7 +145,8 @@ def build(page) -> View:
         go_button = gr.Button("Run the patching sweep", variant="primary")
         stop = gr.Button("Cancel")
     notice = gr.Markdown()
-    plot = gr.Plot()
+    plot = gr.Plot(placeholder("Press <b>Run the patching sweep</b>: for every layer and position (or head), how much "
+                               "of the clean answer<br>copying that piece of the clean run into the corrupted run restores.", 260))
     code_panel(sweep, run_patched, logit_diff)
     # a preset only fills the boxes: a sweep is long work on a shared server, so it runs when asked
     Jobs(page, stop, "sweep").on(go_button, update, [page.model, clean, corrupt, answer, wrong, chosen], [notice, plot],

@@ -65,9 +65,9 @@ def contributions_figure(names, values, kinds, links: list[str], token: str, log
     bars = [dict(type="bar", x=[n for n, k in zip(names, kinds) if k == kind], y=[v for v, k in zip(values, kinds)
             if k == kind], name=kind, marker=dict(color=COLOURS[kind]), customdata=[u for u, k in zip(links, kinds)
             if k == kind], hovertemplate="%{x}: %{y:+.3f}<extra>click to open</extra>") for kind in COLOURS]
-    title = f"Direct effect of each part on the logit of {token!r} (sum {sum(values):+.2f} + constant {constant:+.2f} " \
-            f"= {logit:.2f})"
-    return figure(bars, title=dict(text=title), barmode="relative", height=380, margin=dict(t=60),
+    title = f"Direct effect of each part on the logit of {token!r}<br><sub>sum {sum(values):+.2f} + constant " \
+            f"{constant:+.2f} = {logit:.2f}</sub>"
+    return figure(bars, title=dict(text=title), barmode="relative", height=400, margin=dict(t=80),
                   xaxis=dict(type="category", categoryorder="array", categoryarray=names, tickangle=-60,
                              tickfont=dict(size=10)),
                   yaxis=dict(title=dict(text="logit change")), legend=dict(orientation="h", x=1, xanchor="right", y=1.1))
