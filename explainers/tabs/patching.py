@@ -146,7 +146,8 @@ def build(page) -> View:
         stop = gr.Button("Cancel")
     notice = gr.Markdown()
     plot = gr.Plot(placeholder("Press <b>Run the patching sweep</b>: for every layer and position (or head), how much "
-                               "of the clean answer<br>copying that piece of the clean run into the corrupted run restores.", 260))
+                               "of the clean answer<br>copying that piece of the clean run into the corrupted run "
+                               "restores.", 260))
     code_panel(sweep, run_patched, logit_diff)
     # a preset only fills the boxes: a sweep is long work on a shared server, so it runs when asked
     Jobs(page, stop, "sweep").on(go_button, update, [page.model, clean, corrupt, answer, wrong, chosen], [notice, plot],
