@@ -232,8 +232,8 @@ def test_causal_mask_handler_answers_odd_text_plainly(text):
 @pytest.mark.parametrize("layer,head,mask,window,note", [
     (-1, 0, "causal", 3, "The layer was -1; smollm2-135m has 30 layers, 0 to 29, so 0 is shown."),
     (0, 99, "causal", 3, "The head was 99; smollm2-135m has 9 heads a layer, 0 to 8, so 8 is shown."),
-    (0, 0, "sliding window", 0, "The window was 0; this model allows 1 to 64, so 1 is shown."),
-    (0, 0, "sliding window", 10**6, "The window was 1000000; this model allows 1 to 64, so 64 is shown.")])
+    (0, 0, "sliding window", 0, "The window was 0; the widths go from 1 to 16, so 1 is shown."),
+    (0, 0, "sliding window", 10**6, "The window was 1000000; the widths go from 1 to 16, so 16 is shown.")])
 def test_causal_mask_settings_out_of_range_are_moved_into_it_with_a_note(layer, head, mask, window, note):
     fig, shown, layer_slider, head_slider = causal_mask.update("smollm2-135m", "a b c", layer, head, mask, window)
     assert shown == note and fig.data

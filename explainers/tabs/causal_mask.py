@@ -28,6 +28,7 @@ also hides keys too far back, **padding** hides filler tokens in a batch, and **
 penalty that grows with distance instead of position embeddings. The numbers below are the model's own."""
 
 MASKS = ["model's own", "causal", "bidirectional", "sliding window", "ALiBi"]
+MAX_WINDOW = 16  # the sliding window's widest setting (a model's own window is read from its config)
 STEPS = [("qk", "Q·Kᵀ"), ("scaled", "÷ √d_k"), ("scores", "+ mask"), ("pattern", "softmax")]
 
 
@@ -83,7 +84,7 @@ def update(model_name: str, text: str, layer, head, mask: str, window):
     layer, head = layer_fit.value, head_fit.value
     if mask not in MASKS:
         raise InputError(f"Choose a mask among: {', '.join(MASKS)}.")
-    window, note_window = fitted("window", window, 1, 64)
+    window, note_window = fitted("window", window, 1, MAX_WINDOW, f"the widths go from 1 to {MAX_WINDOW}")
     change = None if mask == "model's own" else MaskOverride(mask, window)
     cache = run_upto(model_name, tuple(t.id for t in tokens), change, layer).cache
     labels = token_labels(tokens)
@@ -165,7 +166,7 @@ def build(page) -> View:
         layer = FittedSlider(0, 63, value=0, step=1, label="Layer")
         head = FittedSlider(0, 31, value=0, step=1, label="Head")
         mask = gr.Radio(MASKS, value="model's own", label="Mask")
-        window = gr.Slider(1, 16, value=3, step=1, label="Sliding window width")
+        window = gr.Slider(1, MAX_WINDOW, value=3, step=1, label="Sliding window width")
     notice = gr.Markdown()
     steps_plot = gr.Plot()
     ex = gr.Examples([["Your journey starts with one step"], ["The cat sat on the mat"]], [text])
