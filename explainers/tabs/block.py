@@ -198,7 +198,8 @@ def build(page) -> View:
     ffn_plot = gr.Plot()
     neurons_note = gr.Markdown()
     neurons = gr.Dataframe(headers=["neuron", "pre-activation", "activation", "writes ‖·‖", "pushes up", "pushes down"],
-                           interactive=False, wrap=True)
+                           interactive=False, wrap=True,  # the token columns wrap: the table fits a lecture screen
+                           column_widths=["10%", "10%", "10%", "10%", "10%", "25%", "25%"])
     code_panel(Norm.steps, norm_steps, Block.forward, mlp_steps, ffn_steps, top_neurons, inside_block)
     inputs = [page.model, text, layer, position, which]
     outputs = [notice, stream_plot, norm_plot, table, ffn_plot, neurons, neurons_note, layer, position]
