@@ -96,6 +96,8 @@ def test_one_text_for_the_page_follows_the_learner_across_tabs(demo):
     assert "patching" not in views.texted and "embeddings" not in views.texted  # two prompts; a sentence with its word
     kept = views.apply("?tab=quantization&model=tiny-gpt-char", "To be or not")
     assert kept[views.text] == "To be or not"  # a link without a text leaves the page's
+    own = views.apply("?tab=embeddings&model=tiny-gpt-char&text=The bank by the bank", "To be or not")
+    assert own[views.text] == "To be or not"  # and so does the sentence of a tab that keeps its own
 
 
 def test_a_link_without_a_tab_stays_on_the_first_chapter_and_tab(demo):

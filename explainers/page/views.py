@@ -9,8 +9,9 @@
    changes); the other tabs wait until they are shown. Clicking a chapter or a tab looks again, and so does a
    restore, once its values are in the widgets (in its own answer, the draws would read the widgets before them).
    **One text for the page**: every tab that links a `text` shares it. Typing in one copies it to the page's
-   text (in the browser, no request); a tab coming on screen takes it before it draws. Tabs with two texts
-   (patching's clean and corrupted prompts) keep theirs.
+   text (in the browser, no request); a tab coming on screen takes it before it draws. Tabs whose text goes with
+   something else keep theirs (`View.page_text=False`: the Embeddings sentence with its word; patching's two
+   prompts are not a `text`).
 3. **A request runs the tab's draws** (`View.draws`, from its build()), in turn, each once the one before it
    succeeded.
 
@@ -125,7 +126,9 @@ class Views:
             updates[self.w["rows"][view.chapter]] = gr.Tabs(selected=view.tab)
             updates[self.screen] = {"chapter": view.chapter, "tabs": {**_screen(None, self.layout)["tabs"],
                                                                       view.chapter: view.tab}}
-        updates[self.text] = view.values.get(f"{view.tab}.text", text)  # a link's text is the page's
+        if view.tab in self.texted:  # a link's text is the page's (not the text of a tab that keeps its own)
+            text = view.values.get(f"{view.tab}.text", text)
+        updates[self.text] = text
         return {**updates, **{self.links[key]: value for key, value in view.values.items()}}
 
     def restored(self, event) -> None:
