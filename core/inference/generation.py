@@ -27,17 +27,20 @@ class Generation:
     probs: list[float] = field(default_factory=list)         # the model's probability of each new token (before any filter)
     step_seconds: list[float] = field(default_factory=list)  # step 0 includes the prompt (prefill)
     cache_bytes: int = 0                                      # size of the KV cache at the end
+    alternatives: list[list[tuple[int, float]]] = field(default_factory=list)  # each step's top (id, probability)
 
 
 @torch.no_grad()
 def generate_steps(model: HookedTransformer, ids, max_new_tokens: int, use_cache: bool = True,
                    settings: SamplingSettings = SamplingSettings(temperature=0), seed: int | None = None,
-                   stop_ids: set[int] | None = None, window: bool = False, forced: Sequence[int] = ()):
+                   stop_ids: set[int] | None = None, window: bool = False, forced: Sequence[int] = (),
+                   alternatives: int = 0):
     """Yield the growing Generation after every step, so a user interface can draw it live and stop it.
 
     Each step unembeds only the last position, the one it samples from. window=True (without a cache) lets the
     text grow past the context, the model reading its last n_ctx tokens, as the tutorials' sampling loop does.
-    The first steps take the `forced` tokens instead of sampling (a branch: what if the model had picked this?)."""
+    The first steps take the `forced` tokens instead of sampling (a branch: what if the model had picked this?).
+    alternatives=k keeps each step's k likeliest tokens and their probabilities (the model's, before any filter)."""
     ids = torch.as_tensor(ids, device=model.device).reshape(1, -1)        # (1, T)
     if ids.shape[1] + max_new_tokens > model.cfg.n_ctx and not (window and not use_cache):
         raise InputError(f"{ids.shape[1]} + {max_new_tokens} tokens exceed the context of {model.cfg.n_ctx}")
@@ -51,8 +54,12 @@ def generate_steps(model: HookedTransformer, ids, max_new_tokens: int, use_cache
             token = torch.tensor([forced[step]], device=model.device)   # (1,)
         else:
             token = sample(logits[:, -1], settings, generator)           # (1,)
+        probs = logits[0, -1].softmax(-1)                                  # (V,)
         out.new_ids.append(int(token))
-        out.probs.append(logits[0, -1].softmax(-1)[int(token)].item())
+        out.probs.append(probs[int(token)].item())
+        if alternatives:
+            top = probs.topk(alternatives)
+            out.alternatives.append(list(zip(top.indices.tolist(), top.values.tolist())))
         out.step_seconds.append(seconds)
         out.cache_bytes = cache.nbytes() if cache is not None else 0
         ids = torch.cat([ids, token[:, None]], dim=1)

@@ -160,8 +160,10 @@ class HFTokenizer:
             return visible(raw.replace("▁", " "))
         return readable_bytes(raw)
 
-    def tokens(self, text: str) -> list[Token]:
-        enc = self.hf(text, add_special_tokens=self.add_special_tokens, return_offsets_mapping=True)
+    def tokens(self, text: str, add_special_tokens: bool | None = None) -> list[Token]:
+        """One Token per id; add_special_tokens=False reads a text that already has its own (a chat template's)."""
+        add = self.add_special_tokens if add_special_tokens is None else add_special_tokens
+        enc = self.hf(text, add_special_tokens=add, return_offsets_mapping=True)
         return [Token(i, self.readable(i), s, e, special=i in self.special_ids, unknown=i == self.unk_id)
                 for i, (s, e) in zip(enc["input_ids"], enc["offset_mapping"])]
 
