@@ -580,6 +580,35 @@ def test_fine_tuning_runs_draws_its_curves_cancels_and_refuses_bad_input_plainly
     fresh.locator(".toast-body.error").filter(has_text="must be from").first.wait_for(timeout=WAIT)
 
 
+def test_instruction_tuning_shows_the_template_replies_live_fine_tunes_and_refuses_bad_settings(fresh, url):
+    """A short reply and a short SFT run through the page (the default run's numbers are tests/test_instruct.py's)."""
+    fresh.goto(url + "?tab=instruct&model=tiny-gpt-char&n=6&steps=8")
+    fresh.get_by_role("tab", name="Instruction tuning", exact=True, selected=True).wait_for(timeout=WAIT)
+    panel = tab_panel(fresh)
+    panel.get_by_text("reply starts here").wait_for(timeout=WAIT)  # the template, drawn when the tab opened
+    assert "tiny-gpt-char** has no chat template" not in panel.inner_text()  # rendered as Markdown
+    assert "has no chat template" in panel.inner_text() and panel.locator("span[title^='id 1:']").count() >= 3
+    panel.get_by_role("button", name="Reply").click()
+    fresh.wait_for_function("document.body.innerText.includes('6-token limit') || "
+                            "document.body.innerText.includes('closed its turn')", timeout=WAIT, polling=300)
+    assert panel.locator("span[title*='The five likeliest']").count() >= 1
+    panel.get_by_role("button", name="Fine-tune on the pairs").click()
+    fresh.wait_for_function("document.body.innerText.includes('Held-out response loss')", timeout=WAIT, polling=300)
+    settle(fresh)
+    assert "Finished" in panel.inner_text() and "Right:" in panel.inner_text()
+    curves = panel.locator(".js-plotly-plot").filter(has_text="held-out pairs")
+    assert curves.locator(".scatterlayer .trace").count() == 3
+    assert error_toasts(fresh) == []
+    panel.get_by_label("Peak learning rate (0.00001 to 0.01)").fill("5")
+    panel.get_by_role("button", name="Fine-tune on the pairs").click()
+    fresh.locator(".toast-body.error").filter(has_text="learning rate must be from").first.wait_for(timeout=WAIT)
+    box = panel.get_by_label("Instruction")
+    box.fill("   ")
+    box.press("Enter")
+    fresh.locator(".toast-body.error").filter(has_text="Type an instruction first").first.wait_for(timeout=WAIT)
+    assert fresh.console_errors == []
+
+
 def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_group(fresh, url):
     open_link(fresh, url + "?tab=quantization&model=tiny-gpt-char")
     panel = tab_panel(fresh)
