@@ -146,7 +146,8 @@ def sft_live(model_name, steps, lr, batch, job: Job):
         return
     pairs, base = load_pairs(), get_model(model_name)
     shown = shown_pairs(pairs)
-    examples = [encode_pair(base.tokenizer, p["instruction"], p["response"]) for p in shown[::SHOWN_PER_TASK]]
+    firsts = {p["task"]: p for p in reversed(pairs["train"])}                   # the first training pair of each task
+    examples = [encode_pair(base.tokenizer, p["instruction"], p["response"]) for p in firsts.values()]
     with torch_threads(TRAIN_THREADS):
         run = prepare_sft(base, pairs, settings, lora)
         held = [(0, response_loss(base, run.heldout))]

@@ -13,6 +13,7 @@ KIND_COLOURS = {"special": "#e5e7eb", "role": "#ddd6fe", "system": "#bfdbfe", "u
 KIND_NAMES = {"special": "special token", "role": "role name", "system": "system prompt (the template adds it)",
               "user": "your instruction", "markup": "layout (new lines)",
               "generation prompt": "generation prompt: the reply begins after it"}
+TIGHT = "display:inline-block;padding:1px 1px;border-right:1px solid #fff;font-family:monospace;color:#111;"
 CHIP = ("display:inline-block;margin:2px;padding:2px 5px;border-radius:5px;font-family:monospace;color:#111;"
         "unicode-bidi:isolate;")
 
@@ -85,8 +86,10 @@ def mask_html(tokenizer, examples: list[tuple[list[int], list[int]]]) -> str:
             counted = j > 0 and labels[j - 1] != -100
             title = (f"token {j}: counted, the model learns to predict it from the tokens before" if counted
                      else f"token {j}: part of the prompt, read but not scored (label -100)")
+            colour = SAFE_COLOURS[4] + "66" if counted else "#f3f4f6"
             style = "font-weight:bold;" if counted else "color:#6b7280;"
-            chips.append(chip(tokenizer.readable(i), SAFE_COLOURS[4] + "66" if counted else "#f3f4f6", title, style))
+            chips.append(f"<span title='{html.escape(title)}' style='{TIGHT}background:{colour};{style}'>"
+                         f"{html.escape(tokenizer.readable(i))}</span>")
             if tokenizer.readable(i).endswith("↵"):
                 chips.append("<br>")
         lines.append(f"<div style='line-height:1.9;margin:6px 0'>{''.join(chips)}</div>")
