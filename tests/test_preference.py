@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.device import torch_threads
 from core.inputs import InputError
 from core.learning import preference as pf
 from core.learning.preference_pairs import CORPUS, load_pairs, make_pairs, mood
@@ -165,7 +166,8 @@ def test_the_stages_and_the_pairs_are_drawn():
 @pytest.mark.slow  # the default run, about a minute on two busy cores
 def test_the_default_run_learns_the_preference():
     data = load_pairs()
-    *_, r = pf.dpo(base(), data["train"], data["heldout"], data["sample_prompts"])
+    with torch_threads(tab.TRAIN_THREADS):                           # as the tab runs it
+        *_, r = pf.dpo(base(), data["train"], data["heldout"], data["sample_prompts"])
     start, end = r.heldout_log[0][1], r.heldout_log[-1][1]
     assert r.train_final.accuracy > 0.8 and end.accuracy > 0.8 and end.margin > 1.0
     assert end.pi_rejected < start.pi_rejected - 5                 # the rejected responses lose most
