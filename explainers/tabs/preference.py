@@ -32,9 +32,9 @@ the reference and lowers the rejected one's, with one loss:
 $$\mathcal{{L}} = -\log \sigma\Big(\beta\big[(\log \pi(y_c|x) - \log \pi_\text{{ref}}(y_c|x)) -
 (\log \pi(y_r|x) - \log \pi_\text{{ref}}(y_r|x))\big]\Big)$$
 
-$\log \pi(y|x)$ sums the log-probabilities of the response's characters only (the prompt is given).
-$\beta \log \frac{{\pi(y|x)}}{{\pi_\text{{ref}}(y|x)}}$ is the response's **implicit reward**: the run is good when
-the chosen reward beats the rejected one (the **reward accuracy**). β sets how far the policy may move from the
+log π(y|x) sums the log-probabilities of the response's characters only (the prompt is given), and
+β log(π(y|x) / π_ref(y|x)) is the response's **implicit reward**: the run is good when the chosen reward beats the
+rejected one (the **reward accuracy**). β sets how far the policy may move from the
 reference; the KL below measures how far it went."""
 
 COLOURS = {"chosen": "#2563eb", "rejected": "#f97316", "train": "#93c5fd", "heldout": "#1e3a8a", "ref": "#6b7280"}
@@ -94,20 +94,29 @@ def pairs_html(data: dict, k: int = 4) -> str:
             f"<th>rejected y_r</th></tr>{rows}</table></div>")
 
 
+def is_tie(m: pf.Measure) -> bool:
+    """Every reward 0: the policy is still the reference, and no pair is won or lost (the accuracy panel skips it)."""
+    return m.chosen_reward == m.rejected_reward == 0
+
+
+def series(log: list[tuple[int, pf.Measure]], key: str) -> dict:
+    """x (steps) and y (one number of each Measure) of a curve; the accuracy leaves out ties (it has no value yet)."""
+    kept = [(step, getattr(m, key)) for step, m in log if key != "accuracy" or not is_tie(m)]
+    return dict(x=[step for step, _ in kept], y=[value for _, value in kept])
+
+
 def curves_figure(r: pf.DpoRun) -> go.Figure:
     """Loss, rewards, margin, accuracy, log-probabilities and KL as the run goes: thin = each step's training batch,
     bold = all held-out pairs."""
     layout = grid(3, 2, titles=["DPO loss", "implicit reward β log(π/π_ref)", "reward margin (chosen − rejected)",
                                 "reward accuracy", "log π(y|x), nats per response", "KL(π ‖ π_ref), nats per token"],
                   gap=(0.08, 0.2), x=dict(title=dict(text="step")))
-    steps = [s for s, _ in r.train_log]
-    held = [s for s, _ in r.heldout_log]
-    thin = lambda i, key, legend: dict(type="scatter", x=steps, y=[getattr(m, key) for _, m in r.train_log],
-                                       mode="lines", name="each step's training batch", legendgroup="train",
-                                       showlegend=legend, line=dict(color=COLOURS["train"], width=1), **on(i))
+    thin = lambda i, key, legend: dict(type="scatter", **series(r.train_log, key), mode="lines",
+                                       name="each step's training batch", legendgroup="train", showlegend=legend,
+                                       line=dict(color=COLOURS["train"], width=1), **on(i))
     bold = lambda i, key, name, colour, legend=False: dict(
-        type="scatter", x=held, y=[getattr(m, key) for _, m in r.heldout_log], mode="lines+markers", name=name,
-        legendgroup=name, showlegend=legend, line=dict(color=colour, width=3), **on(i))
+        type="scatter", **series(r.heldout_log, key), mode="lines+markers", name=name, legendgroup=name,
+        showlegend=legend, line=dict(color=colour, width=3), **on(i))
     last = max(r.settings.steps, 1)
     traces = [thin(0, "loss", True), bold(0, "loss", "held-out pairs", COLOURS["heldout"], True),
               dict(type="scatter", x=[0, last], y=[pf.CHANCE_LOSS] * 2, mode="lines", name="log 2 (π = π_ref)",
@@ -137,15 +146,13 @@ def samples_html(r: pf.DpoRun) -> str:
     count = lambda side: pf.word_counts([line for lines in side.values() for line in lines])
     n = sum(len(v) for v in r.before.values())
     before, after = count(r.before), count(r.after)
-    rows = "".join(f"<tr><td style='white-space:nowrap'><b>{html.escape(p)}</b></td>"
-                   f"<td>{'<br>'.join(marked(s) for s in r.before[p][:SHOWN_SAMPLES])}</td>"
-                   f"<td>{'<br>'.join(marked(s) for s in r.after.get(p, [])[:SHOWN_SAMPLES])}</td></tr>"
-                   for p in r.before)
+    lines = lambda p, side: "<br>".join(f"<b>{html.escape(p)}</b>{marked(s)}" for s in side.get(p, [])[:SHOWN_SAMPLES])
+    rows = "".join(f"<tr><td>{lines(p, r.before)}</td><td>{lines(p, r.after)}</td></tr>" for p in r.before)
     return (f"<div><b>Samples</b> after {len(r.before)} prompts that open held-out lines (temperature "
             f"{pf.SAMPLING.temperature}, the same seed before and after, each to the end of its line). Of all {n}: "
             f"lines with a <span style='background:#dbeafe'>gentle</span> word <b>{before['gentle']} → "
             f"{after['gentle']}</b>, with a <span style='background:#fed7aa'>grim</span> word <b>{before['grim']} → "
-            f"{after['grim']}</b>.<table style='font-family:monospace;font-size:0.9em'><tr><th>prompt</th>"
+            f"{after['grim']}</b>.<table style='font-family:monospace;font-size:0.9em'><tr>"
             f"<th>before (the reference)</th><th>after DPO (the policy)</th></tr>{rows}</table></div>")
 
 
@@ -154,10 +161,11 @@ def numbers_markdown(r: pf.DpoRun) -> str:
     first, now = r.heldout_log[0][1], r.heldout_log[-1][1]
     rows = [("DPO loss", "loss", ".3f"), ("reward of the chosen", "chosen_reward", "+.3f"),
             ("reward of the rejected", "rejected_reward", "+.3f"), ("reward margin", "margin", "+.3f"),
-            ("reward accuracy", "accuracy", ".1%"), ("log π(chosen | x), nats", "pi_chosen", ".2f"),
-            ("log π(rejected | x), nats", "pi_rejected", ".2f"), ("KL(π ‖ π_ref), nats per token", "kl", ".4f")]
+            ("reward accuracy", "accuracy", ".1%"), ("log π(chosen), nats", "pi_chosen", ".2f"),
+            ("log π(rejected), nats", "pi_rejected", ".2f"), ("KL(π ‖ π_ref), nats per token", "kl", ".4f")]
     head = f"| on the {len(load_pairs()['heldout'])} held-out pairs | start (π = π_ref) | step {r.heldout_log[-1][0]} |"
-    lines = [head, "|---|---:|---:|"] + [f"| {name} | {getattr(first, key):{fmt}} | {getattr(now, key):{fmt}} |"
+    cell = lambda m, key, fmt: "(all rewards 0: ties)" if key == "accuracy" and is_tie(m) else f"{getattr(m, key):{fmt}}"
+    lines = [head, "|---|---:|---:|"] + [f"| {name} | {cell(first, key, fmt)} | {cell(now, key, fmt)} |"
                                           for name, key, fmt in rows]
     if r.train_final is not None:
         t = r.train_final
