@@ -16,7 +16,7 @@ PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/beam_search", "/bl
               "/causal_mask", "/causality", "/chat_template", "/compare", "/contextual_embeddings", "/embeddings",
               "/facts", "/finetune", "/flow", "/instruct_reply", "/instruct_sft", "/kv_cache", "/kv_cache_memory",
               "/lm_head", "/memorise", "/moe", "/next_token", "/padding",
-              "/patching", "/positions", "/quantize", "/residual", "/steering", "/steering_generate", "/tokenize",
+              "/patching", "/positions", "/preference", "/quantize", "/residual", "/steering", "/steering_generate", "/tokenize",
               "/train"]
 
 

@@ -24,6 +24,7 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
                         ("compare", "Two models side by side")],
     "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA"),
                      ("instruct", "Instruction tuning")],
+                    ("preference", "Preference tuning (DPO)")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("steering", "Steering vectors"),
                  ("quantization", "Quantization")],
 }
@@ -607,6 +608,35 @@ def test_instruction_tuning_shows_the_template_replies_live_fine_tunes_and_refus
     box.press("Enter")
     fresh.locator(".toast-body.error").filter(has_text="Type an instruction first").first.wait_for(timeout=WAIT)
     assert fresh.console_errors == []
+def test_preference_tuning_runs_a_short_dpo_cancels_and_refuses_bad_settings_plainly(fresh, url):
+    """A short DPO run through the page (the default run's numbers are tests/test_preference.py's)."""
+    fresh.goto(url + "?tab=preference")
+    fresh.get_by_role("tab", name="Preference tuning (DPO)", exact=True, selected=True).wait_for(timeout=WAIT)
+    settle(fresh)
+    panel = tab_panel(fresh)
+    assert "Reward model" in panel.inner_text() and "chosen y_c" in panel.inner_text()  # RLHF's stages, the pairs
+    steps = panel.get_by_label("number input for Steps")
+    steps.fill("4")
+    steps.press("Enter")
+    run = panel.get_by_role("button", name="Run DPO")
+    run.click()
+    panel.get_by_text("Finished: 4 steps").wait_for(timeout=600_000)
+    settle(fresh)
+    assert panel.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").count() >= 10
+    text = panel.inner_text()
+    assert "after DPO (the policy)" in text and "reward accuracy" in text and "| DPO loss" not in text
+    assert error_toasts(fresh) == []
+    steps.fill("300")
+    steps.press("Enter")
+    run.click()
+    fresh.wait_for_function("document.body.innerText.includes('Step ')", timeout=120_000)
+    panel.get_by_role("button", name="Cancel").click()
+    fresh.wait_for_function("document.body.innerText.includes('Cancelled at step')", timeout=WAIT)
+    settle(fresh)
+    assert error_toasts(fresh) == []
+    panel.get_by_label("β (0.01 to 5)").fill("100")
+    run.click()
+    fresh.locator(".toast-body.error").filter(has_text="The beta must be from").first.wait_for(timeout=WAIT)
 
 
 def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_group(fresh, url):
