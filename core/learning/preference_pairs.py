@@ -84,7 +84,7 @@ def make_pairs(text: str, alphabet: set[str], seed: int = SEED) -> dict:
     tail = text[int(len(text) * 0.9):]                                # the part tiny-gpt-char never trained on
     used = {p["prompt"] + p[k].rstrip("\n") for p in pairs for k in ("chosen", "rejected")}
     neutral = [line for line in verse_lines(tail, alphabet) if mood(line) is None and line not in used]
-    openings = list(dict.fromkeys(" ".join(line.split()[:2]) for line in neutral))
+    openings = list(dict.fromkeys(" ".join(line.split()[:2]) + " " for line in neutral))  # the model writes on
     return {"preference": "the gentler line: chosen responses speak of love, joy, heaven, peace; rejected ones of "
                           "death, blood, fear, the grave",
             "gentle_words": sorted(GENTLE), "grim_words": sorted(GRIM),

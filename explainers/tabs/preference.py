@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import math
 import re
 import time
 
@@ -172,6 +173,11 @@ def numbers_markdown(r: pf.DpoRun) -> str:
         lines.append(f"\nOn all {len(load_pairs()['train'])} training pairs at the end: reward accuracy "
                      f"**{t.accuracy:.1%}**, margin {t.margin:+.3f}, KL {t.kl:.4f} nats per token. "
                      f"Training took {r.seconds:.1f} s ({r.step} steps).")
+    passes = math.ceil(len(load_pairs()["train"]) / r.settings.batch)
+    if r.step > passes:
+        lines.append(f"\nThe training pairs come round again every {passes} steps: the training batch's margin jumps "
+                     "at each new pass, as the policy meets pairs it has already been pushed on; the held-out pairs' "
+                     "margin grows smoothly. That gap is what memorising looks like.")
     return "\n".join(lines)
 
 
