@@ -580,6 +580,32 @@ def test_fine_tuning_runs_draws_its_curves_cancels_and_refuses_bad_input_plainly
     fresh.locator(".toast-body.error").filter(has_text="must be from").first.wait_for(timeout=WAIT)
 
 
+def test_data_parallelism_trains_on_two_processes_checks_the_weights_and_computes_memory(fresh, url):
+    """A short run through the page (the default run's numbers are tests/test_parallel.py's), then the calculator."""
+    open_link(fresh, url + "?tab=parallel&steps=10&batch=4&width=16&layers=1")
+    panel = tab_panel(fresh)
+    panel.get_by_text("31.4 GB").first.wait_for(timeout=WAIT)  # the calculator opens on the paper's example
+    panel.get_by_role("button", name="Train on 2 processes").click()
+    panel.get_by_text("The check").wait_for(timeout=300_000)
+    settle(fresh)
+    text = panel.inner_text()
+    assert "Finished 10 steps" in text and "max |w_ranks − w_one process|" in text
+    assert "each rank sends 2(N − 1)/N × that" in text
+    assert "rank 1: windows 2 to 3" in text and error_toasts(fresh) == []
+    run = panel.locator(".js-plotly-plot").filter(has_text="median time per step")
+    assert run.locator(".scatterlayer .trace").count() == 3 and run.locator(".barlayer .trace").count() == 3
+    panel.get_by_role("button", name="SmolLM2-135M on 8 GPUs").click()
+    panel.get_by_text("Memory per GPU on 8 GPUs").wait_for(timeout=WAIT)
+    assert "269 MB" in panel.inner_text()
+    gpus = panel.get_by_label("GPUs (N)")
+    gpus.fill("0")
+    gpus.press("Enter")
+    fresh.locator(".toast-body.error").filter(has_text="number of GPUs must be from 1").first.wait_for(timeout=WAIT)
+    panel.get_by_label("Peak learning rate (0.0001 to 0.03)").fill("5")
+    panel.get_by_role("button", name="Train on 2 processes").click()
+    fresh.locator(".toast-body.error").filter(has_text="learning rate must be from").first.wait_for(timeout=WAIT)
+
+
 def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_group(fresh, url):
     open_link(fresh, url + "?tab=quantization&model=tiny-gpt-char")
     panel = tab_panel(fresh)

@@ -32,7 +32,7 @@ crosses between the ranks."""
 WORLD = 2                 # ranks
 DEFAULTS = {"steps": 100, "batch": 32, "width": 64, "layers": 2, "learning rate": 2e-3}  # 5e-3 spikes this early
 MOST_STEPS = 500          # the run and its one-process check fit the train group's cap at the default size
-REFRESH_SECONDS = 0.5
+REFRESH_SECONDS = 1.0   # the figures redraw this often while the ranks train
 PARTS = [("compute", "forward + backward", SAFE_COLOURS[0]), ("comm", "all-reduce", SAFE_COLOURS[1]),
          ("update", "clip + AdamW", SAFE_COLOURS[2])]
 GB = 1e9
