@@ -28,7 +28,9 @@ then the ranks **all-reduce** the gradient: they sum it and divide by 2, so both
 same AdamW step, and their weights stay identical. The mean of the two halves' gradients is the whole batch's
 gradient, so two ranks on halves end where **one process on the whole batch** would: the check after the run
 replays it on one process and compares every weight. The all-reduce is the price: each step the whole gradient
-crosses between the ranks."""
+crosses between the ranks. It is written out here, one `dist.all_reduce` on every gradient laid end to end in one
+vector (gloo runs it as a ring); PyTorch's `DistributedDataParallel` does the same in buckets, overlapped with the
+backward pass."""
 WORLD = 2                 # ranks
 DEFAULTS = {"steps": 100, "batch": 32, "width": 64, "layers": 2, "learning rate": 2e-3}  # 5e-3 spikes this early
 MOST_STEPS = 500          # the run and its one-process check fit the train group's cap at the default size
