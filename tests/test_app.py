@@ -13,11 +13,11 @@ def test_app_builds_offline_with_a_model_picker(demo):
 
 
 PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/beam_search", "/block", "/bpe", "/branch",
-              "/causal_mask", "/causality", "/chat_template", "/compare", "/contextual_embeddings", "/embeddings",
-              "/facts", "/finetune", "/flow", "/instruct_reply", "/instruct_sft", "/kv_cache", "/kv_cache_memory",
-              "/lm_head", "/memorise", "/moe", "/next_token", "/padding",
-              "/patching", "/positions", "/preference", "/quantize", "/residual", "/steering", "/steering_generate", "/tokenize",
-              "/train"]
+              "/causal_mask", "/causality", "/chat_template", "/compare", "/contextual_embeddings", "/data_parallel",
+              "/embeddings", "/facts", "/finetune", "/flow", "/instruct_reply", "/instruct_sft", "/kv_cache",
+              "/kv_cache_memory", "/lm_head", "/memorise", "/moe", "/next_token", "/padding", "/patching",
+              "/positions", "/preference", "/quantize", "/residual", "/steering", "/steering_generate", "/tokenize",
+              "/train", "/zero_memory"]
 
 
 def test_the_public_api_is_the_named_endpoints_and_nothing_else(demo):

@@ -23,8 +23,8 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
     "4 · Out to text": [("lm_head", "LM head & sampling"), ("beam_search", "Beam search"),
                         ("compare", "Two models side by side")],
     "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA"),
-                     ("instruct", "Instruction tuning")],
-                    ("preference", "Preference tuning (DPO)")],
+                     ("instruct", "Instruction tuning"), ("preference", "Preference tuning (DPO)"),
+                     ("parallel", "Data parallelism and memory")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("steering", "Steering vectors"),
                  ("quantization", "Quantization")],
 }
@@ -637,6 +637,30 @@ def test_preference_tuning_runs_a_short_dpo_cancels_and_refuses_bad_settings_pla
     panel.get_by_label("β (0.01 to 5)").fill("100")
     run.click()
     fresh.locator(".toast-body.error").filter(has_text="The beta must be from").first.wait_for(timeout=WAIT)
+def test_data_parallelism_trains_on_two_processes_checks_the_weights_and_computes_memory(fresh, url):
+    """A short run through the page (the default run's numbers are tests/test_parallel.py's), then the calculator."""
+    open_link(fresh, url + "?tab=parallel&steps=10&batch=4&width=16&layers=1")
+    panel = tab_panel(fresh)
+    panel.get_by_text("31.4 GB").first.wait_for(timeout=WAIT)  # the calculator opens on the paper's example
+    panel.get_by_role("button", name="Train on 2 processes").click()
+    panel.get_by_text("The check").wait_for(timeout=300_000)
+    settle(fresh)
+    text = panel.inner_text()
+    assert "Finished 10 steps" in text and "max |w_ranks − w_one process|" in text
+    assert "each rank sends 2(N − 1)/N × that" in text
+    assert "rank 1: windows 2 to 3" in text and error_toasts(fresh) == []
+    run = panel.locator(".js-plotly-plot").filter(has_text="median time per step")
+    assert run.locator(".scatterlayer .trace").count() == 3 and run.locator(".barlayer .trace").count() == 3
+    panel.get_by_role("button", name="SmolLM2-135M on 8 GPUs").click()
+    panel.get_by_text("Memory per GPU on 8 GPUs").wait_for(timeout=WAIT)
+    assert "269 MB" in panel.inner_text()
+    gpus = panel.get_by_label("GPUs (N)")
+    gpus.fill("0")
+    gpus.press("Enter")
+    fresh.locator(".toast-body.error").filter(has_text="number of GPUs must be from 1").first.wait_for(timeout=WAIT)
+    panel.get_by_label("Peak learning rate (0.0001 to 0.03)").fill("5")
+    panel.get_by_role("button", name="Train on 2 processes").click()
+    fresh.locator(".toast-body.error").filter(has_text="learning rate must be from").first.wait_for(timeout=WAIT)
 
 
 def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_group(fresh, url):

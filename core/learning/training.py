@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core.analysis.projection import project
 from core.device import torch_threads
 from core.learning.data import CORPUS, clm_batch, corpus_split, mlm_mask, mlm_windows
 from core.learning.evaluation import evaluate, expert_load, moe_markdown, moe_report
@@ -34,7 +33,6 @@ from core.model.moe import load_balancing_loss
 from core.model.transformer import HookedTransformer
 from core.paths import ASSETS
 from core.weights.tokenizers import CharTokenizer, WordTokenizer
-from core.weights.zoo import save_checkpoint
 
 
 @dataclass
@@ -215,6 +213,7 @@ def attention_pattern(model: HookedTransformer, ids: torch.Tensor, layer: int, h
 def embedding_map(model: HookedTransformer, ids: list[int]) -> np.ndarray:
     """The embedding rows of these token ids projected to 2D by PCA, (N, 2). Each axis is turned so that its
     farthest point lies on the positive side: successive maps of a run then keep their orientation."""
+    from core.analysis.projection import project  # here, not at the top: a data-parallel worker imports this module
     points = project(model.embed.weight[ids].detach().float().numpy(), "PCA")
     far = np.abs(points).argmax(0)
     return points * np.sign(points[far, range(points.shape[1])])
@@ -271,6 +270,7 @@ def main() -> None:
     parser.add_argument("--memorise", action="store_true", help="the tutorials' one-paragraph experiment")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    from core.weights.zoo import save_checkpoint
     torch.set_num_threads(args.threads)
     out = args.out or ASSETS / args.name
     _, heldout = corpus_split()
