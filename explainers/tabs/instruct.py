@@ -221,6 +221,6 @@ def build(page) -> View:
     Jobs(page, stop_sft, "train").on(go_sft, sft_live, [sft_model, steps, lr, batch], [summary, curves, mask, answers],
                                      "instruct_sft", note=summary)
     page.on([instruction.submit], show_template, [page.model, instruction], [template, chat_note], api="chat_template")
-    page.on([sft_model.input], sft_defaults, sft_model, [steps, lr, batch], remember=False)
+    sft_model.change(sft_defaults, sft_model, [steps, lr, batch], queue=False, api_visibility="undocumented")
     return View(links=dict(instruction=instruction, n=n_new, base=sft_model, steps=steps, lr=lr, batch=batch),
                 draws=[page.event(show_template, [page.model, instruction], [template, chat_note])])
