@@ -55,7 +55,7 @@ def chat_prompt(tokenizer, instruction: str) -> list[ChatToken]:
     head = tokenizer.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     cue = len(head) if text.startswith(head) else len(text)
     start = text.rfind(instruction, 0, cue)
-    user = (start, start + len(instruction))
+    user = (start, start + len(instruction)) if start >= 0 else (0, 0)  # a template that rewrites the text: none
     out, role, role_end = [], "", -1
     for t in tokenizer.tokens(text, add_special_tokens=False):  # the template writes its own special tokens
         if t.id in tokenizer.special_ids:

@@ -44,10 +44,11 @@ REFRESH_SECONDS = 0.5         # the reply and the curves redraw this often
 SFT_MODELS = [("tiny-gpt-char: every weight trains (full fine-tuning)", "tiny-gpt-char"),
               ("smollm2-135m: LoRA (r = 8) on its attention matrices", "smollm2-135m")]
 DEFAULTS = {"tiny-gpt-char": SFTSettings(steps=150, batch=16, lr=3e-3),
-            "smollm2-135m": SFTSettings(steps=20, batch=8, lr=2e-3, warmup=4, eval_every=5)}
+            "smollm2-135m": SFTSettings(steps=20, batch=8, lr=2e-3, warmup=4, eval_every=10)}
 MOST_STEPS = {"tiny-gpt-char": 1000, "smollm2-135m": 60}  # SmolLM2's steps cost ~100 times more
 LORA = LoraSettings(rank=8, alpha=16.0, dropout=0.0, targets=("q_proj", "k_proj", "v_proj", "o_proj"))
 SHOWN_PER_TASK = 2            # held-out instructions answered before and after, per task
+ANSWER_TOKENS = {"character": 24, "other": 10}  # an answer's cap: 12 characters and [end]; a few BPE tokens
 
 
 # The chat template and the reply.
@@ -151,7 +152,8 @@ def sft_live(model_name, steps, lr, batch, job: Job):
     with torch_threads(TRAIN_THREADS):
         run = prepare_sft(base, pairs, settings, lora)
         held = [(0, response_loss(base, run.heldout))]
-        answers = [(p, answer(base, p["instruction"]), None) for p in shown]
+        most = ANSWER_TOKENS["character" if base.tokenizer.kind == "character" else "other"]
+        answers = [(p, answer(base, p["instruction"], most), None) for p in shown]
     train = []
     yield (status(model_name, run, None, held), curves_figure(train, held, settings.steps),
            mask_html(base.tokenizer, examples), answers_html(answers))
@@ -166,7 +168,7 @@ def sft_live(model_name, steps, lr, batch, job: Job):
                 yield status(model_name, run, s, held), curves_figure(train, held, settings.steps), gr.skip(), gr.skip()
         if s is not None and held[-1][0] != s.step:
             held.append((s.step, response_loss(run.model, run.heldout)))
-        answers = [(p, before, answer(run.model, p["instruction"])) for p, before, _ in answers]
+        answers = [(p, before, answer(run.model, p["instruction"], most)) for p, before, _ in answers]
     before, after = held[0][1], held[-1][1]
     end = job.why(f"after {s.step if s else 0} steps") or f"**Finished** in {s.seconds:.0f} s."
     end += f" Held-out response loss **{before:.2f} → {after:.2f}** ({after / before - 1:+.0%})."
@@ -219,6 +221,6 @@ def build(page) -> View:
     Jobs(page, stop_sft, "train").on(go_sft, sft_live, [sft_model, steps, lr, batch], [summary, curves, mask, answers],
                                      "instruct_sft", note=summary)
     page.on([instruction.submit], show_template, [page.model, instruction], [template, chat_note], api="chat_template")
-    page.on([sft_model.input], sft_defaults, sft_model, [steps, lr, batch], remember=False)
+    sft_model.change(sft_defaults, sft_model, [steps, lr, batch], queue=False, api_visibility="undocumented")
     return View(links=dict(instruction=instruction, n=n_new, base=sft_model, steps=steps, lr=lr, batch=batch),
                 draws=[page.event(show_template, [page.model, instruction], [template, chat_note])])

@@ -92,10 +92,11 @@ def mask_html(tokenizer, examples: list[tuple[list[int], list[int]]]) -> str:
                          f"{html.escape(tokenizer.readable(i))}</span>")
             if tokenizer.readable(i).endswith("↵"):
                 chips.append("<br>")
-        lines.append(f"<div style='line-height:1.9;margin:6px 0'>{''.join(chips)}</div>")
+        lines.append(f"<div style='line-height:1.9;padding:4px 8px;border:1px solid #e5e7eb;border-radius:6px'>"
+                     f"{''.join(chips)}</div>")
     return ("<div><b>Which tokens the loss counts</b>: grey tokens are the prompt (read, not scored); coloured ones "
             "are the response and its end marker, the only targets. One training example of each task:"
-            + "".join(lines) + "</div>")
+            "<div style='display:flex;flex-wrap:wrap;gap:8px;margin-top:6px'>" + "".join(lines) + "</div></div>")
 
 
 def curves_figure(train: list[tuple[int, float]], heldout: list[tuple[int, float]], steps: int) -> go.Figure:
