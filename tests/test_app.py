@@ -15,8 +15,8 @@ def test_app_builds_offline_with_a_model_picker(demo):
 PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/beam_search", "/block", "/bpe", "/branch",
               "/causal_mask", "/causality", "/compare", "/contextual_embeddings", "/embeddings", "/facts", "/finetune",
               "/flow", "/kv_cache", "/kv_cache_memory", "/lm_head", "/memorise", "/moe", "/next_token", "/padding",
-              "/patching", "/positions", "/quantize", "/residual", "/steering", "/steering_generate", "/tokenize",
-              "/train"]
+              "/patching", "/positions", "/quantize", "/residual", "/scaling_ladder", "/scaling_laws", "/steering",
+              "/steering_generate", "/tokenize", "/train"]
 
 
 def test_the_public_api_is_the_named_endpoints_and_nothing_else(demo):

@@ -22,7 +22,8 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
     "4 · Out to text": [("lm_head", "LM head & sampling"), ("beam_search", "Beam search"),
                         ("compare", "Two models side by side")],
-    "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA")],
+    "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA"),
+                     ("scaling", "Scaling laws")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("steering", "Steering vectors"),
                  ("quantization", "Quantization")],
 }
