@@ -60,12 +60,13 @@ def test_the_compute_optimal_size_is_the_lowest_curve_at_the_budget():
     curves = [small, large]
     assert sc.compute_optimal(curves, 6e7) == (0, pytest.approx(2.5))  # small, trained 10x longer: 2.5 against 3.2
     assert sc.compute_optimal(curves, 6e8) == (1, pytest.approx(2.2))  # large: 2.2 against small's 2.3
-    assert sc.compute_optimal(curves, 6e9) == (1, pytest.approx(2.0))  # only large reaches it
-    assert sc.compute_optimal(curves, 1e6) is None and sc.compute_optimal(curves, 1e11) is None
+    assert sc.compute_optimal(curves, 6e9) == (1, pytest.approx(2.0))  # small's whole run (2.3) cost less
+    assert sc.compute_optimal(curves, 1e11) == (1, pytest.approx(2.0))  # both finished below the budget
+    assert sc.compute_optimal(curves, 1e6) is None  # below every first measurement
     between = math.sqrt(6e7 * 6e8)  # halfway on a log axis: straight lines in log-log between measurements
     assert sc.loss_at_compute(large, between) == pytest.approx(math.sqrt(3.2 * 2.2))
     C, L, which = sc.frontier(curves, points=50)
-    assert which[0] == 0 and which[-1] == 1 and len(C) == 50
+    assert which[0] == 0 and which[-1] == 1 and len(C) == 50 and np.all(np.diff(L) <= 0)  # falls as C grows
     lowest = [min(x for x in (sc.loss_at_compute(small, c), sc.loss_at_compute(large, c)) if x is not None) for c in C]
     assert np.allclose(L, lowest)
 
@@ -130,10 +131,11 @@ def test_the_tab_streams_a_short_ladder_fits_it_and_reports_a_cancel():
     *_, last = scaling.train_ladder(["8", "16", "32"], 20, 5e-3, 9.0, job)
     status, table, by_n, by_tokens, by_compute, best = last
     assert "**Finished**" in status and all(valid(f) for f in (by_n, by_tokens, by_compute))
-    assert "| 32 | 25,472 |" in table and "Fit over the finished sizes" in table and "α = " in by_n.layout.title.text
+    assert "| 32 | 25,472 |" in table and "finished sizes: **L(N) =" in table and "α = " in by_n.layout.title.text
     assert len(by_tokens.data) == 3 and by_compute.data[-1].marker.symbol == "star" and "best size is" in best
-    fig, note = scaling.choose_budget(14, job)  # beyond what the ladder spent
-    assert "No size's curve reaches" in note and valid(fig)
+    fig, note = scaling.choose_budget(14, job)  # beyond what the ladder spent: the best finished size
+    assert "width 32" in note and "Its whole run cost" in note and valid(fig)
+    assert "below every size's first measurement" in scaling.choose_budget(6, job)[1]
     job, at = started(), None
     for status, table, *_ in scaling.train_ladder(["8", "16", "32"], 2000, 5e-3, 9.0, job):  # noqa: B007
         if at is None and (found := re.search(r"step \*\*(\d+)\*\*", status)):

@@ -161,17 +161,20 @@ def _rms(law: PowerLaw, N: np.ndarray, L: np.ndarray) -> float:
 
 
 def loss_at_compute(curve: Curve, C: float) -> float | None:
-    """The size's held-out loss after spending C FLOPs, read off its curve (straight lines between measurements on
-    log-log axes); None where the curve does not reach C, or starts after it."""
+    """The lowest held-out loss the size reached spending at most C FLOPs: read off its curve (straight lines between
+    measurements on log-log axes), or its last loss where its run ended below C; None where its first measurement
+    already cost more than C."""
     compute = curve.compute
-    if not compute or not compute[0] <= C <= compute[-1]:
+    if not compute or compute[0] > C:
         return None
+    if compute[-1] <= C:
+        return curve.losses[-1]
     return float(np.exp(np.interp(np.log(C), np.log(compute), np.log(curve.losses))))
 
 
 def compute_optimal(curves: list[Curve], C: float) -> tuple[int, float] | None:
-    """(index of the size with the lowest loss at compute C, that loss): the lower envelope of the compute curves
-    at C. None when no size's curve covers C."""
+    """(index of the size that reaches the lowest loss for at most C FLOPs, that loss): the lower envelope of the
+    compute curves at C. None when C is below every size's first measurement."""
     found = [(loss, i) for i, c in enumerate(curves) if (loss := loss_at_compute(c, C)) is not None]
     if not found:
         return None
@@ -179,8 +182,9 @@ def compute_optimal(curves: list[Curve], C: float) -> tuple[int, float] | None:
     return i, loss
 
 
-def frontier(curves: list[Curve], points: int = 60) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The compute-efficient frontier: (C, lowest loss at C, which size) on a log grid over the curves' range."""
+def frontier(curves: list[Curve], points: int = 80) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The compute-efficient frontier: (C, lowest loss for at most C, which size) on a log grid over the curves'
+    range, falling as C grows."""
     spans = [c.compute for c in curves if c.compute]
     if not spans:
         return np.array([]), np.array([]), []

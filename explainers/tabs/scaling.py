@@ -31,23 +31,28 @@ other: the same recipe, the same batches and the same number of tokens, only the
 loss, measured along the way, is drawn against the model's size N, the tokens D it has read, and the compute
 C ≈ 6ND it has spent (about 6 FLOPs per parameter per token, forward and backward). Kaplan et al. (2020) found
 such curves to be straight lines on log-log axes over many orders of magnitude, a **power law**; here one is
-fitted to the final points, $L(N) = E + A\,N^{-\alpha}$. N counts the **non-embedding** parameters, as Kaplan et
-al. do (the token and position tables are a large share of a tiny model). The envelope of the compute curves is the
-**compute-efficient frontier**: for a budget C, it says which size gets lowest, a small model trained long or a
-big one trained briefly. Below, the same question for real models, with Hoffmann et al.'s (2022) "Chinchilla" law."""
+fitted to the final points:
+$$L(N) = E + A\,N^{-\alpha}$$
+N counts the **non-embedding** parameters, as Kaplan et al. do (the token and position tables are a large share of a
+tiny model). The lower envelope of the compute curves is the **compute-efficient frontier**: for a budget C, it says
+which size reaches the lowest loss, a small model trained long or a big one trained briefly. A curve's middle points
+are read before its learning rate has decayed, so they lie above what a run planned for that many tokens would
+reach; Hoffmann et al. (2022) showed that this pushed Kaplan's frontier toward bigger models. Below, the same
+question for real models, with their "Chinchilla" law."""
 
 CALCULATOR = r"""### A calculator for real models: the Chinchilla law
 Hoffmann et al. (2022, *Training Compute-Optimal Large Language Models*, arXiv:2203.15556) trained over 400 models
-and fitted (their Approach 3, equation 10)
+and fitted (their Approach 3, equation 10), with N all parameters and D training tokens:
 $$L(N, D) = E + \frac{A}{N^{\alpha}} + \frac{B}{D^{\beta}}, \quad E = 1.69,\ A = 406.4,\ B = 410.7,\ \alpha = 0.34,\
-\beta = 0.28$$
-with N all parameters and D training tokens. At a fixed compute C = 6ND its minimum is
-$N_\text{opt} = G\,(C/6)^{\beta/(\alpha+\beta)}$, $D_\text{opt} = (C/6)/N_\text{opt}$, with
-$G = (\alpha A / \beta B)^{1/(\alpha+\beta)}$. Their other two approaches give about **20 tokens per parameter**, the
-rule of thumb; this fit's optimum lies at more tokens per parameter, and a 2024 replication (Besiroglu et al.)
-argues its constants fit the paper's own data poorly. The losses are in nats per token of *their* data and
-tokenizer (MassiveText, SentencePiece): they cannot be compared with the ladder's nats per character above. Type N
-and D as numbers (`70e9`) or with a suffix (`70B`, `1.4T`)."""
+\ \beta = 0.28$$
+At a fixed compute C = 6ND its minimum is
+$$N_\text{opt} = G \left(\frac{C}{6}\right)^{\beta/(\alpha+\beta)}, \quad D_\text{opt} = \frac{C/6}{N_\text{opt}},
+\quad G = \left(\frac{\alpha A}{\beta B}\right)^{1/(\alpha+\beta)}$$
+Their other two approaches give about **20 tokens per parameter**, the rule of thumb; this fit's optimum lies at
+more tokens per parameter, and a 2024 replication (Besiroglu et al.) argues its constants fit the paper's own data
+poorly. The losses are in nats per token of *their* data and tokenizer (MassiveText, SentencePiece): they cannot be
+compared with the ladder's nats per character above. Type N and D as numbers (`70e9`) or with a suffix (`70B`,
+`1.4T`)."""
 
 LIMITS = {"steps per size": (20, 2000), "learning rate": (1e-4, 3e-2), "compute budget (log10 FLOPs)": (6, 14)}
 DEFAULT_BUDGET = 10.5  # log10 FLOPs: inside every default size's curve, where a middle size is best
@@ -113,26 +118,36 @@ def table(curves: list[sc.Curve], law: sc.PowerLaw | None) -> str:
     rows += [f"| {c.width} | {c.params:,} | {c.total:,} | {c.tokens[-1] if c.tokens else 0:,} | "
              f"{c.losses[-1] if c.losses else float('nan'):.3f}{'' if c.done else ' (stopped)'} | {c.seconds:.1f} |"
              for c in curves]
-    if law is not None:
-        rows.append(f"\nFit over the finished sizes: **L(N) = {law.E:.3f} + {law.A:.3g} N^−{law.alpha:.3f}**; the "
-                    f"points lie within an RMS of **{law.rms:.4f}** of it in ln L (about {law.rms:.1%} of the loss)"
-                    f"{' (3 points for 3 numbers: it passes through them)' if sum(c.done for c in curves) == 3 else ''}. "
-                    "E is what more width alone would not remove at this token budget: the data limit, not the "
-                    "entropy of Shakespeare.")
-    return "\n".join(rows)
+    return "\n".join(rows) + ("" if law is None else "\n\n" + fit_sentence(law, sum(c.done for c in curves)))
+
+
+def fit_sentence(law: sc.PowerLaw, points: int) -> str:
+    exact = " (3 points for 3 numbers: it passes through them)" if points == 3 else ""
+    floor = ("E is 0: these points show no floor yet, and a plain power law fits them best." if law.E < 0.01 else
+             "E is what more width alone would not remove at this token budget: the data limit, not the entropy of "
+             "Shakespeare.")
+    return (f"Fit over the {points} finished sizes: **L(N) = {law.E:.3f} + {law.A:.3g} N<sup>−{law.alpha:.3f}</sup>**; "
+            f"the points lie within an RMS of **{law.rms:.4f}** of it in ln L (about {law.rms:.1%} of the loss){exact}. "
+            f"{floor} Kaplan et al. measured α ≈ 0.076 for N on web text, each model trained to convergence; here "
+            "every size reads the same tokens, so the bigger ones are further from theirs.")
 
 
 def budget_note(state: Ladder) -> str:
     best = sc.compute_optimal(state.curves, state.budget)
-    if best is not None:
-        c = state.curves[best[0]]
-        return (f"At a budget of **{sup(state.budget)} FLOPs** the best size is **width {c.width}** (N = {c.params:,}), "
-                f"held-out loss {best[1]:.3f}, after {state.budget / (6 * c.params):,.0f} tokens.")
     spans = [c.compute for c in state.curves if c.compute]
-    if not spans:
-        return "The ladder has not measured anything yet."
-    return (f"No size's curve reaches {sup(state.budget)} FLOPs: the ladder spent from "
-            f"{sup(min(s[0] for s in spans))} to {sup(max(s[-1] for s in spans))}. Move the budget into that range.")
+    if best is None:
+        if not spans:
+            return "The ladder has not measured anything yet."
+        return (f"A budget of {sup(state.budget)} FLOPs is below every size's first measurement (the cheapest: "
+                f"{sup(min(s[0] for s in spans))}). Move the budget up.")
+    c = state.curves[best[0]]
+    spent = min(state.budget, c.compute[-1])
+    note = (f"At a budget of **{sup(state.budget)} FLOPs** the best size is **width {c.width}** (N = {c.params:,}): "
+            f"held-out loss {best[1]:.3f} after {spent / (6 * c.params):,.0f} tokens.")
+    if spent < state.budget:
+        note += (f" Its whole run cost {sup(spent)} FLOPs: the rest of the budget could have trained it longer, or a "
+                 "bigger size for longer than this ladder did.")
+    return note
 
 
 def compute_answer(state: Ladder):
