@@ -28,7 +28,7 @@ from core.learning.training import RECIPES, Recipe, Run, Step, evaluating, prepa
 from core.model.transformer import HookedTransformer, parameter_groups
 
 WIDTHS = (8, 16, 24, 32, 48, 64, 96, 128)  # the rungs a ladder may use: model width C
-LADDER = (8, 16, 32, 64, 96)               # the default ladder's widths
+LADDER = (8, 16, 32, 48, 64)               # the default ladder's widths: 1,760 to 100,096 parameters (57x)
 LAYERS = 2                                 # every rung: 2 blocks of 4 heads, FFN 4C, context 64
 CONTEXT = 64
 BATCH = 32                                 # windows per step: a step reads 32 x 64 = 2,048 tokens

@@ -55,7 +55,7 @@ compared with the ladder's nats per character above. Type N and D as numbers (`7
 `1.4T`)."""
 
 LIMITS = {"steps per size": (20, 2000), "learning rate": (1e-4, 3e-2), "compute budget (log10 FLOPs)": (6, 14)}
-DEFAULT_BUDGET = 10.5  # log10 FLOPs: inside every default size's curve, where a middle size is best
+DEFAULT_BUDGET = 11.0  # log10 FLOPs: past the small sizes' whole runs, where a middle size is best
 REFRESH_SECONDS = 1.0
 SIZES = [str(w) for w in sc.WIDTHS]
 PARAMS_RANGE, TOKENS_RANGE = (1e3, 1e15), (1e3, 1e18)
@@ -216,6 +216,14 @@ def calculate(params, tokens):
     return calculator_markdown(N, D), real_models_figure(N, D)
 
 
+def short(x: float) -> str:
+    """124e6 as '124M', 1.4e12 as '1.4T'."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= size:
+            return f"{x / size:.3g}{unit}"
+    return f"{x:.3g}"
+
+
 def sup(x: float, digits: int = 2) -> str:
     """7.2e10 as '7.2 × 10<sup>10</sup>'."""
     mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
@@ -238,9 +246,9 @@ def calculator_markdown(N: float, D: float) -> str:
             " at that C |", "|---|---:|---:|---:|---:|---:|---|"]
     for m in sc.REAL_MODELS:
         n, d = ch.optimal(sc.compute(m.params, m.tokens))
-        rows.append(f"| {m.name} | {sup(m.params, 3)} | {sup(m.tokens, 3)}{' (estimate)' * m.estimate} | "
+        rows.append(f"| {m.name} | {short(m.params)} | {short(m.tokens)}{' (estimate)' * m.estimate} | "
                     f"{m.tokens / m.params:,.0f} | {sup(sc.compute(m.params, m.tokens))} | "
-                    f"{ch.loss(m.params, m.tokens):.3f} | {sup(n)}, {sup(d)} |")
+                    f"{ch.loss(m.params, m.tokens):.3f} | {short(n)}, {short(d)} |")
     sources = "\n".join(f"- **{m.name}**: {m.source}." for m in sc.REAL_MODELS)
     return f"{mine}\n" + "\n".join(rows) + f"\n\nSources:\n{sources}"
 

@@ -85,11 +85,11 @@ def real_models_figure(N: float, D: float) -> go.Figure:
     per parameter rule, the real models, and the chosen (N, D) with the optimum at its compute."""
     n = np.geomspace(1e6, 1e13, 60)
     lines = []
-    for exponent in range(16, 28, 2):
+    for exponent in range(18, 28, 2):
         C = 10.0 ** exponent
         lines.append(dict(type="scatter", x=n, y=C / (6 * n), mode="lines", line=dict(color="#d1d5db", width=1),
-                          showlegend=exponent == 16, name="equal compute C = 6ND", hoverinfo="skip"))
-        label_n = np.sqrt(C / 6 / 1e3)  # where the line crosses D = 1000 N, inside the plot
+                          showlegend=exponent == 18, name="equal compute C = 6ND", hoverinfo="skip"))
+        label_n = np.sqrt(C / 6 / 3e4)  # where the line crosses D = 30,000 N: the empty upper left, clear of the models
         lines.append(dict(type="scatter", x=[label_n], y=[C / 6 / label_n], mode="text", text=[f"10<sup>{exponent}</sup>"],
                           textfont=dict(color="#6b7280"), showlegend=False, hoverinfo="skip"))
     optimal = [CHINCHILLA.optimal(C) for C in np.geomspace(1e14, 1e30, 60)]
@@ -112,4 +112,4 @@ def real_models_figure(N: float, D: float) -> go.Figure:
     return figure([*lines, models, *chosen], title=dict(text="Parameters and training tokens of real models"),
                   height=480, margin=dict(t=50, l=60), legend=dict(orientation="h", y=-0.18),
                   xaxis=dict(**LOG, title=dict(text="parameters N"), range=[6, 13]),
-                  yaxis=dict(**LOG, title=dict(text="training tokens D"), range=[8, 14.5]))
+                  yaxis=dict(**LOG, title=dict(text="training tokens D"), range=[8, 15]))
