@@ -36,7 +36,7 @@ def test_the_default_ladder_has_at_least_5_sizes_spanning_30x_in_non_embedding_p
               for w in sc.LADDER]
     assert len(counts) >= 5 and counts == sorted(counts) and counts[-1] / counts[0] >= 30, counts
     # 2 blocks of about 12 C^2 each (attention 4 C^2, FFN 8 C^2) plus biases and norms; no embedding table counted
-    assert counts[0] == 2 * (12 * 8 * 8 + 13 * 8) + 2 * 8 and counts[-1] == 2 * (12 * 96 * 96 + 13 * 96) + 2 * 96
+    assert counts[0] == 2 * (12 * 8 * 8 + 13 * 8) + 2 * 8 and counts[-1] == 2 * (12 * 64 * 64 + 13 * 64) + 2 * 64
 
 
 def test_the_fit_recovers_a_known_power_law_from_5_points():
@@ -150,6 +150,7 @@ def test_the_tab_streams_a_short_ladder_fits_it_and_reports_a_cancel():
 @pytest.mark.slow  # the default ladder, trained for real (about a minute on 2 cores)
 def test_the_default_ladder_loss_falls_with_size_and_the_fit_reports_its_exponent_and_residual():
     job = started()
+    job.cap = math.inf  # the science, not the server's cap: a loaded test machine may be slower than the server
     *_, (status, table, by_n, *_) = scaling.train_ladder([str(w) for w in sc.LADDER], sc.STEPS, sc.LR,
                                                          scaling.DEFAULT_BUDGET, job)
     curves = job.result.curves

@@ -100,6 +100,7 @@ class Ladder:
     steps: int
     budget: float
     curves: list[sc.Curve] = field(default_factory=list)
+    law: sc.PowerLaw | None = None  # fitted to the finished sizes, again as each one finishes
 
 
 def fitted(curves: list[sc.Curve]) -> sc.PowerLaw | None:
@@ -170,9 +171,10 @@ def status(state: Ladder, s, end: str = "", seconds: float = 0.0) -> str:
 
 def answers(state: Ladder, s, end: str = "", seconds: float = 0.0, sized: bool = True) -> tuple:
     """(status, table, loss vs N, loss vs tokens, loss vs compute, budget note); the N figure only when `sized`."""
-    law = fitted(state.curves)
-    by_n = loss_vs_params_figure(state.curves, law) if sized else gr.skip()
-    return (status(state, s, end, seconds), table(state.curves, law), by_n,
+    if sized:
+        state.law = fitted(state.curves)
+    by_n = loss_vs_params_figure(state.curves, state.law) if sized else gr.skip()
+    return (status(state, s, end, seconds), table(state.curves, state.law), by_n,
             loss_vs_tokens_figure(state.curves, state.steps * sc.BATCH * sc.CONTEXT), *compute_answer(state))
 
 
