@@ -112,4 +112,4 @@ def real_models_figure(N: float, D: float) -> go.Figure:
     return figure([*lines, models, *chosen], title=dict(text="Parameters and training tokens of real models"),
                   height=480, margin=dict(t=50, l=60), legend=dict(orientation="h", y=-0.18),
                   xaxis=dict(**LOG, title=dict(text="parameters N"), range=[6, 13]),
-                  yaxis=dict(**LOG, title=dict(text="training tokens D"), range=[8, 15]))
+                  yaxis=dict(**LOG, title=dict(text="training tokens D"), range=[8, 15.4]))
