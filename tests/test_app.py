@@ -16,8 +16,8 @@ PUBLIC_API = ["/ablation", "/attention", "/attention_head", "/beam_search", "/bl
               "/causal_mask", "/causality", "/chat_template", "/compare", "/contextual_embeddings", "/data_parallel",
               "/embeddings", "/facts", "/finetune", "/flow", "/instruct_reply", "/instruct_sft", "/kv_cache",
               "/kv_cache_memory", "/lm_head", "/memorise", "/moe", "/next_token", "/padding", "/patching",
-              "/positions", "/preference", "/quantize", "/residual", "/steering", "/steering_generate", "/tokenize",
-              "/train", "/zero_memory"]
+              "/positions", "/preference", "/quantize", "/residual", "/scaling_ladder", "/scaling_laws", "/steering",
+              "/steering_generate", "/tokenize", "/train", "/zero_memory"]
 
 
 def test_the_public_api_is_the_named_endpoints_and_nothing_else(demo):

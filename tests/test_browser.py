@@ -24,7 +24,7 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
                         ("compare", "Two models side by side")],
     "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA"),
                      ("instruct", "Instruction tuning"), ("preference", "Preference tuning (DPO)"),
-                     ("parallel", "Data parallelism and memory")],
+                     ("scaling", "Scaling laws"), ("parallel", "Data parallelism and memory")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("steering", "Steering vectors"),
                  ("quantization", "Quantization")],
 }
@@ -661,6 +661,33 @@ def test_data_parallelism_trains_on_two_processes_checks_the_weights_and_compute
     panel.get_by_label("Peak learning rate (0.0001 to 0.03)").fill("5")
     panel.get_by_role("button", name="Train on 2 processes").click()
     fresh.locator(".toast-body.error").filter(has_text="learning rate must be from").first.wait_for(timeout=WAIT)
+def test_scaling_trains_a_short_ladder_from_a_link_moves_the_budget_and_calculates(fresh, url):
+    """Three sizes of 20 steps through the page (the default ladder's numbers are tests/test_scaling.py's)."""
+    open_link(fresh, url + "?tab=scaling&sizes=8,16,32&steps=20&budget=9")
+    panel = tab_panel(fresh)
+    panel.get_by_text("5.88 × 10").first.wait_for(timeout=WAIT)  # the calculator drew Chinchilla's numbers on opening
+    panel.get_by_role("button", name="Train the ladder").click()
+    fresh.wait_for_function("document.body.innerText.includes('Finished the ladder')", timeout=300_000, polling=500)
+    settle(fresh)
+    plots = panel.locator(".js-plotly-plot")
+    assert plots.nth(0).locator(".scatterlayer .trace").count() == 4  # three sizes and the fitted power law
+    assert "α =" in plots.nth(0).inner_text() and plots.nth(1).locator(".scatterlayer .trace").count() == 3
+    assert "frontier" in plots.nth(2).inner_text() and "the best size is width" in panel.inner_text()
+    budget = panel.get_by_label("number input for Compute budget: 10^x FLOPs")
+    budget.fill("13")
+    budget.press("Enter")
+    panel.get_by_text("Its whole run cost").wait_for(timeout=WAIT)  # beyond every run: the best finished size
+    for box, value in [("Parameters N", "135M"), ("Training tokens D", "2T")]:
+        panel.get_by_label(box).fill(value)
+    panel.get_by_label("Training tokens D").press("Enter")
+    panel.get_by_text("C = 6ND = 1.62 × 10").wait_for(timeout=WAIT)
+    assert error_toasts(fresh) == []
+    panel.get_by_label("Parameters N").fill("banana")
+    panel.get_by_label("Parameters N").press("Enter")
+    fresh.locator(".toast-body.error").filter(has_text="must be a number such as 70e9").first.wait_for(timeout=WAIT)
+    panel.get_by_label("Peak learning rate (0.0001 to 0.03)").fill("5")
+    panel.get_by_role("button", name="Train the ladder").click()
+    fresh.locator(".toast-body.error").filter(has_text="The learning rate must be from").first.wait_for(timeout=WAIT)
 
 
 def test_the_quantization_tab_follows_group_size_and_layer_and_refuses_a_bad_group(fresh, url):

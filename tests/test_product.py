@@ -24,8 +24,8 @@ def LINKS(demo):
 def test_every_tab_registers_link_settings_for_its_widgets(demo, LINKS):
     tabs = {key.split(".")[0] for key in LINKS}
     assert tabs == {"overview", "tokenizer", "embeddings", "causal_mask", "attention", "block", "moe", "residual",
-                    "lm_head", "beam_search", "compare", "training", "finetune", "instruct", "preference", "parallel",
-                    "kv_cache", "patching", "steering", "quantization"}
+                    "lm_head", "beam_search", "compare", "training", "finetune", "instruct", "preference", "scaling",
+                    "parallel", "kv_cache", "patching", "steering", "quantization"}
     assert all(c in demo.blocks.values() for c in LINKS.values())
 
 
