@@ -169,7 +169,7 @@ def test_before_a_run_the_panels_say_what_the_run_will_draw(demo):
     waiting = [json.loads(b.value["plot"])["layout"] for b in demo.blocks.values()
                if isinstance(b, gr.Plot) and b.value and not json.loads(b.value["plot"])["data"]]
     said = [layout["annotations"][0]["text"] for layout in waiting]
-    assert sum("Train from scratch" in t or "as the model learns" in t for t in said) == 3
+    assert sum("Train from scratch</b>" in t or "redrawn as the model learns" in t for t in said) == 3  # the Training tab's
     assert any("Generate both ways" in t for t in said) and said.count(lm_head.NO_BRANCH) == 1
     assert all(layout["xaxis"]["visible"] is False and layout["yaxis"]["visible"] is False for layout in waiting)
     assert any(isinstance(b, gr.HTML) and b.value == training.BEFORE_A_RUN for b in demo.blocks.values())
