@@ -22,9 +22,9 @@ CHAPTERS = {  # as the page shows them: chapter -> its tabs' (id, title); the id
                            ("moe", "MoE routing"), ("residual", "Residual stream")],
     "4 · Out to text": [("lm_head", "LM head & sampling"), ("beam_search", "Beam search"),
                         ("compare", "Two models side by side")],
-    "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning: full vs LoRA"),
-                     ("instruct", "Instruction tuning"), ("preference", "Preference tuning (DPO)"),
-                     ("scaling", "Scaling laws"), ("parallel", "Data parallelism and memory")],
+    "5 · Learning": [("training", "Training"), ("finetune", "Fine-tuning"),
+                     ("instruct", "Instruction tuning"), ("preference", "Preference tuning"),
+                     ("scaling", "Scaling laws"), ("parallel", "Data parallelism")],
     "6 · Beyond": [("kv_cache", "KV cache"), ("patching", "Activation patching"), ("steering", "Steering vectors"),
                  ("quantization", "Quantization")],
 }
@@ -129,7 +129,7 @@ def test_tab_runs_its_examples_and_draws(page, tab):
         examples.nth(i).click()
         settle(page)
     # long work (patching, training, fine-tuning) runs when asked: their own tests below run it
-    if tab not in ("Activation patching", "Training", "Fine-tuning: full vs LoRA"):
+    if tab not in ("Activation patching", "Training", "Fine-tuning"):
         assert panel.locator(".js-plotly-plot").count() >= 1 or panel.locator("span[title^='id ']").count() > 0
     assert error_toasts(page) == []
     assert page.console_errors == []
@@ -546,7 +546,7 @@ def test_training_streams_its_default_run_cancels_keeps_and_refuses_bad_settings
 def test_fine_tuning_runs_draws_its_curves_cancels_and_refuses_bad_input_plainly(fresh, url):
     """A short run through the page (the default run's numbers are tests/test_finetune.py's)."""
     fresh.goto(url + "?tab=finetune")
-    fresh.get_by_role("tab", name="Fine-tuning: full vs LoRA", exact=True, selected=True).wait_for(timeout=WAIT)
+    fresh.get_by_role("tab", name="Fine-tuning", exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     panel = tab_panel(fresh)
     run = panel.get_by_role("button", name="Fine-tune both ways")
@@ -611,7 +611,7 @@ def test_instruction_tuning_shows_the_template_replies_live_fine_tunes_and_refus
 def test_preference_tuning_runs_a_short_dpo_cancels_and_refuses_bad_settings_plainly(fresh, url):
     """A short DPO run through the page (the default run's numbers are tests/test_preference.py's)."""
     fresh.goto(url + "?tab=preference")
-    fresh.get_by_role("tab", name="Preference tuning (DPO)", exact=True, selected=True).wait_for(timeout=WAIT)
+    fresh.get_by_role("tab", name="Preference tuning", exact=True, selected=True).wait_for(timeout=WAIT)
     settle(fresh)
     panel = tab_panel(fresh)
     assert "Reward model" in panel.inner_text() and "chosen y_c" in panel.inner_text()  # RLHF's stages, the pairs
@@ -846,7 +846,7 @@ def in_view(page, selector: str) -> float:
 
 def test_a_lesson_step_scrolls_its_figure_into_view_in_lecture_mode_at_1280x720(page, lesson_url):
     """The lecturer never scrolls: each step's figure (or the widget its `focus:` names) is at the top of the
-    screen; the six chapters fit beside the open sidebar; the header leaves most of the first screen to the tab."""
+    screen; the six chapters, and each one's tabs, fit beside the open sidebar; the header leaves most of the first screen to the tab."""
     lecture = page.context.browser.new_page(viewport={"width": 1280, "height": 720})
     try:
         lecture.goto(lesson_url + "?lecture=1")
@@ -866,6 +866,11 @@ def test_a_lesson_step_scrolls_its_figure_into_view_in_lecture_mode_at_1280x720(
             wait_for_step(lecture, k, 17, tab)
             lecture.wait_for_timeout(4500)  # the last of the step's scrolls, after the figures above it drew
             assert 0 <= in_view(lecture, target) < 120, (k, target, in_view(lecture, target))
+        for chapter in CHAPTERS:  # and each chapter's tabs fit in one row beside it (six in Learning)
+            lecture.get_by_role("tab", name=chapter).click()
+            lecture.get_by_role("tab", name=CHAPTERS[chapter][0][1], exact=True).wait_for(timeout=WAIT)
+            lecture.wait_for_timeout(300)
+            assert lecture.locator(".overflow-menu:not(.hide) >> visible=true").count() == 0, chapter
     finally:
         lecture.close()
 

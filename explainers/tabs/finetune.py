@@ -17,7 +17,7 @@ from explainers.page.inputs import get_model, join_notes
 from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
 
-TITLE = "Fine-tuning: full vs LoRA"
+TITLE = "Fine-tuning"
 INTRO = r"""### Teach a trained model a new kind of text
 The tiny models learnt from Shakespeare. Fine-tune one on another text, two ways at once and on the same
 batches: **full fine-tuning** updates every weight; **LoRA** freezes them and learns, for each chosen matrix W

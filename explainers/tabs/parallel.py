@@ -19,7 +19,7 @@ from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
 from explainers.tabs.training import LIMITS, TRAIN_THREADS, app_recipe
 
-TITLE = "Data parallelism and memory"
+TITLE = "Data parallelism"
 INTRO = r"""### Two processes, one model
 A model too slow to train on one GPU is trained on many, each with its own copy of the weights: **data
 parallelism**. Here two worker processes (two *ranks*, `torch.distributed` on the CPU) train a fresh TinyGPT

@@ -20,7 +20,7 @@ from explainers.page.jobs import Job, Jobs
 from explainers.page.tab import View
 from explainers.tabs.training import TRAIN_THREADS
 
-TITLE = "Preference tuning (DPO)"
+TITLE = "Preference tuning"
 MODEL = "tiny-gpt-char"
 INTRO = rf"""### Teach a model which of two answers people prefer
 RLHF tunes a model on comparisons: of two responses to the same prompt, a person marks the better one. Here the
