@@ -846,7 +846,8 @@ def in_view(page, selector: str) -> float:
 
 def test_a_lesson_step_scrolls_its_figure_into_view_in_lecture_mode_at_1280x720(page, lesson_url):
     """The lecturer never scrolls: each step's figure (or the widget its `focus:` names) is at the top of the
-    screen; the six chapters, and each one's tabs, fit beside the open sidebar; the header leaves most of the first screen to the tab."""
+    screen; the six chapters, and each one's tabs, fit beside the open sidebar; the header leaves most of the first
+    screen to the tab."""
     lecture = page.context.browser.new_page(viewport={"width": 1280, "height": 720})
     try:
         lecture.goto(lesson_url + "?lecture=1")

@@ -40,9 +40,11 @@ begins, and the token that closes a turn is where it stops."""
 CHAT_MODEL = "smollm2-135m"   # SmolLM2-135M-Instruct: its GGUF carries its chat template (ChatML)
 MAX_INSTRUCTION = 500         # characters: a longer instruction is refused, not cut
 REPLY_DEFAULT, REPLY_MOST = 64, 256
-REFRESH_SECONDS = 0.5         # the reply and the curves redraw this often
+REFRESH_SECONDS = 1.0         # the curves redraw this often while the model trains (as the Training tab's)
+REPLY_SECONDS = 0.5           # and the reply while it streams
 SFT_MODELS = [("tiny-gpt-char: every weight trains (full fine-tuning)", "tiny-gpt-char"),
-              ("smollm2-135m: LoRA (r = 8) on its attention matrices", "smollm2-135m")]
+              ("smollm2-135m: LoRA (r = 8) on its attention matrices (already instruction-tuned: it learns a "
+               "second format)", "smollm2-135m")]
 DEFAULTS = {"tiny-gpt-char": SFTSettings(steps=150, batch=16, lr=3e-3),
             "smollm2-135m": SFTSettings(steps=20, batch=8, lr=2e-3, warmup=4, eval_every=10)}
 MOST_STEPS = {"tiny-gpt-char": 1000, "smollm2-135m": 60}  # SmolLM2's steps cost ~100 times more
@@ -94,7 +96,7 @@ def reply(model_name, instruction, n_new, job: Job):
     for g in reply_steps(model, ids, n_new):
         if job.should_stop():
             break
-        if time.monotonic() - last > REFRESH_SECONDS:
+        if time.monotonic() - last > REPLY_SECONDS:
             last = time.monotonic()
             yield gr.skip(), reply_html(model.tokenizer, g), join_notes(note, f"Replying… {len(g.new_ids)} tokens.")
     done = len(g.new_ids) if g else 0
