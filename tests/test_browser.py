@@ -603,7 +603,7 @@ def test_instruction_tuning_shows_the_template_replies_live_fine_tunes_and_refus
     panel.get_by_label("Peak learning rate (0.00001 to 0.01)").fill("5")
     panel.get_by_role("button", name="Fine-tune on the pairs").click()
     fresh.locator(".toast-body.error").filter(has_text="learning rate must be from").first.wait_for(timeout=WAIT)
-    box = panel.get_by_label("Instruction")
+    box = panel.get_by_label("Instruction", exact=True)
     box.fill("   ")
     box.press("Enter")
     fresh.locator(".toast-body.error").filter(has_text="Type an instruction first").first.wait_for(timeout=WAIT)

@@ -15,6 +15,7 @@ import psutil
 import pytest
 import torch
 
+from core.device import torch_threads
 from core.inputs import InputError
 from core.learning import parallel as dp
 from core.learning.training import RECIPES, make_batch, prepare, training_loss
@@ -86,10 +87,17 @@ def test_a_ring_all_reduce_sends_twice_the_share_of_the_others():
 
 # The principle, in one process
 
-def test_the_halves_gradients_averaged_are_the_joint_batch_s():
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, as each rank has, and the suite's own count back afterwards (the later tests
+    ran on one thread when this was left behind)."""
+    with torch_threads(1):
+        yield
+
+
+def test_the_halves_gradients_averaged_are_the_joint_batch_s(one_thread):
     """Two copies of one model, the same optimiser: one steps on the joint batch, the other on the mean of the two
     halves' gradients. In double precision they agree to rounding; in single precision the gradients do."""
-    torch.set_num_threads(1)
     recipe = tiny(steps=5, batch=8)
     for dtype, gradients, weights in [(torch.float64, 1e-12, 1e-10), (torch.float32, 1e-6, 1e-3)]:
         run = prepare(recipe)
