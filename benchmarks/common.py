@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: SmolLM2 in core and in transformers, and a fair timer."""
+"""Shared by the benchmarks: SmolLM2 in core and in transformers, a fair timer, and a tab's run as Gradio sends it."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,9 +12,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import plotly.graph_objects as go  # noqa: E402
 import torch  # noqa: E402
 
 from core.weights import zoo  # noqa: E402
+
+
+def through_the_tab(answers) -> tuple[float, tuple]:
+    """Seconds to run a tab's streaming handler (its generator of answers) to the end, every figure it yields
+    turned into JSON as Gradio sends it, and its last answer."""
+    start = time.perf_counter()
+    for answer in answers:
+        for part in answer:
+            if isinstance(part, go.Figure):
+                part.to_json()
+    return time.perf_counter() - start, answer
 
 
 def smollm2_pair(threads: int = 2):

@@ -11,9 +11,8 @@ import argparse
 import statistics
 import time
 
-import plotly.graph_objects as go
 import torch
-from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
+from common import smollm2_pair, through_the_tab  # noqa: F401  (sets the environment and sys.path)
 
 from core.device import torch_threads
 from core.learning.instruct import prepare_sft, response_loss, sft_steps
@@ -40,12 +39,8 @@ def plain_loop() -> tuple[float, float, float]:
 def app_loop() -> tuple[float, str]:
     """Seconds for the default run through the tab's handler, every figure it yields turned into JSON, and the
     tab's last status line."""
-    start = time.perf_counter()
-    for answer in instruct.sft_live(MODEL, D.steps, D.lr, D.batch, Job()):
-        for part in answer:
-            if isinstance(part, go.Figure):
-                part.to_json()
-    return time.perf_counter() - start, answer[0]
+    seconds, answer = through_the_tab(instruct.sft_live(MODEL, D.steps, D.lr, D.batch, Job()))
+    return seconds, answer[0]
 
 
 def main() -> None:

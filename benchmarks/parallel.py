@@ -10,9 +10,8 @@ import argparse
 import statistics
 import time
 
-import plotly.graph_objects as go
 import torch
-from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
+from common import smollm2_pair, through_the_tab  # noqa: F401  (sets the environment and sys.path)
 
 from core.learning import parallel as dp
 from explainers.page.jobs import Job
@@ -37,12 +36,9 @@ def plain_loop() -> tuple[float, dp.Report]:
 def app_loop() -> tuple[float, str]:
     """Seconds for the default run through the tab's handler, every figure it yields turned into JSON, and the
     tab's last status line."""
-    start = time.perf_counter()
-    for answer in parallel.train_live(D["steps"], D["batch"], D["width"], D["layers"], D["learning rate"], Job()):
-        for part in answer:
-            if isinstance(part, go.Figure):
-                part.to_json()
-    return time.perf_counter() - start, answer[0]
+    run = parallel.train_live(D["steps"], D["batch"], D["width"], D["layers"], D["learning rate"], Job())
+    seconds, answer = through_the_tab(run)
+    return seconds, answer[0]
 
 
 def main() -> None:

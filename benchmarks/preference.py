@@ -11,9 +11,8 @@ import argparse
 import statistics
 import time
 
-import plotly.graph_objects as go
 import torch
-from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
+from common import smollm2_pair, through_the_tab  # noqa: F401  (sets the environment and sys.path)
 
 from core.device import torch_threads
 from core.learning import preference as pf
@@ -36,12 +35,7 @@ def plain_loop() -> tuple[float, pf.DpoRun]:
 
 def app_loop() -> float:
     """Seconds for the default run through the tab's handler, every figure it yields turned into JSON."""
-    start = time.perf_counter()
-    for answer in tab.run(D.beta, D.lr, D.steps, D.batch, Job()):
-        for part in answer:
-            if isinstance(part, go.Figure):
-                part.to_json()
-    return time.perf_counter() - start
+    return through_the_tab(tab.run(D.beta, D.lr, D.steps, D.batch, Job()))[0]
 
 
 def main() -> None:

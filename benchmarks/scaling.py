@@ -11,9 +11,8 @@ import argparse
 import statistics
 import time
 
-import plotly.graph_objects as go
 import torch
-from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
+from common import smollm2_pair, through_the_tab  # noqa: F401  (sets the environment and sys.path)
 
 from core.learning import scaling as sc
 from explainers.page.jobs import Job
@@ -32,12 +31,8 @@ def app_loop() -> tuple[float, Job]:
     """Seconds for the default ladder through the tab's handler, every figure it yields turned into JSON."""
     job = Job(cap=float("inf"))  # measured whole: the server's cap would cut a slow machine's run short
     job.started = time.monotonic()
-    start = time.perf_counter()
-    for answer in scaling.train_ladder([str(w) for w in sc.LADDER], sc.STEPS, sc.LR, scaling.DEFAULT_BUDGET, job):
-        for part in answer:
-            if isinstance(part, go.Figure):
-                part.to_json()
-    return time.perf_counter() - start, job
+    run = scaling.train_ladder([str(w) for w in sc.LADDER], sc.STEPS, sc.LR, scaling.DEFAULT_BUDGET, job)
+    return through_the_tab(run)[0], job
 
 
 def main() -> None:

@@ -17,9 +17,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import plotly.graph_objects as go
 import torch
-from common import smollm2_pair  # noqa: F401  (sets the environment and sys.path)
+from common import smollm2_pair, through_the_tab  # noqa: F401  (sets the environment and sys.path)
 
 from core.learning.training import prepare, train_steps
 from explainers.activations import forget_runs
@@ -47,13 +46,10 @@ def plain_loop() -> float:
 def app_loop(job: Job | None = None) -> tuple[float, str]:
     """Seconds for the default run through the tab's handler, every figure it yields turned into JSON, and the
     tab's last status line."""
-    start = time.perf_counter()
-    for answer in training.train_live("tiny-gpt-char", D["width"], D["layers"], D["steps"], D["learning rate"],
-                                      D["batch"], job or Job()):
-        for part in answer:
-            if isinstance(part, go.Figure):
-                part.to_json()
-    return time.perf_counter() - start, answer[0]
+    run = training.train_live("tiny-gpt-char", D["width"], D["layers"], D["steps"], D["learning rate"], D["batch"],
+                              job or Job())
+    seconds, answer = through_the_tab(run)
+    return seconds, answer[0]
 
 
 def tokens_per_second(status: str) -> str:
