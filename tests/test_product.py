@@ -483,10 +483,13 @@ def test_every_figure_the_tabs_draw_is_valid_plotly(training, at_least):
     """Tabs build figures as unchecked dicts (figures.figure); Plotly's checked objects must read each one back
     unchanged: no unknown property, no shorthand only Plotly's objects expand (a title as a bare string), no
     colour-scale name that plotly.js draws in other colours. The training group's handlers run real training at
-    their defaults, so they are the slow tier's."""
+    their defaults, stopped by a cap of a few seconds (the answer a capped run draws; each tab's own slow test runs
+    its whole default run), so they are the slow tier's."""
     import json
 
     import plotly.graph_objects as go
+
+    from explainers.page.jobs import Job
     checked = 0
     for param in handlers():
         block_fn = param.values[0]
@@ -494,7 +497,8 @@ def test_every_figure_the_tabs_draw_is_valid_plotly(training, at_least):
             continue
         takes_a_model = any(getattr(c, "label", None) == "Model" for c in block_fn.inputs)
         for model in ("tiny-gpt-char", "tiny-bert-word", "tiny-moe") if takes_a_model else (None,):  # else once
-            values = [model if getattr(c, "label", None) == "Model" else c.value for c in block_fn.inputs]
+            values = [model if getattr(c, "label", None) == "Model" else Job(cap=5) if isinstance(c, gr.State) and
+                      training else c.value for c in block_fn.inputs]
             try:
                 result = call(block_fn, values)
             except gr.Error:
