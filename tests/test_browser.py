@@ -179,8 +179,8 @@ def test_a_cancelled_generation_leaves_the_kv_tab_usable(page):
     count.fill("256")
     count.press("Enter")
     panel.get_by_role("button", name="Generate both ways").click()
-    page.wait_for_timeout(3000)
-    panel.get_by_role("button", name="Cancel").click()
+    page.wait_for_function("document.body.innerText.includes('Running with')", timeout=WAIT)  # under way: Cancel
+    panel.get_by_role("button", name="Cancel").click()  # reaches this run's job (pressed sooner, it could miss it)
     page.wait_for_function("document.body.innerText.includes('Cancelled (')", timeout=WAIT)
     count.fill("6")
     count.press("Enter")
