@@ -10,6 +10,7 @@ import gradio as gr
 import pytest
 import torch
 
+from explainers import chapters
 from explainers.draw.widgets import FittedSlider
 from explainers.page.groups import GROUPS
 from explainers.page.links import make_query, parse_value, restore
@@ -61,10 +62,14 @@ def test_a_link_made_from_a_view_restores_that_view(LINKS):
         is False
 
 
-@pytest.mark.parametrize("query, chapter", [("?tab=attention", "chapter-3"), ("?tab=kv_cache", "chapter-6"),
-                                            ("?tab=embeddings&model=tiny-gpt-char", "chapter-2")])
+EVERY_TAB = [(f"?tab={chapters.tab_id(tab)}" + ("&model=tiny-gpt-char" if i % 2 else ""), f"chapter-{c}")
+             for c, (_, tabs) in enumerate(chapters.CHAPTERS, 1) for i, tab in enumerate(tabs)]  # a link, its chapter
+
+
+@pytest.mark.parametrize("query, chapter", EVERY_TAB)
 def test_a_link_to_a_tab_selects_its_chapter_and_the_tab_in_it(demo, query, chapter):
-    """The page's updates for a link: its chapter in the chapter row, its tab in that chapter's row, no other row."""
+    """The page's updates for a link to any tab: its chapter in the chapter row, its tab in that chapter's row, no
+    other row (the browser opens one link per chapter: tests/test_browser.py)."""
     views = demo.views
     updates = views.apply(query)
     tab = query.split("&")[0].removeprefix("?tab=")
@@ -397,6 +402,29 @@ def test_a_model_switch_fits_every_setting_to_the_new_model_and_says_so_in_the_t
         notes = session.draw(view)
         assert session.ranges[position] == (-1, T - 1) and session.values[position] == T - 1
         assert "The position was" in notes and f"the text is {T} token{'s' if T > 1 else ''} for {model.name}" in notes
+
+
+def example_rows(demo) -> list[tuple[str, dict]]:
+    """Every example row on the page, with each tab whose draws read its widgets: (tab, {widget id: value})."""
+    rows = []
+    for dataset in [block for block in demo.blocks.values() if isinstance(block, gr.Dataset)]:
+        ids = [c._id for c in dataset._components]
+        tabs = [tab for tab, view in demo.views.views.items()
+                if set(ids) & {c._id for draw in view.draws for c in draw["inputs"]}]
+        rows += [(tab, dict(zip(ids, sample))) for tab in tabs for sample in dataset.raw_samples]
+    return rows
+
+
+def test_every_example_draws_its_tab_with_no_error(demo):
+    """A click on an example sets its widgets and the tab redraws: every example of every tab, on the page's
+    default model, through Gradio's range checks (the browser clicks one example per tab: test_browser.py)."""
+    rows = example_rows(demo)
+    assert {tab for tab, _ in rows} >= {"overview", "tokenizer", "embeddings", "causal_mask", "attention", "block",
+                                         "moe", "residual", "lm_head", "beam_search", "compare", "steering"}
+    for tab, example in rows:
+        session = Session(demo)
+        session.values.update(example)
+        session.draw(demo.views.views[tab])
 
 
 def test_a_remembered_answer_is_shared_and_lecture_styles_a_copy():
