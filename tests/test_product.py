@@ -69,7 +69,7 @@ EVERY_TAB = [(f"?tab={chapters.tab_id(tab)}" + ("&model=tiny-gpt-char" if i % 2 
 @pytest.mark.parametrize("query, chapter", EVERY_TAB)
 def test_a_link_to_a_tab_selects_its_chapter_and_the_tab_in_it(demo, query, chapter):
     """The page's updates for a link to any tab: its chapter in the chapter row, its tab in that chapter's row, no
-    other row (the browser opens one link per chapter: tests/test_browser.py)."""
+    other row (the browser opens one link per chapter: tests/test_browser_links.py)."""
     views = demo.views
     updates = views.apply(query)
     tab = query.split("&")[0].removeprefix("?tab=")
@@ -77,6 +77,19 @@ def test_a_link_to_a_tab_selects_its_chapter_and_the_tab_in_it(demo, query, chap
     rows = {c: updates[row].selected for c, row in views.w["rows"].items() if row in updates}
     assert rows == {chapter: tab} and updates[views.screen]["tabs"][chapter] == tab
     assert updates[views.screen]["chapter"] == chapter
+
+
+def test_nothing_draws_before_the_page_s_link_is_applied(demo):
+    """As the page loads, Gradio sends the select of the first chapter and its first tab before the link is applied
+    (generation 0): drawing the Overview then, on the default model, would be wasted work for a link to another tab.
+    Once the link is applied, the tab it opens draws."""
+    views = demo.views
+    loading = views.selected("chapter-1", "overview", None, 0, {})
+    assert loading[views.screen]["chapter"] == "chapter-1"  # what is on screen is kept
+    assert not any(request in loading for request in views.requests.values())
+    applied = views.apply("?tab=causal_mask&model=tiny-gpt-char")
+    looked = views.look(applied[views.screen], applied[views.generation], {})
+    assert [tab for tab, request in views.requests.items() if request in looked] == ["causal_mask"]
 
 
 def test_one_text_for_the_page_follows_the_learner_across_tabs(demo):

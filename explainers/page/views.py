@@ -81,12 +81,14 @@ class Views:
 
     # 2. the tab on screen draws if it is stale
     def look(self, screen, generation, drawn, text="") -> dict:
-        """Ask the tab on screen to draw, unless it has drawn in this generation (with this text, if it has one)."""
+        """Ask the tab on screen to draw, unless it has drawn in this generation (with this text, if it has one).
+        Generation 0 is a page whose link is not applied yet: the first tab's select comes as the page loads, and
+        drawing it then would be wasted when the link opens another tab or another model."""
         screen = _screen(screen, self.layout)
         drawn = drawn if isinstance(drawn, dict) else {}
         tab = screen["tabs"][screen["chapter"]]
         key = (generation, str(text or "") if tab in self.texted else None)
-        if tab not in self.requests or drawn.get(tab) == key:
+        if not generation or tab not in self.requests or drawn.get(tab) == key:
             return {self.drawn: gr.skip()}  # Gradio wants a value for one output at least
         return {self.drawn: {**drawn, tab: key}, self.requests[tab]: key}  # a new value: its change runs the draws
 
