@@ -160,3 +160,36 @@ def assert_close(ours, theirs, atol=1e-4):
     """Equal within atol, reporting max and mean difference when not."""
     diff = (ours - theirs).abs()
     assert diff.max() <= atol, f"max diff {diff.max():.3g}, mean {diff.mean():.3g}"
+
+
+# The browser tests' fixtures: a server of the app and a Chromium page on it, for each test file that asks (so two
+# files run on two pytest-xdist workers, each with its own server); the helpers they use are in browser.py.
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    from browser import serve
+    yield from serve(tmp_path_factory.mktemp("app") / "app.log")
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    """One page for a test file, opened on the app: the tests that use it go on from where the one before left it."""
+    from browser import CHROMIUM, record_errors
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        record_errors(page)
+        page.goto(url)
+        page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def fresh(page):
+    """Another page of the same browser, for a view opened from a link."""
+    from browser import record_errors
+    other = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    record_errors(other)
+    yield other
+    other.close()

@@ -1,6 +1,6 @@
 """Cold starts: a deep link opened the moment the server answers, while every tab's load handler races the others
 (loading models, tokenizers and their code in request threads), draws with no error, two starts in a row (a
-decoder's attention and an MoE block; other deep links are opened on a warm server in test_browser.py)."""
+decoder's attention and an MoE block; other deep links are opened on a warm server in test_browser_links.py)."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from test_browser import CHROMIUM, ROOT, error_toasts, free_port, settle
+from browser import CHROMIUM, ROOT, error_toasts, free_port, settle
 
 pytestmark = pytest.mark.slow  # each test starts fresh Python processes
 LINKS = ["?tab=block&model=tiny-moe", "?tab=attention&model=smollm2-135m&lecture=1"]
