@@ -83,6 +83,12 @@ def wait_for_text(page, text: str, timeout_ms: int = WAIT) -> None:
         raise AssertionError(f"{text!r} was not shown within {timeout_ms / 1000:.0f} s; the tab shows:\n{shown}") from None
 
 
+def cancel(panel) -> None:
+    """Press the tab's Cancel while its run redraws the page: as a learner's click, at once (Playwright's usual wait
+    for the button to keep still over two frames can outlast its timeout when each frame is busy with a redraw)."""
+    panel.get_by_role("button", name="Cancel").click(force=True)
+
+
 def error_toasts(page) -> list[str]:
     return page.locator(".toast-body.error").all_inner_texts()
 

@@ -8,6 +8,7 @@ import pytest
 from browser import (
     TABS,
     WAIT,
+    cancel,
     error_toasts,
     needs_chromium,
     open_link,
@@ -83,7 +84,7 @@ def test_a_cancelled_generation_leaves_the_kv_tab_usable(page):
     settle(page)  # the setting's own events answered before the button is pressed
     panel.get_by_role("button", name="Generate both ways").click()
     wait_for_text(page, "Running with")  # under way
-    panel.get_by_role("button", name="Cancel").click()  # reaches this run's job (pressed sooner, it could miss it)
+    cancel(panel)  # reaches this run's job (pressed sooner, it could miss it)
     wait_for_text(page, "Cancelled (")
     count.fill("6")
     count.press("Enter")
