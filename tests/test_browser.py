@@ -31,7 +31,7 @@ def test_tab_runs_an_example_and_draws(page, tab):
     if examples.count():  # one click on its last example; every example's values are drawn in test_product.py
         examples.last.click()
         settle(page)
-    # long work (patching, training, fine-tuning) runs when asked: their own tests below run it
+    # long work (patching, training, fine-tuning) runs when asked: their own tests run it (test_browser_learning.py)
     if tab not in ("Activation patching", "Training", "Fine-tuning"):
         assert panel.locator(".js-plotly-plot").count() >= 1 or panel.locator("span[title^='id ']").count() > 0
     assert error_toasts(page) == []

@@ -92,6 +92,19 @@ def test_nothing_draws_before_the_page_s_link_is_applied(demo):
     assert [tab for tab, request in views.requests.items() if request in looked] == ["causal_mask"]
 
 
+def test_a_view_that_fails_to_open_still_leaves_the_page_drawing(demo, monkeypatch, caplog):
+    """Past generation 0 whatever happens: a fault while a link is restored is said in the note, logged, and the tab
+    on screen draws its defaults."""
+    import explainers.page.views as views_module
+    views = demo.views
+    monkeypatch.setattr(views_module, "start_model", lambda default: 1 / 0)
+    applied = views.apply("?tab=causal_mask")
+    assert applied[views.generation] > 0 and "could not be opened" in applied[views.w["note"]]
+    assert "ZeroDivisionError" in caplog.text
+    looked = views.look(None, applied[views.generation], {})
+    assert [tab for tab, request in views.requests.items() if request in looked] == ["overview"]
+
+
 def test_one_text_for_the_page_follows_the_learner_across_tabs(demo):
     """A link's text is the page's; a tab with a text that drew another text is stale, and takes the page's text
     (in the browser, before its draws) when it comes on screen; tabs without a text do not care; patching keeps

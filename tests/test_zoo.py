@@ -68,6 +68,25 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     assert torch.equal(model(ids), loaded(ids)) and loaded.tokenizer.encode("ab!") == [0, 1, 4]
 
 
+def test_a_conversion_is_cached_whole_and_replaces_only_a_stale_one(tmp_path):
+    """Written aside, then moved into place with its stamp: a stale folder (another GGUF, a half-written one) is
+    replaced, a folder another process already finished with the same stamp is kept, and nothing is left aside."""
+    from core import HookedTransformer, ModelConfig
+    model = HookedTransformer(ModelConfig()).eval()
+    model.tokenizer = CharTokenizer(list("abc "))
+    folder = tmp_path / "smollm2-135m"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"half")  # a folder an interrupted conversion left, with no stamp
+    zoo.cache_whole(model, folder, "new")
+    assert (folder / "stamp.json").read_text() == "new"
+    ids = torch.tensor([[0, 1, 2]])
+    assert torch.equal(zoo.load_checkpoint(folder)(ids), model(ids))
+    kept = (folder / "model.safetensors").stat().st_mtime_ns
+    zoo.cache_whole(HookedTransformer(ModelConfig()).eval(), folder, "new")  # as a second process finishing later
+    assert (folder / "model.safetensors").stat().st_mtime_ns == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smollm2-135m"]  # no staged folder left
+
+
 @pytest.mark.parametrize("name", ["tpu", "cuda:banana"])
 def test_unknown_device_is_a_clear_error(name):
     with pytest.raises(ValueError, match="device|CUDA"):

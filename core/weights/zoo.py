@@ -14,6 +14,7 @@ import importlib.util
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -87,6 +88,23 @@ def save_checkpoint(model: HookedTransformer, folder: Path) -> None:
         (folder / "tokenizer.json").write_text(tok.to_json())
 
 
+def cache_whole(model: HookedTransformer, folder: Path, stamp: str) -> None:
+    """A converted model into the cache, with the stamp that says what it was converted from: written into a folder
+    of this process's, then moved into place whole, so that another process converting the same model at the same
+    time (two servers starting on a cold cache) or reading it never meets a half-written folder."""
+    staged = folder.with_name(f"{folder.name}.{os.getpid()}.part")
+    try:
+        save_checkpoint(model, staged)
+        (staged / "stamp.json").write_text(stamp)
+        if not ((folder / "stamp.json").exists() and (folder / "stamp.json").read_text() == stamp):  # not yet there
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(staged, folder)
+    except OSError:
+        pass  # a read-only home only costs the fast second start; another process's folder may have come first
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def load_checkpoint(folder: Path) -> HookedTransformer:
     model = HookedTransformer(ModelConfig.from_json((folder / "config.json").read_text()))
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
@@ -127,11 +145,7 @@ def _smollm2() -> HookedTransformer:
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     model = from_transformers(hf)
     model.tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
-    try:
-        save_checkpoint(model, cached)
-        (cached / "stamp.json").write_text(stamp)
-    except OSError:
-        pass  # a read-only home only costs the fast second start
+    cache_whole(model, cached, stamp)
     return model
 
 
@@ -197,12 +211,7 @@ def _hub(repo: str) -> HookedTransformer:
         if (cached / "stamp.json").exists() and (cached / "stamp.json").read_text() == stamp:
             return load_checkpoint(cached)
         ours = hub.convert(model, hub.fetch(model))
-        try:
-            (cached / "stamp.json").unlink(missing_ok=True)
-            save_checkpoint(ours, cached)
-            (cached / "stamp.json").write_text(stamp)
-        except OSError:
-            pass  # a read-only home only costs the fast second start
+        cache_whole(ours, cached, stamp)
         return ours
 
 

@@ -117,13 +117,19 @@ class Views:
         if query is None:
             return {self.generation: gr.skip()}
         serving.last_call[0] = time.monotonic()
-        opened = start_model(self.default)
-        view = restore(self.lesson.view_query(query), self.links, self.layout, opened, self.lecture_default)
+        generation = next(self.generations)
+        try:
+            opened = start_model(self.default)
+            view = restore(self.lesson.view_query(query), self.links, self.layout, opened, self.lecture_default)
+        except Exception:  # a fault here must not leave the page at generation 0, where nothing draws: say so
+            serving.log.exception("restoring the view %r", query)
+            return {self.generation: generation, self.w["note"]: "This view could not be opened here, so the page "
+                                                                 "shows its defaults."}
         note = " ".join(n for n in (view.note, preparing_note(self.default, view.model if view.model == opened
                                                                           else self.default)) if n)
         updates = {self.w["chapters"]: gr.Tabs(selected=view.chapter), self.w["model"]: view.model,
                    self.shown: view.model, self.w["lecture"]: view.lecture, self.w["note"]: note,
-                   self.generation: next(self.generations)}
+                   self.generation: generation}
         if view.chapter:
             updates[self.w["rows"][view.chapter]] = gr.Tabs(selected=view.tab)
             updates[self.screen] = {"chapter": view.chapter, "tabs": {**_screen(None, self.layout)["tabs"],
