@@ -80,13 +80,8 @@ def wait_for_text(page, text: str, timeout_ms: int = WAIT) -> None:
                                polling=POLL)
     except TimeoutError:
         shown = tab_panel(page).inner_text()[:2000]
-        raise AssertionError(f"{text!r} was not shown within {timeout_ms / 1000:.0f} s; the tab shows:\n{shown}") from None
-
-
-def cancel(panel) -> None:
-    """Press the tab's Cancel while its run redraws the page: as a learner's click, at once (Playwright's usual wait
-    for the button to keep still over two frames can outlast its timeout when each frame is busy with a redraw)."""
-    panel.get_by_role("button", name="Cancel").click(force=True)
+        raise AssertionError(f"{text!r} was not shown within {timeout_ms / 1000:.0f} s; error toasts: "
+                             f"{error_toasts(page)}; the tab shows:\n{shown}") from None
 
 
 def error_toasts(page) -> list[str]:
@@ -107,7 +102,9 @@ def select(page, name: str) -> None:
 
 
 def open_tab(page, title: str) -> None:
-    """Open the chapter holding the tab, then the tab."""
+    """Open the chapter holding the tab, then the tab, on a page brought to the front: a page opened since (a fresh
+    one) leaves it behind, where no animation frame comes, and Playwright's clicks wait for frames."""
+    page.bring_to_front()
     select(page, next(chapter for chapter, tabs in CHAPTERS.items() if title in [t for _, t in tabs]))
     select(page, title)
 
@@ -129,6 +126,7 @@ def record_errors(page) -> None:
 
 
 def open_link(page, url: str) -> None:
+    page.bring_to_front()  # as in open_tab
     page.goto(url)
     page.wait_for_selector(".js-plotly-plot >> visible=true", timeout=120_000)
     settle(page)

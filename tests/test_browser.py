@@ -8,7 +8,6 @@ import pytest
 from browser import (
     TABS,
     WAIT,
-    cancel,
     error_toasts,
     needs_chromium,
     open_link,
@@ -75,24 +74,23 @@ def test_an_empty_text_gets_one_plain_message(fresh, url, tab, drawn, key):
     assert fresh.console_errors == []
 
 
-def test_a_cancelled_generation_leaves_the_kv_tab_usable(page):
-    open_tab(page, "KV cache")
-    panel = tab_panel(page)
-    count = panel.locator("input[type=number]").first
-    count.fill("256")
-    count.press("Enter")
-    settle(page)  # the setting's own events answered before the button is pressed
+def test_a_cancelled_generation_leaves_the_kv_tab_usable(fresh, url):
+    """In a session of its own: on the shared page, after the other KV tests, the run once never started (its
+    outputs showed Gradio's "Error", the summary stayed at "Starting…"; the cause is not found)."""
+    open_link(fresh, url + "?tab=kv_cache&model=smollm2-135m&n=256")
+    panel = tab_panel(fresh)
     panel.get_by_role("button", name="Generate both ways").click()
-    wait_for_text(page, "Running with")  # under way
-    cancel(panel)  # reaches this run's job (pressed sooner, it could miss it)
-    wait_for_text(page, "Cancelled (")
+    wait_for_text(fresh, "Running with")  # under way
+    panel.get_by_role("button", name="Cancel").click()  # reaches this run's job (pressed sooner, it could miss it)
+    wait_for_text(fresh, "Cancelled (")
+    count = panel.locator("input[type=number]").first
     count.fill("6")
     count.press("Enter")
-    settle(page)
+    settle(fresh)
     panel.get_by_role("button", name="Generate both ways").click()
     panel.get_by_text("Identical tokens in both runs: yes").wait_for(timeout=120_000)
     assert "over 6 tokens" in panel.inner_text()
-    assert error_toasts(page) == []
+    assert error_toasts(fresh) == [] and fresh.console_errors == []
 
 
 def font_sizes(page) -> tuple[float, float]:

@@ -2,7 +2,7 @@
 settings plainly."""
 
 import pytest
-from browser import WAIT, cancel, error_toasts, needs_chromium, open_link, settle, tab_panel
+from browser import WAIT, error_toasts, needs_chromium, open_link, settle, tab_panel
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 
@@ -17,7 +17,7 @@ def test_training_streams_its_default_run_cancels_keeps_and_refuses_bad_settings
     curves = panel.locator(".js-plotly-plot").filter(has_text="held-out")
     assert curves.locator(".scatterlayer .trace").count() == 3  # training batch, held-out, guessing uniformly
     assert panel.get_by_text("step 0", exact=True).count() == 1  # the untrained model's sample
-    cancel(panel)
+    panel.get_by_role("button", name="Cancel").click()
     fresh.wait_for_function("document.body.innerText.includes('Cancelled after')", timeout=WAIT, polling=200)
     settle(fresh)
     panel.get_by_role("button", name="Keep this model for the other tabs").click()
@@ -52,7 +52,7 @@ def test_fine_tuning_runs_draws_its_curves_cancels_and_refuses_bad_input_plainly
     steps.press("Enter")
     run.click()
     fresh.wait_for_function("document.body.innerText.includes('Step ')", timeout=120_000)
-    cancel(panel)
+    panel.get_by_role("button", name="Cancel").click()
     fresh.wait_for_function("document.body.innerText.includes('Cancelled at step')", timeout=WAIT)
     settle(fresh)
     assert error_toasts(fresh) == []
@@ -117,7 +117,7 @@ def test_preference_tuning_runs_a_short_dpo_cancels_and_refuses_bad_settings_pla
     steps.press("Enter")
     run.click()
     fresh.wait_for_function("document.body.innerText.includes('Step ')", timeout=120_000)
-    cancel(panel)
+    panel.get_by_role("button", name="Cancel").click()
     fresh.wait_for_function("document.body.innerText.includes('Cancelled at step')", timeout=WAIT)
     settle(fresh)
     assert error_toasts(fresh) == []
