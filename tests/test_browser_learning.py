@@ -2,9 +2,21 @@
 settings plainly."""
 
 import pytest
-from browser import WAIT, error_toasts, needs_chromium, open_link, settle, tab_panel
+from browser import WAIT, error_toasts, needs_chromium, open_link, settle, tab_panel, wait_for_text
 
 pytestmark = [pytest.mark.slow, needs_chromium]
+
+
+def run_and_cancel(page, steps, run, n: str) -> None:
+    """A run of n steps started, then cancelled once under way: the tab says where it stopped, with no error."""
+    steps.fill(n)
+    steps.press("Enter")
+    run.click()
+    wait_for_text(page, "Step ")
+    tab_panel(page).get_by_role("button", name="Cancel").click()
+    wait_for_text(page, "Cancelled at step")
+    settle(page)
+    assert error_toasts(page) == []
 
 
 def test_training_streams_its_default_run_cancels_keeps_and_refuses_bad_settings(fresh, url):
@@ -48,14 +60,7 @@ def test_fine_tuning_runs_draws_its_curves_cancels_and_refuses_bad_input_plainly
     assert panel.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").count() >= 5
     assert "ROUGE-L" in panel.inner_text() and "| before" not in panel.inner_text()  # tables drawn as tables
     assert error_toasts(fresh) == []
-    steps.fill("1000")
-    steps.press("Enter")
-    run.click()
-    fresh.wait_for_function("document.body.innerText.includes('Step ')", timeout=120_000)
-    panel.get_by_role("button", name="Cancel").click()
-    fresh.wait_for_function("document.body.innerText.includes('Cancelled at step')", timeout=WAIT)
-    settle(fresh)
-    assert error_toasts(fresh) == []
+    run_and_cancel(fresh, steps, run, "1000")
     panel.get_by_role("radio", name="My own text (paste it below)").check()
     pasted = panel.get_by_role("textbox", name="Your text")
     for text, message in [("", "The corpus is empty"), ("abc", "paste at least"), ("x" * 5_000_000, "paste at most")]:
@@ -113,14 +118,7 @@ def test_preference_tuning_runs_a_short_dpo_cancels_and_refuses_bad_settings_pla
     text = panel.inner_text()
     assert "after DPO (the policy)" in text and "reward accuracy" in text and "| DPO loss" not in text
     assert error_toasts(fresh) == []
-    steps.fill("300")
-    steps.press("Enter")
-    run.click()
-    fresh.wait_for_function("document.body.innerText.includes('Step ')", timeout=120_000)
-    panel.get_by_role("button", name="Cancel").click()
-    fresh.wait_for_function("document.body.innerText.includes('Cancelled at step')", timeout=WAIT)
-    settle(fresh)
-    assert error_toasts(fresh) == []
+    run_and_cancel(fresh, steps, run, "300")
     panel.get_by_label("β (0.01 to 5)").fill("100")
     run.click()
     fresh.locator(".toast-body.error").filter(has_text="The beta must be from").first.wait_for(timeout=WAIT)
